@@ -1,0 +1,92 @@
+//! JSON endpoints: Assent's keys, the consent view, health.
+
+use crate::app::AppState;
+use crate::errors::ApiError;
+use crate::storage::StoredRequest;
+use crate::tokens;
+use assent_shared::{ConsentView, Health, IdentityServerInfo, RequestStatus, ThreePid};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+/// `GET /_assent/v1/keys`: Assent's verify key as a self-signed Matrix
+/// server-keys document.
+#[tracing::instrument(skip_all)]
+pub async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let doc = state
+        .key
+        .server_keys_document(&state.config.server_name, state.now_ms())
+        .map_err(|e| ApiError::internal(format!("cannot sign the key document: {e}")))?;
+    serde_json::to_value(doc).map(Json).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// `GET /health`: 200 when the database answers, 503 when it does not.
+#[tracing::instrument(skip_all)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    match state.repo.ping().await {
+        Ok(()) => (StatusCode::OK, Json(Health { status: "ok".to_owned(), database: state.repo.kind().to_owned() })),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health { status: "unavailable".to_owned(), database: format!("{} unreachable", state.repo.kind()) }),
+            )
+        }
+    }
+}
+
+/// Finds the request a consent token belongs to.
+pub async fn request_for_token(state: &AppState, token: &str) -> Result<StoredRequest, ApiError> {
+    let unknown = || ApiError::not_found("M_NOT_FOUND", "this link is not known; check that it was copied whole");
+    if !tokens::looks_valid(token) {
+        return Err(unknown());
+    }
+    state.repo.request_by_token_hash(&tokens::hash(token)).await?.ok_or_else(unknown)
+}
+
+/// `GET /_assent/v1/consent/{token}`: what the owner is shown. Never changes state.
+#[tracing::instrument(skip_all)]
+pub async fn consent_view(State(state): State<AppState>, Path(token): Path<String>) -> Result<Json<ConsentView>, ApiError> {
+    let request = request_for_token(&state, &token).await?;
+    Ok(Json(view_of(&state, &request)))
+}
+
+pub fn view_of(state: &AppState, r: &StoredRequest) -> ConsentView {
+    // Past its expiry a pending request is expired, whether or not the
+    // expiry job has recorded that yet.
+    let status = if r.status == RequestStatus::Pending && state.now_ms() >= r.expires_at {
+        RequestStatus::Expired
+    } else {
+        r.status
+    };
+    let identity_server = match state.config.identity_server(&r.identity_server) {
+        Some(is) => IdentityServerInfo {
+            name: is.name.clone(),
+            display_name: is.display_name.clone(),
+            operator: is.operator.clone(),
+            privacy_policy_url: is.privacy_policy_url.as_ref().map(|u| u.to_string()),
+        },
+        // Removed from the config since: show what is known.
+        None => IdentityServerInfo {
+            name: r.identity_server.clone(),
+            display_name: r.identity_server.clone(),
+            operator: String::new(),
+            privacy_policy_url: None,
+        },
+    };
+    ConsentView {
+        request_id: r.id.clone(),
+        status,
+        requesting_server: r.origin.clone(),
+        server_key_id: r.origin_key_id.clone(),
+        verified_at_ms: r.verified_at,
+        mxid: r.mxid.clone(),
+        threepid: ThreePid { medium: r.medium, address: r.address.clone() },
+        identity_server,
+        initiator: r.initiator,
+        reason: r.reason.clone(),
+        created_at_ms: r.created_at,
+        expires_at_ms: r.expires_at,
+        decided_at_ms: r.decided_at,
+    }
+}

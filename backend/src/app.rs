@@ -1,0 +1,149 @@
+//! The application state and the router: which path goes where, and the
+//! headers every response carries.
+
+use crate::config::Config;
+use crate::keys::SigningKey;
+use crate::storage::Repo;
+use crate::web::WebAssets;
+use crate::{api, errors::ApiError, web};
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::routing::get;
+use axum::Router;
+use rand::RngCore;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
+use tracing::Level;
+
+/// The time, injected so that tests can move it.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// Randomness, injected so that tests can predict tokens and ids.
+pub type SharedRng = Arc<Mutex<dyn RngCore + Send>>;
+
+pub fn os_rng() -> SharedRng {
+    Arc::new(Mutex::new(rand::rngs::OsRng))
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub repo: Repo,
+    pub clock: Arc<dyn Clock>,
+    pub rng: SharedRng,
+    pub key: Arc<SigningKey>,
+    pub web: Arc<WebAssets>,
+}
+
+impl AppState {
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// `n` random bytes from the injected generator.
+    pub fn random_bytes<const N: usize>(&self) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        match self.rng.lock() {
+            Ok(mut rng) => rng.fill_bytes(&mut bytes),
+            // A panic elsewhere while holding the lock leaves the generator
+            // usable: its state is just bytes.
+            Err(poisoned) => poisoned.into_inner().fill_bytes(&mut bytes),
+        }
+        bytes
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/_assent/v1/keys", get(api::keys))
+        .route("/_assent/v1/consent/{token}", get(api::consent_view))
+        .route("/health", get(api::health));
+
+    let pages = Router::new()
+        .route("/consent/{token}", get(web::consent_page))
+        .route("/embed/consent/{token}", get(web::embed_page))
+        .route("/", get(web::app_page))
+        .route("/admin", get(web::app_page))
+        .route("/admin/{*rest}", get(web::app_page));
+
+    Router::new()
+        .merge(api)
+        .merge(pages)
+        .route("/_assent/{*rest}", axum::routing::any(not_found))
+        .route("/_matrix/{*rest}", axum::routing::any(not_found))
+        .fallback(web::static_file)
+        .with_state(state)
+        .layer(CompressionLayer::new())
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("the server hit a bug").into_response()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    tracing::info_span!("http", method = %request.method(), path = %redact_path(request.uri().path()))
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros)),
+        )
+}
+
+/// The path with consent tokens cut out, for logs. Query strings are never logged.
+pub fn redact_path(path: &str) -> String {
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for segment in path.split('/') {
+        if hide_next && !segment.is_empty() {
+            out.push("…");
+            hide_next = false;
+            continue;
+        }
+        hide_next = segment == "consent";
+        out.push(segment);
+    }
+    out.join("/")
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("M_UNRECOGNIZED", "no such endpoint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_path;
+
+    #[test]
+    fn tokens_never_reach_the_logs() {
+        assert_eq!(redact_path("/consent/abcDEF123"), "/consent/…");
+        assert_eq!(redact_path("/embed/consent/abcDEF123"), "/embed/consent/…");
+        assert_eq!(redact_path("/_assent/v1/consent/abc/decision"), "/_assent/v1/consent/…/decision");
+        assert_eq!(redact_path("/_assent/v1/keys"), "/_assent/v1/keys");
+        assert_eq!(redact_path("/consent/"), "/consent/");
+    }
+}

@@ -1,0 +1,667 @@
+//! The configuration: one typed struct, read from an optional TOML file with
+//! `ASSENT_…` environment overrides, and validated with messages that name the
+//! key and the fix.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// Everything an operator can set. Every key has a default that lets
+/// `assent serve` start with no file at all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Base of every link Assent sends (emails, printed links).
+    pub public_url: Url,
+    /// The name Assent signs decisions as (names its signing key).
+    pub server_name: String,
+    /// Holds the signing key, mail files and the SQLite database.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; by default a SQLite file in `data_dir`.
+    pub database_url: Option<String>,
+    /// The built web front end (Trunk's `dist/`).
+    pub dist_dir: PathBuf,
+    /// How long a request waits for the owner before it expires.
+    #[serde(with = "humantime_serde")]
+    pub request_ttl: Duration,
+    /// What a homeserver is told while its request is held.
+    pub held_response: HeldResponse,
+    /// What happens to phone-number unbinds, which have no owner to ask.
+    pub msisdn_policy: MsisdnPolicy,
+    pub email: EmailConfig,
+    pub admin: AdminConfig,
+    pub keys: KeysConfig,
+    pub identity_servers: Vec<IdentityServerConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldResponse {
+    /// 202 `{}`: Synapse reports success and carries on.
+    Accepted,
+    /// 403: Synapse fails the owner's `/3pid/delete` and blocks deactivation.
+    Forbidden,
+    /// 501: Synapse reports `no-support` and removes the address locally.
+    NotSupported,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MsisdnPolicy {
+    Hold,
+    Forward,
+    Reject,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// The sender, e.g. `Example identity server <noreply@example.org>`.
+    pub from: String,
+    pub transport: EmailTransport,
+    /// `smtp://user:pass@host:587?tls=required`; needed when `transport = "smtp"`.
+    pub smtp_url: Option<String>,
+    /// Language of the emails: `en` or `de`.
+    pub language: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailTransport {
+    /// Writes each message as an `.eml` file into `data_dir/mail`.
+    File,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer tokens for the admin console and API, or `sha256:<hex>` of them.
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Whether key fetches (whose server names come from requests) may reach
+    /// loopback and private addresses.
+    pub allow_private_addresses: bool,
+    /// Homeserver keys to trust without discovery: server name → key id → key.
+    pub pinned: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityServerConfig {
+    /// What homeservers sign as `destination_is`; matched against `Host`.
+    pub name: String,
+    pub display_name: String,
+    pub operator: String,
+    pub privacy_policy_url: Option<Url>,
+    /// The real identity server behind Assent.
+    pub upstream: Url,
+    #[serde(default)]
+    pub proxy_all: bool,
+    #[serde(default = "default_binding_check")]
+    pub binding_check: BindingCheck,
+    /// Origins allowed to frame the embedded consent page.
+    #[serde(default)]
+    pub frame_ancestors: Vec<String>,
+    /// Bearer tokens for this identity server's integrated-mode calls.
+    #[serde(default)]
+    pub api_tokens: Vec<String>,
+    /// Email language for this identity server's requests.
+    pub language: Option<String>,
+    #[serde(default = "default_relay")]
+    pub relay: Vec<RelaySink>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingCheck {
+    V1Lookup,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RelaySink {
+    Replay,
+    SydentInternal { url: Url },
+    Webhook { url: Url },
+}
+
+fn default_binding_check() -> BindingCheck {
+    BindingCheck::V1Lookup
+}
+
+fn default_relay() -> Vec<RelaySink> {
+    vec![RelaySink::Replay]
+}
+
+pub const LANGUAGES: [&str; 2] = ["en", "de"];
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: Url::parse("http://127.0.0.1:8080/").unwrap_or_else(|_| unreachable!()),
+            server_name: "localhost".to_owned(),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            dist_dir: PathBuf::from("./dist"),
+            request_ttl: Duration::from_secs(7 * 24 * 3600),
+            held_response: HeldResponse::Accepted,
+            msisdn_policy: MsisdnPolicy::Hold,
+            email: EmailConfig::default(),
+            admin: AdminConfig::default(),
+            keys: KeysConfig::default(),
+            identity_servers: Vec::new(),
+        }
+    }
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            from: "Assent <noreply@localhost>".to_owned(),
+            transport: EmailTransport::File,
+            smtp_url: None,
+            language: "en".to_owned(),
+        }
+    }
+}
+
+/// One problem in the configuration: where, what, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}\n    fix: {}", self.key, self.problem, self.fix)
+    }
+}
+
+/// All the problems found, so an operator can fix them in one go.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration has {} problem(s):", self.0.len())?;
+        for error in &self.0 {
+            writeln!(f, "  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn problem(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), problem: problem.into(), fix: fix.into() }
+}
+
+/// The environment variables that override config keys: `ASSENT_LISTEN`,
+/// `ASSENT_EMAIL__TRANSPORT` (a double underscore enters a table).
+pub const ENV_PREFIX: &str = "ASSENT_";
+
+impl Config {
+    /// Reads the file (when given), then the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigErrors(vec![problem(
+                    "--config",
+                    format!("no config file at {}", path.display()),
+                    "give the path of an existing TOML file, or leave --config out to run on the defaults",
+                )]));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let config: Config = figment.extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("assent.db").display()),
+        }
+    }
+
+    /// The link an owner follows, for a raw token.
+    pub fn consent_link(&self, token: &str) -> String {
+        format!("{}consent/{token}", self.public_base())
+    }
+
+    /// `public_url` with exactly one trailing slash.
+    pub fn public_base(&self) -> String {
+        let url = self.public_url.as_str();
+        if url.ends_with('/') {
+            url.to_owned()
+        } else {
+            format!("{url}/")
+        }
+    }
+
+    pub fn identity_server(&self, name: &str) -> Option<&IdentityServerConfig> {
+        self.identity_servers.iter().find(|is| is.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Every check that types alone cannot make.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        if !matches!(self.public_url.scheme(), "http" | "https") || self.public_url.host().is_none() {
+            errors.push(problem(
+                "public_url",
+                format!("`{}` is not an http(s) URL with a host", self.public_url),
+                "set the address owners reach Assent at, e.g. https://consent.example.org",
+            ));
+        }
+        if self.public_url.query().is_some() || self.public_url.fragment().is_some() {
+            errors.push(problem(
+                "public_url",
+                "has a query or fragment",
+                "give only scheme, host, port and path",
+            ));
+        }
+        if ruma_common::ServerName::parse(&self.server_name).is_err() {
+            errors.push(problem(
+                "server_name",
+                format!("`{}` is not a valid Matrix server name", self.server_name),
+                "use a host name such as consent.example.org (optionally with :port)",
+            ));
+        }
+        let db = self.database_url();
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            errors.push(problem(
+                "database_url",
+                "is neither a sqlite: nor a postgres:// URL",
+                "use sqlite://./data/assent.db or postgres://user:pass@host/db",
+            ));
+        }
+        if self.request_ttl < Duration::from_secs(60) || self.request_ttl > Duration::from_secs(366 * 24 * 3600) {
+            errors.push(problem(
+                "request_ttl",
+                format!("{} is outside 1 minute to 366 days", humantime::format_duration(self.request_ttl)),
+                "use a duration such as \"7d\" or \"48h\"",
+            ));
+        }
+        self.validate_email(&mut errors);
+        for (i, token) in self.admin.tokens.iter().enumerate() {
+            if let Err(why) = check_token(token) {
+                errors.push(problem(format!("admin.tokens[{i}]"), why, TOKEN_FIX));
+            }
+        }
+        for (server, keys) in &self.keys.pinned {
+            let key = format!("keys.pinned.\"{server}\"");
+            if ruma_common::ServerName::parse(server).is_err() {
+                errors.push(problem(&key, "is not a valid Matrix server name", "name the homeserver as in its user IDs"));
+            }
+            for (key_id, public) in keys {
+                if !key_id.starts_with("ed25519:") || key_id.len() <= "ed25519:".len() {
+                    errors.push(problem(format!("{key}.\"{key_id}\""), "key id is not `ed25519:<version>`", "copy the key id from the homeserver's /_matrix/key/v2/server"));
+                }
+                if crate::keys::decode_unpadded(public).map(|k| k.len()) != Some(32) {
+                    errors.push(problem(format!("{key}.\"{key_id}\""), "is not a 32-byte key in unpadded base64", "copy `verify_keys.<id>.key` from the homeserver's /_matrix/key/v2/server"));
+                }
+            }
+        }
+        let mut seen = Vec::new();
+        for (i, is) in self.identity_servers.iter().enumerate() {
+            self.validate_identity_server(i, is, &mut errors);
+            let name = is.name.to_ascii_lowercase();
+            if seen.contains(&name) {
+                errors.push(problem(format!("identity_servers[{i}].name"), format!("`{}` is listed twice", is.name), "give each identity server once"));
+            }
+            seen.push(name);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn validate_email(&self, errors: &mut Vec<ConfigError>) {
+        if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
+            errors.push(problem(
+                "email.from",
+                format!("`{}` is not a mailbox", self.email.from),
+                "write it as `Name <address@example.org>` or `address@example.org`",
+            ));
+        }
+        if !LANGUAGES.contains(&self.email.language.as_str()) {
+            errors.push(problem("email.language", format!("`{}` is not a supported language", self.email.language), "use \"en\" or \"de\""));
+        }
+        match (&self.email.transport, &self.email.smtp_url) {
+            (EmailTransport::Smtp, None) => errors.push(problem(
+                "email.smtp_url",
+                "is missing, but `email.transport` is \"smtp\"",
+                "set smtp_url = \"smtp://user:pass@mail.example.org:587?tls=required\"",
+            )),
+            (_, Some(url)) => match Url::parse(url) {
+                Ok(url) if matches!(url.scheme(), "smtp" | "smtps") && url.host().is_some() => {}
+                _ => errors.push(problem(
+                    "email.smtp_url",
+                    "is not an smtp:// or smtps:// URL with a host",
+                    "set smtp_url = \"smtp://user:pass@mail.example.org:587?tls=required\"",
+                )),
+            },
+            _ => {}
+        }
+    }
+
+    fn validate_identity_server(&self, i: usize, is: &IdentityServerConfig, errors: &mut Vec<ConfigError>) {
+        let key = |field: &str| format!("identity_servers[{i}].{field}");
+        if ruma_common::ServerName::parse(&is.name).is_err() {
+            errors.push(problem(key("name"), format!("`{}` is not a valid server name", is.name), "use the name homeservers use for this identity server, e.g. matrix.example.org"));
+        }
+        if !matches!(is.upstream.scheme(), "http" | "https") || is.upstream.host().is_none() {
+            errors.push(problem(key("upstream"), "is not an http(s) URL with a host", "point it at the real identity server, e.g. http://127.0.0.1:8090"));
+        }
+        if let Some(url) = &is.privacy_policy_url {
+            if !matches!(url.scheme(), "http" | "https") {
+                errors.push(problem(key("privacy_policy_url"), "is not an http(s) URL", "link the identity server's privacy policy page"));
+            }
+        }
+        for (j, origin) in is.frame_ancestors.iter().enumerate() {
+            if !is_origin(origin) {
+                errors.push(problem(
+                    format!("identity_servers[{i}].frame_ancestors[{j}]"),
+                    format!("`{origin}` is not an origin"),
+                    "give scheme, host and optional port only, e.g. https://matrix.example.org",
+                ));
+            }
+        }
+        for (j, token) in is.api_tokens.iter().enumerate() {
+            if let Err(why) = check_token(token) {
+                errors.push(problem(format!("identity_servers[{i}].api_tokens[{j}]"), why, TOKEN_FIX));
+            }
+        }
+        if let Some(language) = &is.language {
+            if !LANGUAGES.contains(&language.as_str()) {
+                errors.push(problem(key("language"), format!("`{language}` is not a supported language"), "use \"en\" or \"de\", or leave it out to use email.language"));
+            }
+        }
+        for (j, sink) in is.relay.iter().enumerate() {
+            if let RelaySink::SydentInternal { url } | RelaySink::Webhook { url } = sink {
+                if !matches!(url.scheme(), "http" | "https") {
+                    errors.push(problem(format!("identity_servers[{i}].relay[{j}].url"), "is not an http(s) URL", "give the full URL the relay posts to"));
+                }
+            }
+        }
+    }
+
+    /// The effective configuration as TOML, with every secret masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut masked = self.clone();
+        masked.database_url = Some(mask_url_password(&self.database_url()));
+        masked.email.smtp_url = self.email.smtp_url.as_deref().map(mask_url_password);
+        masked.admin.tokens = mask_all(&self.admin.tokens);
+        for is in &mut masked.identity_servers {
+            is.api_tokens = mask_all(&is.api_tokens);
+        }
+        toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# could not print the config: {e}\n"))
+    }
+}
+
+const TOKEN_FIX: &str = "use a random token of at least 32 characters (e.g. `openssl rand -hex 32`), or `sha256:` and the 64 hex digits of its SHA-256";
+
+/// A token is either the secret itself (long enough not to be guessed) or
+/// `sha256:<64 hex digits>` of it.
+fn check_token(token: &str) -> Result<(), String> {
+    if let Some(hex) = token.strip_prefix("sha256:") {
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(());
+        }
+        return Err("`sha256:` must be followed by 64 hex digits".to_owned());
+    }
+    if token.len() < 32 {
+        return Err(format!("is {} characters long; tokens need at least 32", token.len()));
+    }
+    Ok(())
+}
+
+fn is_origin(origin: &str) -> bool {
+    match Url::parse(origin) {
+        Ok(url) => {
+            matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.path() == "/"
+                && !origin.ends_with('/')
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && url.username().is_empty()
+        }
+        Err(_) => false,
+    }
+}
+
+fn mask_all(tokens: &[String]) -> Vec<String> {
+    tokens.iter().map(|_| "********".to_owned()).collect()
+}
+
+fn mask_url_password(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            if parsed.set_password(Some("********")).is_ok() {
+                parsed.to_string()
+            } else {
+                "********".to_owned()
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Turns figment's errors into ones that name the key and the fix.
+fn from_figment(error: figment::Error) -> ConfigErrors {
+    ConfigErrors(
+        error
+            .into_iter()
+            .map(|e| {
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| match &m.source {
+                        Some(source) => format!(" (from {} {source})", m.name),
+                        None => format!(" (from {})", m.name),
+                    })
+                    .unwrap_or_default();
+                let mut key = e.path.join(".");
+                let what = match &e.kind {
+                    figment::error::Kind::UnknownField(field, expected) => {
+                        // figment puts the field at the end of the path already.
+                        if e.path.last() != Some(field) {
+                            if !key.is_empty() {
+                                key.push('.');
+                            }
+                            key.push_str(field);
+                        }
+                        let fix = if expected.is_empty() {
+                            "remove it".to_owned()
+                        } else {
+                            format!("remove it, or use one of: {}", expected.join(", "))
+                        };
+                        return problem(key, format!("unknown key{source}"), fix);
+                    }
+                    kind => kind.to_string(),
+                };
+                if key.is_empty() {
+                    key = "(top level)".to_owned();
+                }
+                problem(key.clone(), format!("{what}{source}"), fix_for(&key))
+            })
+            .collect(),
+    )
+}
+
+fn fix_for(key: &str) -> String {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    match last {
+        "listen" => "write an address and port, e.g. \"127.0.0.1:8080\"",
+        "public_url" | "upstream" | "privacy_policy_url" | "url" => "write a full URL, e.g. \"https://consent.example.org\"",
+        "request_ttl" => "write a duration, e.g. \"7d\" or \"48h\"",
+        "held_response" => "use \"accepted\", \"forbidden\" or \"not_supported\"",
+        "msisdn_policy" => "use \"hold\", \"forward\" or \"reject\"",
+        "transport" => "use \"file\" or \"smtp\"",
+        "binding_check" => "use \"v1_lookup\" or \"none\"",
+        "kind" => "use \"replay\", \"sydent-internal\" or \"webhook\"",
+        "tokens" | "api_tokens" | "frame_ancestors" => "write a list of strings, e.g. [\"…\"]",
+        "proxy_all" | "allow_private_addresses" => "write true or false",
+        _ => "see the Configuration section of the README for this key's type",
+    }
+    .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_str(toml: &str) -> Result<Config, ConfigErrors> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        Config::load(Some(file.path()))
+    }
+
+    fn keys_of(errors: &ConfigErrors) -> Vec<&str> {
+        errors.0.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_use_sqlite_in_the_data_dir() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.database_url(), "sqlite://./data/assent.db");
+        assert_eq!(config.consent_link("abc"), "http://127.0.0.1:8080/consent/abc");
+    }
+
+    #[test]
+    fn the_design_example_loads() {
+        let config = load_str(
+            r#"
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+server_name = "consent.example.org"
+data_dir = "./data"
+database_url = "sqlite://./data/assent.db"
+request_ttl = "7d"
+held_response = "accepted"
+msisdn_policy = "hold"
+
+[email]
+from = "Example identity server <noreply@example.org>"
+transport = "file"
+smtp_url = "smtp://user:pass@mail.example.org:587?tls=required"
+language = "en"
+
+[admin]
+tokens = ["0123456789abcdef0123456789abcdef"]
+
+[keys]
+allow_private_addresses = false
+[keys.pinned."hs.example.org"]
+"ed25519:a_AbCd" = "1oqOQhXJ5QqSnZija6zHwdsAgOUakzBGnEHrvDatgdU"
+
+[[identity_servers]]
+name = "matrix.example.org"
+display_name = "Example identity server"
+operator = "Example Ltd"
+privacy_policy_url = "https://example.org/privacy"
+upstream = "http://127.0.0.1:8090"
+proxy_all = false
+binding_check = "v1_lookup"
+frame_ancestors = ["https://matrix.example.org"]
+api_tokens = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]
+relay = [{ kind = "replay" }, { kind = "webhook", url = "https://is.example.org/assent-hook" }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.request_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(config.identity_servers[0].relay.len(), 2);
+        assert_eq!(config.keys.pinned["hs.example.org"].len(), 1);
+        let printed = config.to_masked_toml();
+        assert!(!printed.contains("pass@"), "smtp password must be masked:\n{printed}");
+        assert!(!printed.contains("0123456789abcdef"), "admin token must be masked");
+        assert!(printed.contains("********"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_the_known_ones() {
+        let errors = load_str("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        assert_eq!(keys_of(&errors), ["listen_port"]);
+        assert!(errors.0[0].fix.contains("listen"), "{}", errors);
+        let errors = load_str("[email]\nfrm = \"a@b.c\"\n").unwrap_err();
+        assert_eq!(keys_of(&errors), ["email.frm"]);
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_the_fix() {
+        let errors = load_str("listen = 8080\n").unwrap_err();
+        assert_eq!(keys_of(&errors), ["listen"]);
+        assert!(errors.0[0].fix.contains("127.0.0.1:8080"));
+        let errors = load_str("request_ttl = \"soon\"\n").unwrap_err();
+        assert_eq!(keys_of(&errors), ["request_ttl"]);
+        let errors = load_str("held_response = \"maybe\"\n").unwrap_err();
+        assert_eq!(keys_of(&errors), ["held_response"]);
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported() {
+        let errors = load_str(
+            r#"
+server_name = "not a name"
+database_url = "mysql://x"
+[email]
+from = "nobody"
+transport = "smtp"
+language = "fr"
+[admin]
+tokens = ["short"]
+[[identity_servers]]
+name = "is.example.org"
+display_name = "IS"
+operator = "Op"
+upstream = "http://127.0.0.1:8090"
+frame_ancestors = ["https://is.example.org/path"]
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys_of(&errors),
+            [
+                "server_name",
+                "database_url",
+                "email.from",
+                "email.language",
+                "email.smtp_url",
+                "admin.tokens[0]",
+                "identity_servers[0].frame_ancestors[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_not_the_defaults() {
+        let errors = Config::load(Some(Path::new("/nonexistent/assent.toml"))).unwrap_err();
+        assert_eq!(keys_of(&errors), ["--config"]);
+    }
+}

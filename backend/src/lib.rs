@@ -1,0 +1,13 @@
+//! Assent's server: holds homeserver-signed 3PID unbinds at the identity
+//! server's door until the owner of the address decides.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod errors;
+pub mod keys;
+pub mod serve;
+pub mod storage;
+pub mod tokens;
+pub mod web;

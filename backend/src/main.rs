@@ -1,0 +1,67 @@
+//! The `assent` command: `serve` and `check-config`.
+
+use assent_backend::config::Config;
+use assent_backend::serve;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "assent", version, about = "Holds homeserver-signed 3PID unbinds until the address owner consents.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (intake, consent pages, admin console, workers).
+    Serve {
+        /// TOML config file; without one, the embedded defaults are used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also seed one pending demo request and print its links.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Validate the configuration and print it with secrets masked.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (file, demo, check_only) = match cli.command {
+        Command::Serve { config, demo } => (config, demo, false),
+        Command::CheckConfig { config } => (config, false, true),
+    };
+    let config = match Config::load(file.as_deref()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("assent: {errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("assent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = if check_only {
+        runtime.block_on(serve::check_config(&config))
+    } else {
+        serve::init_logging();
+        runtime.block_on(serve::serve(config, demo))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("assent: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Starting up: data folder, signing key, database, web assets, listener.
+//! Every failure names the config key to look at.
+
+use crate::app::{self, AppState, SystemClock};
+use crate::config::Config;
+use crate::keys::SigningKey;
+use crate::storage::{self, Repo};
+use crate::web::WebAssets;
+use crate::{demo, tokens};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why Assent could not start.
+#[derive(Debug)]
+pub struct StartError {
+    /// The config key to look at.
+    pub key: &'static str,
+    pub problem: String,
+    pub fix: &'static str,
+}
+
+impl StartError {
+    pub fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}\n    fix: {}", self.key, self.problem, self.fix)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+const DB_FIX: &str = "check that the database server runs and that the URL, user and password are right \
+                      (sqlite://path/to/file.db or postgres://user:pass@host:5432/db)";
+
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // A second call (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// `assent check-config`: prints the effective config, then checks that the
+/// database answers.
+pub async fn check_config(config: &Config) -> Result<(), StartError> {
+    print!("{}", config.to_masked_toml());
+    let url = config.database_url();
+    if url.starts_with("postgres") {
+        use sqlx::Connection;
+        let attempt = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&url)).await;
+        match attempt {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+            }
+            Ok(Err(e)) => return Err(db_error(config, e.to_string())),
+            Err(_) => return Err(db_error(config, "no answer within 10 s".to_owned())),
+        }
+    }
+    eprintln!("assent: the configuration is valid");
+    Ok(())
+}
+
+fn db_error(config: &Config, why: String) -> StartError {
+    StartError {
+        key: "database_url",
+        problem: format!("cannot open {}: {why}", masked_db_url(config)),
+        fix: DB_FIX,
+    }
+}
+
+fn masked_db_url(config: &Config) -> String {
+    match url::Url::parse(&config.database_url()) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("********"));
+            url.to_string()
+        }
+        _ => config.database_url(),
+    }
+}
+
+pub async fn open_database(config: &Config) -> Result<Repo, StartError> {
+    match tokio::time::timeout(Duration::from_secs(15), storage::connect(&config.database_url())).await {
+        Ok(Ok(repo)) => Ok(repo),
+        Ok(Err(e)) => Err(db_error(config, e.to_string())),
+        Err(_) => Err(db_error(config, "no answer within 15 s".to_owned())),
+    }
+}
+
+/// `assent serve`: runs until SIGINT or SIGTERM.
+pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError {
+        key: "data_dir",
+        problem: format!("cannot create {}: {e}", config.data_dir.display()),
+        fix: "point data_dir at a folder Assent may write to",
+    })?;
+    let (key, created) = SigningKey::load_or_generate(&config.data_dir).map_err(|e| StartError {
+        key: "data_dir",
+        problem: e.to_string(),
+        fix: "restore the key file from a backup, or move it away to have a new key generated",
+    })?;
+    if created {
+        tracing::info!(key_id = key.key_id(), "generated a new signing key");
+    }
+    let repo = open_database(&config).await?;
+
+    let mut demo_admin_token = None;
+    if demo_mode {
+        demo::prepare_config(&mut config);
+        if config.admin.tokens.is_empty() {
+            let mut bytes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            let token = tokens::encode(&bytes);
+            config.admin.tokens.push(token.clone());
+            demo_admin_token = Some(token);
+        }
+    }
+    let web = WebAssets::load(&config.dist_dir);
+    if !web.is_built() {
+        tracing::warn!(dist_dir = %config.dist_dir.display(), "the web front end is not built; pages answer 503 until it is");
+    }
+    let state = AppState {
+        config: Arc::new(config),
+        repo,
+        clock: Arc::new(SystemClock),
+        rng: app::os_rng(),
+        key: Arc::new(key),
+        web: Arc::new(web),
+    };
+    let listen = state.config.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| StartError {
+        key: "listen",
+        problem: format!("cannot listen on {listen}: {e}"),
+        fix: "choose a free address and port, e.g. listen = \"127.0.0.1:8081\"",
+    })?;
+    let local = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
+    tracing::info!(
+        address = %local,
+        database = state.repo.kind(),
+        key_id = state.key.key_id(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "Assent is listening"
+    );
+    println!("Assent is listening on http://{local} (public URL {})", state.config.public_base());
+    if demo_mode {
+        let link = demo::seed(&state).await.map_err(|e| db_error(&state.config, e.to_string()))?;
+        println!();
+        println!("Demo request for {} held. Open the consent page:", demo::DEMO_ADDRESS);
+        println!("    {link}");
+        match &demo_admin_token {
+            Some(token) => println!("Admin console (sign-in link, valid while this process runs):\n    {}admin#token={token}", state.config.public_base()),
+            None => println!("Admin console (sign in with a token from [admin] tokens):\n    {}admin", state.config.public_base()),
+        }
+        println!();
+    }
+    axum::serve(listener, app::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| StartError { key: "listen", problem: format!("the server stopped: {e}"), fix: "see the log above" })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,677 @@
+//! Storage: the repository the handlers and workers talk to, with one sqlx
+//! implementation per database. Both run the same SQL (SQLite understands
+//! `$1` placeholders too) except where the dialects differ, and the same test
+//! suite runs against both.
+
+use assent_shared::{Initiator, Medium, RequestStatus};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+mod postgres;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use postgres::PgRepository;
+pub use sqlite::SqliteRepository;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// How a request reached Assent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Gateway,
+    Integrated,
+    Demo,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Gateway => "gateway",
+            Source::Integrated => "integrated",
+            Source::Demo => "demo",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "gateway" => Ok(Source::Gateway),
+            "integrated" => Ok(Source::Integrated),
+            "demo" => Ok(Source::Demo),
+            other => Err(StorageError::Corrupt(format!("unknown source `{other}`"))),
+        }
+    }
+}
+
+/// The homeserver's original request, kept byte for byte for a later replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawIntake {
+    pub method: String,
+    /// Path and query exactly as received.
+    pub path: String,
+    /// The headers that matter for a replay (`Authorization`, `Content-Type`, …).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A request about to be stored.
+#[derive(Clone, Debug)]
+pub struct NewRequest {
+    pub id: String,
+    pub source: Source,
+    pub identity_server: String,
+    pub origin: String,
+    pub origin_key_id: Option<String>,
+    pub verified_at: Option<i64>,
+    pub mxid: String,
+    pub medium: Medium,
+    pub address: String,
+    pub initiator: Initiator,
+    pub reason: Option<String>,
+    pub callback_url: Option<String>,
+    /// SHA-256 of the consent token; the token itself is never stored.
+    pub token_hash: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub raw: Option<RawIntake>,
+}
+
+/// A request as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRequest {
+    pub id: String,
+    pub source: Source,
+    pub identity_server: String,
+    pub origin: String,
+    pub origin_key_id: Option<String>,
+    pub verified_at: Option<i64>,
+    pub mxid: String,
+    pub medium: Medium,
+    pub address: String,
+    pub initiator: Initiator,
+    pub reason: Option<String>,
+    pub callback_url: Option<String>,
+    pub status: RequestStatus,
+    pub token_hash: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    pub decision_id: Option<String>,
+    pub decision_doc: Option<String>,
+    pub raw: Option<RawIntake>,
+    pub updated_at: i64,
+}
+
+/// An event for a request's audit trail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAudit {
+    pub kind: String,
+    /// Who acted: `system`, `owner`, `admin:<token id>`, a server name.
+    pub actor: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+impl NewAudit {
+    pub fn new(kind: &str, actor: Option<&str>, detail: serde_json::Value) -> Self {
+        NewAudit { kind: kind.to_owned(), actor: actor.map(str::to_owned), detail }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub request_id: String,
+    pub at: i64,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxKind {
+    Email,
+    Relay,
+}
+
+impl OutboxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::Email => "email",
+            OutboxKind::Relay => "relay",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "email" => Ok(OutboxKind::Email),
+            "relay" => Ok(OutboxKind::Relay),
+            other => Err(StorageError::Corrupt(format!("unknown outbox kind `{other}`"))),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Done,
+    GivenUp,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Done => "done",
+            OutboxState::GivenUp => "given_up",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "pending" => Ok(OutboxState::Pending),
+            "done" => Ok(OutboxState::Done),
+            "given_up" => Ok(OutboxState::GivenUp),
+            other => Err(StorageError::Corrupt(format!("unknown outbox state `{other}`"))),
+        }
+    }
+}
+
+/// A side effect to carry out later, written in the same transaction as the
+/// state change that calls for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewOutbox {
+    pub kind: OutboxKind,
+    pub sink: Option<String>,
+    /// Unique: the same effect is never queued twice.
+    pub idempotency_key: String,
+    pub payload: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub request_id: String,
+    pub kind: OutboxKind,
+    pub sink: Option<String>,
+    pub idempotency_key: String,
+    pub payload: serde_json::Value,
+    pub state: OutboxState,
+    /// Attempts started so far, this one included once claimed.
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// How an outbox attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttemptResult {
+    Done,
+    RetryAt { at: i64, error: String },
+    GiveUp { error: String },
+}
+
+/// What storing a new request did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inserted {
+    Created,
+    /// A request for the same (identity server, origin, mxid, 3PID) was
+    /// already pending; nothing new was stored.
+    JoinedPending(Box<StoredRequest>),
+}
+
+/// The decision to record on a pending request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: RequestStatus,
+    pub decision_id: String,
+    pub document: String,
+    pub at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decided {
+    Now,
+    /// The request was already decided (or never existed): nothing changed.
+    AlreadyFinal(Option<Box<StoredRequest>>),
+}
+
+/// Everything the handlers and workers need from storage.
+#[async_trait]
+pub trait Repository: Send + Sync + 'static {
+    /// Which database this is, for logs and `/health`.
+    fn kind(&self) -> &'static str;
+
+    async fn ping(&self) -> Result<()>;
+
+    /// Stores a new pending request with its first audit event and outbox
+    /// rows in one transaction, unless the same one is already pending.
+    async fn insert_request(&self, request: &NewRequest, audit: &NewAudit, outbox: &[NewOutbox]) -> Result<Inserted>;
+
+    async fn request(&self, id: &str) -> Result<Option<StoredRequest>>;
+
+    async fn request_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<StoredRequest>>;
+
+    /// Moves a pending request to a final state, atomically: the first
+    /// decision wins; later ones change nothing and get the stored request.
+    async fn decide(&self, request_id: &str, decision: &Decision, audit: &NewAudit, outbox: &[NewOutbox]) -> Result<Decided>;
+
+    /// Gives a pending request a new consent token (the old link stops
+    /// working). False when the request is not pending.
+    async fn replace_token(&self, request_id: &str, token_hash: &[u8], at: i64, audit: &NewAudit) -> Result<bool>;
+
+    async fn append_audit(&self, request_id: &str, at: i64, event: &NewAudit) -> Result<()>;
+
+    async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditEvent>>;
+
+    async fn outbox_for(&self, request_id: &str) -> Result<Vec<OutboxRow>>;
+
+    /// Leases up to `limit` due rows of `kind` to `owner` until `now + lease_ms`.
+    /// A row is leased to one owner at a time, across processes.
+    async fn claim_outbox(&self, kind: OutboxKind, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRow>>;
+
+    /// Records how an attempt ended. False when the lease was lost meanwhile
+    /// (another worker owns the row now) and nothing was written.
+    async fn finish_outbox(&self, id: i64, owner: &str, result: &AttemptResult, now: i64) -> Result<bool>;
+}
+
+pub type Repo = Arc<dyn Repository>;
+
+/// Opens (creating where needed) the database named by `url` and brings its
+/// schema up to date.
+pub async fn connect(url: &str) -> Result<Repo> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgRepository::connect(url).await?))
+    } else {
+        Ok(Arc::new(SqliteRepository::connect(url).await?))
+    }
+}
+
+const REQUEST_COLUMNS: &str = "id, source, identity_server, origin, origin_key_id, verified_at, mxid, medium, address, \
+     initiator, reason, callback_url, status, token_hash, created_at, expires_at, decided_at, decision_id, \
+     decision_doc, raw_method, raw_path, raw_headers, raw_body, updated_at";
+
+const OUTBOX_COLUMNS: &str = "id, request_id, kind, sink, idempotency_key, payload, state, attempts, next_attempt_at, \
+     lease_owner, lease_until, last_error";
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(format!("{what}: {e}"))
+}
+
+fn parse_json(what: &str, text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
+/// The repository body, the same for every database: `$pool` is the sqlx
+/// pool type, `$claim` the dialect's SQL for leasing outbox rows.
+macro_rules! sql_repository {
+    ($name:ident, $pool:ty, $row:ty, $kind:literal, $claim:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::storage::Repository for $name {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            async fn ping(&self) -> $crate::storage::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn insert_request(
+                &self,
+                r: &$crate::storage::NewRequest,
+                audit: &$crate::storage::NewAudit,
+                outbox: &[$crate::storage::NewOutbox],
+            ) -> $crate::storage::Result<$crate::storage::Inserted> {
+                let mut tx = self.pool.begin().await?;
+                let headers = r
+                    .raw
+                    .as_ref()
+                    .map(|raw| serde_json::to_string(&raw.headers).unwrap_or_else(|_| "[]".to_owned()));
+                let inserted = sqlx::query(
+                    "INSERT INTO requests (id, source, identity_server, origin, origin_key_id, verified_at, mxid, \
+                     medium, address, initiator, reason, callback_url, status, token_hash, created_at, expires_at, \
+                     raw_method, raw_path, raw_headers, raw_body, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19, $14) \
+                     ON CONFLICT (identity_server, origin, mxid, medium, address) WHERE status = 'pending' DO NOTHING",
+                )
+                .bind(&r.id)
+                .bind(r.source.as_str())
+                .bind(&r.identity_server)
+                .bind(&r.origin)
+                .bind(&r.origin_key_id)
+                .bind(r.verified_at)
+                .bind(&r.mxid)
+                .bind(r.medium.as_str())
+                .bind(&r.address)
+                .bind(r.initiator.as_str())
+                .bind(&r.reason)
+                .bind(&r.callback_url)
+                .bind(&r.token_hash)
+                .bind(r.created_at)
+                .bind(r.expires_at)
+                .bind(r.raw.as_ref().map(|raw| raw.method.clone()))
+                .bind(r.raw.as_ref().map(|raw| raw.path.clone()))
+                .bind(headers)
+                .bind(r.raw.as_ref().map(|raw| raw.body.clone()))
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    let sql = format!(
+                        "SELECT {} FROM requests WHERE identity_server = $1 AND origin = $2 AND mxid = $3 \
+                         AND medium = $4 AND address = $5 AND status = 'pending'",
+                        $crate::storage::REQUEST_COLUMNS
+                    );
+                    let existing = sqlx::query(&sql)
+                        .bind(&r.identity_server)
+                        .bind(&r.origin)
+                        .bind(&r.mxid)
+                        .bind(r.medium.as_str())
+                        .bind(&r.address)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.rollback().await?;
+                    return Ok($crate::storage::Inserted::JoinedPending(Box::new(request_from_row(&existing)?)));
+                }
+                insert_audit(&mut tx, &r.id, r.created_at, audit).await?;
+                for row in outbox {
+                    insert_outbox(&mut tx, &r.id, r.created_at, row).await?;
+                }
+                tx.commit().await?;
+                Ok($crate::storage::Inserted::Created)
+            }
+
+            async fn request(&self, id: &str) -> $crate::storage::Result<Option<$crate::storage::StoredRequest>> {
+                let sql = format!("SELECT {} FROM requests WHERE id = $1", $crate::storage::REQUEST_COLUMNS);
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(request_from_row).transpose()
+            }
+
+            async fn request_by_token_hash(
+                &self,
+                token_hash: &[u8],
+            ) -> $crate::storage::Result<Option<$crate::storage::StoredRequest>> {
+                let sql = format!("SELECT {} FROM requests WHERE token_hash = $1", $crate::storage::REQUEST_COLUMNS);
+                let row = sqlx::query(&sql).bind(token_hash).fetch_optional(&self.pool).await?;
+                row.as_ref().map(request_from_row).transpose()
+            }
+
+            async fn decide(
+                &self,
+                request_id: &str,
+                d: &$crate::storage::Decision,
+                audit: &$crate::storage::NewAudit,
+                outbox: &[$crate::storage::NewOutbox],
+            ) -> $crate::storage::Result<$crate::storage::Decided> {
+                if d.status == assent_shared::RequestStatus::Pending {
+                    return Err($crate::storage::StorageError::Corrupt("a decision cannot be `pending`".to_owned()));
+                }
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE requests SET status = $2, decided_at = $3, decision_id = $4, decision_doc = $5, updated_at = $3 \
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(request_id)
+                .bind(d.status.as_str())
+                .bind(d.at)
+                .bind(&d.decision_id)
+                .bind(&d.document)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    let current = self.request(request_id).await?;
+                    return Ok($crate::storage::Decided::AlreadyFinal(current.map(Box::new)));
+                }
+                insert_audit(&mut tx, request_id, d.at, audit).await?;
+                for row in outbox {
+                    insert_outbox(&mut tx, request_id, d.at, row).await?;
+                }
+                tx.commit().await?;
+                Ok($crate::storage::Decided::Now)
+            }
+
+            async fn replace_token(
+                &self,
+                request_id: &str,
+                token_hash: &[u8],
+                at: i64,
+                audit: &$crate::storage::NewAudit,
+            ) -> $crate::storage::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE requests SET token_hash = $2, updated_at = $3 WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(request_id)
+                .bind(token_hash)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                insert_audit(&mut tx, request_id, at, audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn append_audit(
+                &self,
+                request_id: &str,
+                at: i64,
+                event: &$crate::storage::NewAudit,
+            ) -> $crate::storage::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                insert_audit(&mut tx, request_id, at, event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn audit_trail(&self, request_id: &str) -> $crate::storage::Result<Vec<$crate::storage::AuditEvent>> {
+                let rows = sqlx::query(
+                    "SELECT id, request_id, at, kind, actor, detail FROM audit_events WHERE request_id = $1 ORDER BY id",
+                )
+                .bind(request_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::storage::AuditEvent {
+                            id: row.try_get("id")?,
+                            request_id: row.try_get("request_id")?,
+                            at: row.try_get("at")?,
+                            kind: row.try_get("kind")?,
+                            actor: row.try_get("actor")?,
+                            detail: $crate::storage::parse_json("audit detail", &row.try_get::<String, _>("detail")?)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn outbox_for(&self, request_id: &str) -> $crate::storage::Result<Vec<$crate::storage::OutboxRow>> {
+                let sql = format!(
+                    "SELECT {} FROM outbox WHERE request_id = $1 ORDER BY id",
+                    $crate::storage::OUTBOX_COLUMNS
+                );
+                let rows = sqlx::query(&sql).bind(request_id).fetch_all(&self.pool).await?;
+                rows.iter().map(outbox_from_row).collect()
+            }
+
+            async fn claim_outbox(
+                &self,
+                kind: $crate::storage::OutboxKind,
+                owner: &str,
+                now: i64,
+                lease_ms: i64,
+                limit: i64,
+            ) -> $crate::storage::Result<Vec<$crate::storage::OutboxRow>> {
+                let sql = format!($claim, cols = $crate::storage::OUTBOX_COLUMNS);
+                let mut rows = sqlx::query(&sql)
+                    .bind(owner)
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(kind.as_str())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(outbox_from_row)
+                    .collect::<$crate::storage::Result<Vec<_>>>()?;
+                rows.sort_by_key(|row| (row.next_attempt_at, row.id));
+                Ok(rows)
+            }
+
+            async fn finish_outbox(
+                &self,
+                id: i64,
+                owner: &str,
+                result: &$crate::storage::AttemptResult,
+                now: i64,
+            ) -> $crate::storage::Result<bool> {
+                use $crate::storage::{AttemptResult, OutboxState};
+                let (state, next, error) = match result {
+                    AttemptResult::Done => (OutboxState::Done, None, None),
+                    AttemptResult::RetryAt { at, error } => (OutboxState::Pending, Some(*at), Some(error.as_str())),
+                    AttemptResult::GiveUp { error } => (OutboxState::GivenUp, None, Some(error.as_str())),
+                };
+                let updated = sqlx::query(
+                    "UPDATE outbox SET state = $3, next_attempt_at = COALESCE($4, next_attempt_at), \
+                     last_error = COALESCE($5, last_error), lease_owner = NULL, lease_until = NULL, updated_at = $6 \
+                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+                )
+                .bind(id)
+                .bind(owner)
+                .bind(state.as_str())
+                .bind(next)
+                .bind(error)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(updated.rows_affected() == 1)
+            }
+        }
+
+        async fn insert_audit(
+            tx: &mut sqlx::Transaction<'_, <$pool as $crate::storage::PoolDb>::Db>,
+            request_id: &str,
+            at: i64,
+            event: &$crate::storage::NewAudit,
+        ) -> $crate::storage::Result<()> {
+            sqlx::query("INSERT INTO audit_events (request_id, at, kind, actor, detail) VALUES ($1, $2, $3, $4, $5)")
+                .bind(request_id)
+                .bind(at)
+                .bind(&event.kind)
+                .bind(&event.actor)
+                .bind(event.detail.to_string())
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        async fn insert_outbox(
+            tx: &mut sqlx::Transaction<'_, <$pool as $crate::storage::PoolDb>::Db>,
+            request_id: &str,
+            at: i64,
+            row: &$crate::storage::NewOutbox,
+        ) -> $crate::storage::Result<()> {
+            sqlx::query(
+                "INSERT INTO outbox (request_id, kind, sink, idempotency_key, payload, state, attempts, next_attempt_at, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
+            )
+            .bind(request_id)
+            .bind(row.kind.as_str())
+            .bind(&row.sink)
+            .bind(&row.idempotency_key)
+            .bind(row.payload.to_string())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        fn request_from_row(row: &$row) -> $crate::storage::Result<$crate::storage::StoredRequest> {
+            use $crate::storage::corrupt;
+            let raw = match row.try_get::<Option<String>, _>("raw_method")? {
+                Some(method) => Some($crate::storage::RawIntake {
+                    method,
+                    path: row.try_get::<Option<String>, _>("raw_path")?.unwrap_or_default(),
+                    headers: serde_json::from_str(&row.try_get::<Option<String>, _>("raw_headers")?.unwrap_or_else(|| "[]".to_owned()))
+                        .map_err(|e| corrupt("raw headers", e))?,
+                    body: row.try_get::<Option<Vec<u8>>, _>("raw_body")?.unwrap_or_default(),
+                }),
+                None => None,
+            };
+            Ok($crate::storage::StoredRequest {
+                id: row.try_get("id")?,
+                source: $crate::storage::Source::parse(&row.try_get::<String, _>("source")?)?,
+                identity_server: row.try_get("identity_server")?,
+                origin: row.try_get("origin")?,
+                origin_key_id: row.try_get("origin_key_id")?,
+                verified_at: row.try_get("verified_at")?,
+                mxid: row.try_get("mxid")?,
+                medium: assent_shared::Medium::parse(&row.try_get::<String, _>("medium")?).map_err(|e| corrupt("medium", e))?,
+                address: row.try_get("address")?,
+                initiator: row.try_get::<String, _>("initiator")?.parse().map_err(|e| corrupt("initiator", e))?,
+                reason: row.try_get("reason")?,
+                callback_url: row.try_get("callback_url")?,
+                status: row.try_get::<String, _>("status")?.parse().map_err(|e| corrupt("status", e))?,
+                token_hash: row.try_get("token_hash")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                decided_at: row.try_get("decided_at")?,
+                decision_id: row.try_get("decision_id")?,
+                decision_doc: row.try_get("decision_doc")?,
+                raw,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn outbox_from_row(row: &$row) -> $crate::storage::Result<$crate::storage::OutboxRow> {
+            Ok($crate::storage::OutboxRow {
+                id: row.try_get("id")?,
+                request_id: row.try_get("request_id")?,
+                kind: $crate::storage::OutboxKind::parse(&row.try_get::<String, _>("kind")?)?,
+                sink: row.try_get("sink")?,
+                idempotency_key: row.try_get("idempotency_key")?,
+                payload: $crate::storage::parse_json("outbox payload", &row.try_get::<String, _>("payload")?)?,
+                state: $crate::storage::OutboxState::parse(&row.try_get::<String, _>("state")?)?,
+                attempts: row.try_get("attempts")?,
+                next_attempt_at: row.try_get("next_attempt_at")?,
+                lease_owner: row.try_get("lease_owner")?,
+                lease_until: row.try_get("lease_until")?,
+                last_error: row.try_get("last_error")?,
+            })
+        }
+    };
+}
+
+pub(crate) use sql_repository;
+
+/// Names the database type behind a pool, for the macro above.
+pub trait PoolDb {
+    type Db: sqlx::Database;
+}
+
+impl PoolDb for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+}
+
+impl PoolDb for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+}

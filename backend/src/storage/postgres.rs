@@ -1,0 +1,35 @@
+//! PostgreSQL: for several replicas sharing one database.
+
+use super::{sql_repository, Result};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use std::time::Duration;
+
+pub struct PgRepository {
+    pool: PgPool,
+}
+
+impl PgRepository {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PgRepository { pool })
+    }
+}
+
+// SKIP LOCKED: replicas claiming at the same moment take different rows
+// instead of waiting for each other.
+sql_repository!(
+    PgRepository,
+    PgPool,
+    PgRow,
+    "postgres",
+    "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+     WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND kind = $4 AND next_attempt_at <= $3 \
+     AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT $5 \
+     FOR UPDATE SKIP LOCKED) RETURNING {cols}"
+);

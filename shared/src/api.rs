@@ -1,0 +1,52 @@
+//! What crosses the wire between the server and the web front end.
+
+use crate::{Initiator, RequestStatus, ThreePid};
+use serde::{Deserialize, Serialize};
+
+/// The error body on every `/_matrix/…` and `/_assent/…` path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub errcode: String,
+    pub error: String,
+}
+
+/// The identity server that holds the binding, as its operator describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityServerInfo {
+    /// The server name homeservers use for it.
+    pub name: String,
+    pub display_name: String,
+    pub operator: String,
+    pub privacy_policy_url: Option<String>,
+}
+
+/// `GET /_assent/v1/consent/{token}`: everything the owner is shown.
+/// Only what Assent verified or was configured with; nothing the request body
+/// alone could forge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentView {
+    pub request_id: String,
+    pub status: RequestStatus,
+    /// The requesting homeserver, as verified by its signature.
+    pub requesting_server: String,
+    /// The key that signed the request (`ed25519:…`), when it was signed.
+    pub server_key_id: Option<String>,
+    /// When the signature was checked (milliseconds since the Unix epoch).
+    pub verified_at_ms: Option<i64>,
+    pub mxid: String,
+    pub threepid: ThreePid,
+    pub identity_server: IdentityServerInfo,
+    pub initiator: Initiator,
+    pub reason: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+}
+
+/// `GET /health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` when every dependency answers.
+    pub status: String,
+    pub database: String,
+}
