@@ -17,19 +17,30 @@ pub async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Valu
         .key
         .server_keys_document(&state.config.server_name, state.now_ms())
         .map_err(|e| ApiError::internal(format!("cannot sign the key document: {e}")))?;
-    serde_json::to_value(doc).map(Json).map_err(|e| ApiError::internal(e.to_string()))
+    serde_json::to_value(doc)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// `GET /health`: 200 when the database answers, 503 when it does not.
 #[tracing::instrument(skip_all)]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     match state.repo.ping().await {
-        Ok(()) => (StatusCode::OK, Json(Health { status: "ok".to_owned(), database: state.repo.kind().to_owned() })),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok".to_owned(),
+                database: state.repo.kind().to_owned(),
+            }),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unreachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health { status: "unavailable".to_owned(), database: format!("{} unreachable", state.repo.kind()) }),
+                Json(Health {
+                    status: "unavailable".to_owned(),
+                    database: format!("{} unreachable", state.repo.kind()),
+                }),
             )
         }
     }
@@ -37,16 +48,28 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
 
 /// Finds the request a consent token belongs to.
 pub async fn request_for_token(state: &AppState, token: &str) -> Result<StoredRequest, ApiError> {
-    let unknown = || ApiError::not_found("M_NOT_FOUND", "this link is not known; check that it was copied whole");
+    let unknown = || {
+        ApiError::not_found(
+            "M_NOT_FOUND",
+            "this link is not known; check that it was copied whole",
+        )
+    };
     if !tokens::looks_valid(token) {
         return Err(unknown());
     }
-    state.repo.request_by_token_hash(&tokens::hash(token)).await?.ok_or_else(unknown)
+    state
+        .repo
+        .request_by_token_hash(&tokens::hash(token))
+        .await?
+        .ok_or_else(unknown)
 }
 
 /// `GET /_assent/v1/consent/{token}`: what the owner is shown. Never changes state.
 #[tracing::instrument(skip_all)]
-pub async fn consent_view(State(state): State<AppState>, Path(token): Path<String>) -> Result<Json<ConsentView>, ApiError> {
+pub async fn consent_view(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Json<ConsentView>, ApiError> {
     let request = request_for_token(&state, &token).await?;
     Ok(Json(view_of(&state, &request)))
 }
@@ -81,7 +104,10 @@ pub fn view_of(state: &AppState, r: &StoredRequest) -> ConsentView {
         server_key_id: r.origin_key_id.clone(),
         verified_at_ms: r.verified_at,
         mxid: r.mxid.clone(),
-        threepid: ThreePid { medium: r.medium, address: r.address.clone() },
+        threepid: ThreePid {
+            medium: r.medium,
+            address: r.address.clone(),
+        },
         identity_server,
         initiator: r.initiator,
         reason: r.reason.clone(),

@@ -5,10 +5,10 @@ use crate::config::Config;
 use crate::keys::SigningKey;
 use crate::storage::Repo;
 use crate::web::WebAssets;
-use crate::{api, errors::ApiError, web};
+use crate::{admin, api, errors::ApiError, web};
 use axum::extract::Request;
-use axum::response::IntoResponse;
 use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use rand::RngCore;
@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/_assent/v1/keys", get(api::keys))
         .route("/_assent/v1/consent/{token}", get(api::consent_view))
+        .route("/_assent/v1/admin/whoami", get(admin::whoami))
         .route("/health", get(api::health));
 
     let pages = Router::new()
@@ -142,7 +143,10 @@ mod tests {
     fn tokens_never_reach_the_logs() {
         assert_eq!(redact_path("/consent/abcDEF123"), "/consent/…");
         assert_eq!(redact_path("/embed/consent/abcDEF123"), "/embed/consent/…");
-        assert_eq!(redact_path("/_assent/v1/consent/abc/decision"), "/_assent/v1/consent/…/decision");
+        assert_eq!(
+            redact_path("/_assent/v1/consent/abc/decision"),
+            "/_assent/v1/consent/…/decision"
+        );
         assert_eq!(redact_path("/_assent/v1/keys"), "/_assent/v1/keys");
         assert_eq!(redact_path("/consent/"), "/consent/");
     }

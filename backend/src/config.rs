@@ -210,8 +210,16 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-fn problem(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), problem: problem.into(), fix: fix.into() }
+fn problem(
+    key: impl Into<String>,
+    problem: impl Into<String>,
+    fix: impl Into<String>,
+) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
 }
 
 /// The environment variables that override config keys: `ASSENT_LISTEN`,
@@ -261,13 +269,16 @@ impl Config {
     }
 
     pub fn identity_server(&self, name: &str) -> Option<&IdentityServerConfig> {
-        self.identity_servers.iter().find(|is| is.name.eq_ignore_ascii_case(name))
+        self.identity_servers
+            .iter()
+            .find(|is| is.name.eq_ignore_ascii_case(name))
     }
 
     /// Every check that types alone cannot make.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
-        if !matches!(self.public_url.scheme(), "http" | "https") || self.public_url.host().is_none() {
+        if !matches!(self.public_url.scheme(), "http" | "https") || self.public_url.host().is_none()
+        {
             errors.push(problem(
                 "public_url",
                 format!("`{}` is not an http(s) URL with a host", self.public_url),
@@ -289,17 +300,25 @@ impl Config {
             ));
         }
         let db = self.database_url();
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
             errors.push(problem(
                 "database_url",
                 "is neither a sqlite: nor a postgres:// URL",
                 "use sqlite://./data/assent.db or postgres://user:pass@host/db",
             ));
         }
-        if self.request_ttl < Duration::from_secs(60) || self.request_ttl > Duration::from_secs(366 * 24 * 3600) {
+        if self.request_ttl < Duration::from_secs(60)
+            || self.request_ttl > Duration::from_secs(366 * 24 * 3600)
+        {
             errors.push(problem(
                 "request_ttl",
-                format!("{} is outside 1 minute to 366 days", humantime::format_duration(self.request_ttl)),
+                format!(
+                    "{} is outside 1 minute to 366 days",
+                    humantime::format_duration(self.request_ttl)
+                ),
                 "use a duration such as \"7d\" or \"48h\"",
             ));
         }
@@ -312,14 +331,26 @@ impl Config {
         for (server, keys) in &self.keys.pinned {
             let key = format!("keys.pinned.\"{server}\"");
             if ruma_common::ServerName::parse(server).is_err() {
-                errors.push(problem(&key, "is not a valid Matrix server name", "name the homeserver as in its user IDs"));
+                errors.push(problem(
+                    &key,
+                    "is not a valid Matrix server name",
+                    "name the homeserver as in its user IDs",
+                ));
             }
             for (key_id, public) in keys {
                 if !key_id.starts_with("ed25519:") || key_id.len() <= "ed25519:".len() {
-                    errors.push(problem(format!("{key}.\"{key_id}\""), "key id is not `ed25519:<version>`", "copy the key id from the homeserver's /_matrix/key/v2/server"));
+                    errors.push(problem(
+                        format!("{key}.\"{key_id}\""),
+                        "key id is not `ed25519:<version>`",
+                        "copy the key id from the homeserver's /_matrix/key/v2/server",
+                    ));
                 }
                 if crate::keys::decode_unpadded(public).map(|k| k.len()) != Some(32) {
-                    errors.push(problem(format!("{key}.\"{key_id}\""), "is not a 32-byte key in unpadded base64", "copy `verify_keys.<id>.key` from the homeserver's /_matrix/key/v2/server"));
+                    errors.push(problem(
+                        format!("{key}.\"{key_id}\""),
+                        "is not a 32-byte key in unpadded base64",
+                        "copy `verify_keys.<id>.key` from the homeserver's /_matrix/key/v2/server",
+                    ));
                 }
             }
         }
@@ -328,7 +359,11 @@ impl Config {
             self.validate_identity_server(i, is, &mut errors);
             let name = is.name.to_ascii_lowercase();
             if seen.contains(&name) {
-                errors.push(problem(format!("identity_servers[{i}].name"), format!("`{}` is listed twice", is.name), "give each identity server once"));
+                errors.push(problem(
+                    format!("identity_servers[{i}].name"),
+                    format!("`{}` is listed twice", is.name),
+                    "give each identity server once",
+                ));
             }
             seen.push(name);
         }
@@ -348,7 +383,11 @@ impl Config {
             ));
         }
         if !LANGUAGES.contains(&self.email.language.as_str()) {
-            errors.push(problem("email.language", format!("`{}` is not a supported language", self.email.language), "use \"en\" or \"de\""));
+            errors.push(problem(
+                "email.language",
+                format!("`{}` is not a supported language", self.email.language),
+                "use \"en\" or \"de\"",
+            ));
         }
         match (&self.email.transport, &self.email.smtp_url) {
             (EmailTransport::Smtp, None) => errors.push(problem(
@@ -368,17 +407,34 @@ impl Config {
         }
     }
 
-    fn validate_identity_server(&self, i: usize, is: &IdentityServerConfig, errors: &mut Vec<ConfigError>) {
+    fn validate_identity_server(
+        &self,
+        i: usize,
+        is: &IdentityServerConfig,
+        errors: &mut Vec<ConfigError>,
+    ) {
         let key = |field: &str| format!("identity_servers[{i}].{field}");
         if ruma_common::ServerName::parse(&is.name).is_err() {
-            errors.push(problem(key("name"), format!("`{}` is not a valid server name", is.name), "use the name homeservers use for this identity server, e.g. matrix.example.org"));
+            errors.push(problem(
+                key("name"),
+                format!("`{}` is not a valid server name", is.name),
+                "use the name homeservers use for this identity server, e.g. matrix.example.org",
+            ));
         }
         if !matches!(is.upstream.scheme(), "http" | "https") || is.upstream.host().is_none() {
-            errors.push(problem(key("upstream"), "is not an http(s) URL with a host", "point it at the real identity server, e.g. http://127.0.0.1:8090"));
+            errors.push(problem(
+                key("upstream"),
+                "is not an http(s) URL with a host",
+                "point it at the real identity server, e.g. http://127.0.0.1:8090",
+            ));
         }
         if let Some(url) = &is.privacy_policy_url {
             if !matches!(url.scheme(), "http" | "https") {
-                errors.push(problem(key("privacy_policy_url"), "is not an http(s) URL", "link the identity server's privacy policy page"));
+                errors.push(problem(
+                    key("privacy_policy_url"),
+                    "is not an http(s) URL",
+                    "link the identity server's privacy policy page",
+                ));
             }
         }
         for (j, origin) in is.frame_ancestors.iter().enumerate() {
@@ -392,18 +448,30 @@ impl Config {
         }
         for (j, token) in is.api_tokens.iter().enumerate() {
             if let Err(why) = check_token(token) {
-                errors.push(problem(format!("identity_servers[{i}].api_tokens[{j}]"), why, TOKEN_FIX));
+                errors.push(problem(
+                    format!("identity_servers[{i}].api_tokens[{j}]"),
+                    why,
+                    TOKEN_FIX,
+                ));
             }
         }
         if let Some(language) = &is.language {
             if !LANGUAGES.contains(&language.as_str()) {
-                errors.push(problem(key("language"), format!("`{language}` is not a supported language"), "use \"en\" or \"de\", or leave it out to use email.language"));
+                errors.push(problem(
+                    key("language"),
+                    format!("`{language}` is not a supported language"),
+                    "use \"en\" or \"de\", or leave it out to use email.language",
+                ));
             }
         }
         for (j, sink) in is.relay.iter().enumerate() {
             if let RelaySink::SydentInternal { url } | RelaySink::Webhook { url } = sink {
                 if !matches!(url.scheme(), "http" | "https") {
-                    errors.push(problem(format!("identity_servers[{i}].relay[{j}].url"), "is not an http(s) URL", "give the full URL the relay posts to"));
+                    errors.push(problem(
+                        format!("identity_servers[{i}].relay[{j}].url"),
+                        "is not an http(s) URL",
+                        "give the full URL the relay posts to",
+                    ));
                 }
             }
         }
@@ -418,7 +486,8 @@ impl Config {
         for is in &mut masked.identity_servers {
             is.api_tokens = mask_all(&is.api_tokens);
         }
-        toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# could not print the config: {e}\n"))
+        toml::to_string_pretty(&masked)
+            .unwrap_or_else(|e| format!("# could not print the config: {e}\n"))
     }
 }
 
@@ -434,7 +503,10 @@ fn check_token(token: &str) -> Result<(), String> {
         return Err("`sha256:` must be followed by 64 hex digits".to_owned());
     }
     if token.len() < 32 {
-        return Err(format!("is {} characters long; tokens need at least 32", token.len()));
+        return Err(format!(
+            "is {} characters long; tokens need at least 32",
+            token.len()
+        ));
     }
     Ok(())
 }
@@ -517,7 +589,9 @@ fn fix_for(key: &str) -> String {
     let last = key.rsplit('.').next().unwrap_or(key);
     match last {
         "listen" => "write an address and port, e.g. \"127.0.0.1:8080\"",
-        "public_url" | "upstream" | "privacy_policy_url" | "url" => "write a full URL, e.g. \"https://consent.example.org\"",
+        "public_url" | "upstream" | "privacy_policy_url" | "url" => {
+            "write a full URL, e.g. \"https://consent.example.org\""
+        }
         "request_ttl" => "write a duration, e.g. \"7d\" or \"48h\"",
         "held_response" => "use \"accepted\", \"forbidden\" or \"not_supported\"",
         "msisdn_policy" => "use \"hold\", \"forward\" or \"reject\"",
@@ -551,7 +625,10 @@ mod tests {
         let config = Config::default();
         config.validate().unwrap();
         assert_eq!(config.database_url(), "sqlite://./data/assent.db");
-        assert_eq!(config.consent_link("abc"), "http://127.0.0.1:8080/consent/abc");
+        assert_eq!(
+            config.consent_link("abc"),
+            "http://127.0.0.1:8080/consent/abc"
+        );
     }
 
     #[test]
@@ -599,8 +676,14 @@ relay = [{ kind = "replay" }, { kind = "webhook", url = "https://is.example.org/
         assert_eq!(config.identity_servers[0].relay.len(), 2);
         assert_eq!(config.keys.pinned["hs.example.org"].len(), 1);
         let printed = config.to_masked_toml();
-        assert!(!printed.contains("pass@"), "smtp password must be masked:\n{printed}");
-        assert!(!printed.contains("0123456789abcdef"), "admin token must be masked");
+        assert!(
+            !printed.contains("pass@"),
+            "smtp password must be masked:\n{printed}"
+        );
+        assert!(
+            !printed.contains("0123456789abcdef"),
+            "admin token must be masked"
+        );
         assert!(printed.contains("********"));
     }
 

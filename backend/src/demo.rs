@@ -62,8 +62,15 @@ pub async fn seed(state: &AppState) -> Result<String, StorageError> {
     match state.repo.insert_request(&request, &audit, &[]).await? {
         Inserted::Created => {}
         Inserted::JoinedPending(existing) => {
-            let audit = NewAudit::new("token_replaced", Some("demo"), json!({"why": "demo restarted"}));
-            state.repo.replace_token(&existing.id, &request.token_hash, now, &audit).await?;
+            let audit = NewAudit::new(
+                "token_replaced",
+                Some("demo"),
+                json!({"why": "demo restarted"}),
+            );
+            state
+                .repo
+                .replace_token(&existing.id, &request.token_hash, now, &audit)
+                .await?;
         }
     }
     Ok(state.config.consent_link(&token))

@@ -14,7 +14,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, errcode: &'static str, error: impl Into<String>) -> Self {
-        ApiError { status, errcode, error: error.into() }
+        ApiError {
+            status,
+            errcode,
+            error: error.into(),
+        }
     }
 
     pub fn not_found(errcode: &'static str, error: impl Into<String>) -> Self {
@@ -32,7 +36,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(Body { errcode: self.errcode.to_owned(), error: self.error })).into_response()
+        (
+            self.status,
+            Json(Body {
+                errcode: self.errcode.to_owned(),
+                error: self.error,
+            }),
+        )
+            .into_response()
     }
 }
 

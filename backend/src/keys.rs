@@ -18,9 +18,15 @@ pub const KEYS_VALID_FOR_MS: i64 = 24 * 3600 * 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read the signing key {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write a new signing key to {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the signing key file {path} is not `ed25519 <version> <unpadded base64 32-byte seed>`: {why}")]
     Format { path: PathBuf, why: String },
 }
@@ -34,7 +40,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,7 +57,8 @@ pub fn encode_unpadded(bytes: &[u8]) -> String {
 /// RFC 8410 PKCS#8 v1 wrapping of a raw ed25519 seed, the form ruma reads.
 fn pkcs8_from_seed(seed: &[u8; 32]) -> Vec<u8> {
     const PREFIX: [u8; 16] = [
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
     ];
     let mut der = PREFIX.to_vec();
     der.extend_from_slice(seed);
@@ -58,12 +67,21 @@ fn pkcs8_from_seed(seed: &[u8; 32]) -> Vec<u8> {
 
 impl SigningKey {
     pub fn from_seed(version: &str, seed: &[u8; 32]) -> Result<Self, String> {
-        if version.is_empty() || !version.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!("key version `{version}` must be letters, digits and `_`"));
+        if version.is_empty()
+            || !version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(format!(
+                "key version `{version}` must be letters, digits and `_`"
+            ));
         }
         let pair = Ed25519KeyPair::from_der(&pkcs8_from_seed(seed), version.to_owned())
             .map_err(|e| e.to_string())?;
-        Ok(SigningKey { pair, key_id: format!("ed25519:{version}") })
+        Ok(SigningKey {
+            pair,
+            key_id: format!("ed25519:{version}"),
+        })
     }
 
     /// Loads `data_dir/signing.key`, creating it first when there is none.
@@ -72,13 +90,18 @@ impl SigningKey {
         let path = data_dir.join(KEY_FILE);
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok((Self::parse_file(&path, &text)?, false)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Self::generate_into(&path)?, true)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok((Self::generate_into(&path)?, true))
+            }
             Err(source) => Err(KeyError::Read { path, source }),
         }
     }
 
     fn parse_file(path: &Path, text: &str) -> Result<Self, KeyError> {
-        let format = |why: String| KeyError::Format { path: path.to_owned(), why };
+        let format = |why: String| KeyError::Format {
+            path: path.to_owned(),
+            why,
+        };
         // Synapse's files may hold several keys, one a line; the first signs.
         let line = text
             .lines()
@@ -86,7 +109,9 @@ impl SigningKey {
             .find(|l| !l.is_empty())
             .ok_or_else(|| format("the file is empty".to_owned()))?;
         let mut parts = line.split_whitespace();
-        let (Some(algorithm), Some(version), Some(seed), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(algorithm), Some(version), Some(seed), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(format("expected three words on the first line".to_owned()));
         };
         if algorithm != "ed25519" {
@@ -99,7 +124,10 @@ impl SigningKey {
     }
 
     fn generate_into(path: &Path) -> Result<Self, KeyError> {
-        let write_err = |source| KeyError::Write { path: path.to_owned(), source };
+        let write_err = |source| KeyError::Write {
+            path: path.to_owned(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(write_err)?;
         }
@@ -109,9 +137,14 @@ impl SigningKey {
         // Synapse's versions: `a_` and four random letters or digits.
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         let version: String = std::iter::once("a_".to_owned())
-            .chain((0..4).map(|_| (ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()] as char).to_string()))
+            .chain((0..4).map(|_| {
+                (ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()] as char).to_string()
+            }))
             .collect();
-        let key = Self::from_seed(&version, &seed).map_err(|why| KeyError::Format { path: path.to_owned(), why })?;
+        let key = Self::from_seed(&version, &seed).map_err(|why| KeyError::Format {
+            path: path.to_owned(),
+            why,
+        })?;
         // create_new: never overwrite a key, even if another process raced us here.
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -135,7 +168,11 @@ impl SigningKey {
     }
 
     /// Signs `object` in place as `server_name` (adds `signatures`).
-    pub fn sign_json(&self, server_name: &str, object: &mut CanonicalJsonObject) -> Result<(), ruma_signatures::JsonError> {
+    pub fn sign_json(
+        &self,
+        server_name: &str,
+        object: &mut CanonicalJsonObject,
+    ) -> Result<(), ruma_signatures::JsonError> {
         ruma_signatures::sign_json(server_name, &self.pair, object)
     }
 
@@ -145,18 +182,36 @@ impl SigningKey {
     }
 
     /// The server-keys document (`GET /_matrix/key/v2/server` shape), self-signed.
-    pub fn server_keys_document(&self, server_name: &str, now_ms: i64) -> Result<CanonicalJsonObject, ruma_signatures::JsonError> {
+    pub fn server_keys_document(
+        &self,
+        server_name: &str,
+        now_ms: i64,
+    ) -> Result<CanonicalJsonObject, ruma_signatures::JsonError> {
         let mut verify_key = CanonicalJsonObject::new();
-        verify_key.insert("key".to_owned(), CanonicalJsonValue::String(self.public_key_base64()));
+        verify_key.insert(
+            "key".to_owned(),
+            CanonicalJsonValue::String(self.public_key_base64()),
+        );
         let mut verify_keys = CanonicalJsonObject::new();
         verify_keys.insert(self.key_id.clone(), CanonicalJsonValue::Object(verify_key));
         let mut doc = CanonicalJsonObject::new();
-        doc.insert("server_name".to_owned(), CanonicalJsonValue::String(server_name.to_owned()));
-        doc.insert("verify_keys".to_owned(), CanonicalJsonValue::Object(verify_keys));
-        doc.insert("old_verify_keys".to_owned(), CanonicalJsonValue::Object(CanonicalJsonObject::new()));
+        doc.insert(
+            "server_name".to_owned(),
+            CanonicalJsonValue::String(server_name.to_owned()),
+        );
+        doc.insert(
+            "verify_keys".to_owned(),
+            CanonicalJsonValue::Object(verify_keys),
+        );
+        doc.insert(
+            "old_verify_keys".to_owned(),
+            CanonicalJsonValue::Object(CanonicalJsonObject::new()),
+        );
         doc.insert(
             "valid_until_ts".to_owned(),
-            CanonicalJsonValue::Integer((now_ms + KEYS_VALID_FOR_MS).try_into().unwrap_or_default()),
+            CanonicalJsonValue::Integer(
+                (now_ms + KEYS_VALID_FOR_MS).try_into().unwrap_or_default(),
+            ),
         );
         self.sign_json(server_name, &mut doc)?;
         Ok(doc)
@@ -169,7 +224,12 @@ mod tests {
     use ruma_common::serde::Base64;
     use std::collections::BTreeMap;
 
-    fn verify(doc: &CanonicalJsonObject, server: &str, key_id: &str, public: &str) -> Result<(), ruma_signatures::VerificationError> {
+    fn verify(
+        doc: &CanonicalJsonObject,
+        server: &str,
+        key_id: &str,
+        public: &str,
+    ) -> Result<(), ruma_signatures::VerificationError> {
         let mut set = BTreeMap::new();
         set.insert(key_id.to_owned(), Base64::parse(public).unwrap());
         let mut map = BTreeMap::new();
@@ -192,7 +252,10 @@ mod tests {
         assert!(!created);
         assert_eq!(first.key_id(), second.key_id());
         assert_eq!(first.public_key_base64(), second.public_key_base64());
-        assert_eq!(std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap(), text);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap(),
+            text
+        );
     }
 
     #[test]
@@ -200,31 +263,73 @@ mod tests {
         // Seed 0x00..0x1f; public key as signedjson / libsodium derive it.
         let seed: Vec<u8> = (0u8..32).collect();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(KEY_FILE), format!("ed25519 a_test {}\n", encode_unpadded(&seed))).unwrap();
+        std::fs::write(
+            dir.path().join(KEY_FILE),
+            format!("ed25519 a_test {}\n", encode_unpadded(&seed)),
+        )
+        .unwrap();
         let (key, created) = SigningKey::load_or_generate(dir.path()).unwrap();
         assert!(!created);
         assert_eq!(key.key_id(), "ed25519:a_test");
-        assert_eq!(key.public_key_base64(), "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg");
+        assert_eq!(
+            key.public_key_base64(),
+            "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"
+        );
     }
 
     #[test]
     fn a_broken_key_file_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in ["", "ed25519 a_x", "rsa a_x AAAA", "ed25519 a_x notbase64!", "ed25519 a_x AAAA"] {
+        for bad in [
+            "",
+            "ed25519 a_x",
+            "rsa a_x AAAA",
+            "ed25519 a_x notbase64!",
+            "ed25519 a_x AAAA",
+        ] {
             std::fs::write(dir.path().join(KEY_FILE), bad).unwrap();
-            assert!(matches!(SigningKey::load_or_generate(dir.path()), Err(KeyError::Format { .. })), "{bad:?}");
-            assert_eq!(std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap(), bad);
+            assert!(
+                matches!(
+                    SigningKey::load_or_generate(dir.path()),
+                    Err(KeyError::Format { .. })
+                ),
+                "{bad:?}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap(),
+                bad
+            );
         }
     }
 
     #[test]
     fn the_server_keys_document_verifies_and_fails_when_altered() {
         let key = SigningKey::from_seed("a_abcd", &[7u8; 32]).unwrap();
-        let doc = key.server_keys_document("consent.example.org", 1_000).unwrap();
-        assert_eq!(doc["valid_until_ts"], CanonicalJsonValue::Integer((1_000 + KEYS_VALID_FOR_MS).try_into().unwrap()));
-        verify(&doc, "consent.example.org", key.key_id(), &key.public_key_base64()).unwrap();
+        let doc = key
+            .server_keys_document("consent.example.org", 1_000)
+            .unwrap();
+        assert_eq!(
+            doc["valid_until_ts"],
+            CanonicalJsonValue::Integer((1_000 + KEYS_VALID_FOR_MS).try_into().unwrap())
+        );
+        verify(
+            &doc,
+            "consent.example.org",
+            key.key_id(),
+            &key.public_key_base64(),
+        )
+        .unwrap();
         let mut altered = doc.clone();
-        altered.insert("server_name".to_owned(), CanonicalJsonValue::String("evil.example.org".to_owned()));
-        assert!(verify(&altered, "consent.example.org", key.key_id(), &key.public_key_base64()).is_err());
+        altered.insert(
+            "server_name".to_owned(),
+            CanonicalJsonValue::String("evil.example.org".to_owned()),
+        );
+        assert!(verify(
+            &altered,
+            "consent.example.org",
+            key.key_id(),
+            &key.public_key_base64()
+        )
+        .is_err());
     }
 }

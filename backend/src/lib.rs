@@ -1,6 +1,7 @@
 //! Assent's server: holds homeserver-signed 3PID unbinds at the identity
 //! server's door until the owner of the address decides.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod config;

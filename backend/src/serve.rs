@@ -34,14 +34,19 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-const DB_FIX: &str = "check that the database server runs and that the URL, user and password are right \
+const DB_FIX: &str =
+    "check that the database server runs and that the URL, user and password are right \
                       (sqlite://path/to/file.db or postgres://user:pass@host:5432/db)";
 
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     // A second call (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 /// `assent check-config`: prints the effective config, then checks that the
@@ -51,7 +56,8 @@ pub async fn check_config(config: &Config) -> Result<(), StartError> {
     let url = config.database_url();
     if url.starts_with("postgres") {
         use sqlx::Connection;
-        let attempt = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&url)).await;
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&url)).await;
         match attempt {
             Ok(Ok(connection)) => {
                 let _ = connection.close().await;
@@ -83,7 +89,12 @@ fn masked_db_url(config: &Config) -> String {
 }
 
 pub async fn open_database(config: &Config) -> Result<Repo, StartError> {
-    match tokio::time::timeout(Duration::from_secs(15), storage::connect(&config.database_url())).await {
+    match tokio::time::timeout(
+        Duration::from_secs(15),
+        storage::connect(&config.database_url()),
+    )
+    .await
+    {
         Ok(Ok(repo)) => Ok(repo),
         Ok(Err(e)) => Err(db_error(config, e.to_string())),
         Err(_) => Err(db_error(config, "no answer within 15 s".to_owned())),
@@ -98,11 +109,12 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
         problem: format!("cannot create {}: {e}", config.data_dir.display()),
         fix: "point data_dir at a folder Assent may write to",
     })?;
-    let (key, created) = SigningKey::load_or_generate(&config.data_dir).map_err(|e| StartError {
-        key: "data_dir",
-        problem: e.to_string(),
-        fix: "restore the key file from a backup, or move it away to have a new key generated",
-    })?;
+    let (key, created) =
+        SigningKey::load_or_generate(&config.data_dir).map_err(|e| StartError {
+            key: "data_dir",
+            problem: e.to_string(),
+            fix: "restore the key file from a backup, or move it away to have a new key generated",
+        })?;
     if created {
         tracing::info!(key_id = key.key_id(), "generated a new signing key");
     }
@@ -132,12 +144,16 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
         web: Arc::new(web),
     };
     let listen = state.config.listen;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| StartError {
-        key: "listen",
-        problem: format!("cannot listen on {listen}: {e}"),
-        fix: "choose a free address and port, e.g. listen = \"127.0.0.1:8081\"",
-    })?;
-    let local = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError {
+            key: "listen",
+            problem: format!("cannot listen on {listen}: {e}"),
+            fix: "choose a free address and port, e.g. listen = \"127.0.0.1:8081\"",
+        })?;
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| listen.to_string(), |a| a.to_string());
     tracing::info!(
         address = %local,
         database = state.repo.kind(),
@@ -145,11 +161,19 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
         startup_ms = started.elapsed().as_millis() as u64,
         "Assent is listening"
     );
-    println!("Assent is listening on http://{local} (public URL {})", state.config.public_base());
+    println!(
+        "Assent is listening on http://{local} (public URL {})",
+        state.config.public_base()
+    );
     if demo_mode {
-        let link = demo::seed(&state).await.map_err(|e| db_error(&state.config, e.to_string()))?;
+        let link = demo::seed(&state)
+            .await
+            .map_err(|e| db_error(&state.config, e.to_string()))?;
         println!();
-        println!("Demo request for {} held. Open the consent page:", demo::DEMO_ADDRESS);
+        println!(
+            "Demo request for {} held. Open the consent page:",
+            demo::DEMO_ADDRESS
+        );
         println!("    {link}");
         match &demo_admin_token {
             Some(token) => println!("Admin console (sign-in link, valid while this process runs):\n    {}admin#token={token}", state.config.public_base()),
@@ -160,7 +184,11 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
     axum::serve(listener, app::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|e| StartError { key: "listen", problem: format!("the server stopped: {e}"), fix: "see the log above" })
+        .map_err(|e| StartError {
+            key: "listen",
+            problem: format!("the server stopped: {e}"),
+            fix: "see the log above",
+        })
 }
 
 async fn shutdown_signal() {

@@ -19,12 +19,18 @@ pub fn hash(token: &str) -> Vec<u8> {
 /// Whether `text` could be a token at all; anything else is refused before
 /// it reaches the database.
 pub fn looks_valid(text: &str) -> bool {
-    text.len() == TOKEN_LEN && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    text.len() == TOKEN_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A short, non-reversible name for a token or address in logs.
 pub fn log_id(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(secret.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -27,12 +27,19 @@ pub struct WebAssets {
 impl WebAssets {
     pub fn load(dist_dir: &FsPath) -> Self {
         let index = std::fs::read_to_string(dist_dir.join("index.html")).ok();
-        let script_hashes = index.as_deref().map(inline_script_hashes).unwrap_or_default();
+        let script_hashes = index
+            .as_deref()
+            .map(inline_script_hashes)
+            .unwrap_or_default();
         let dir = ServeDir::new(dist_dir)
             .precompressed_br()
             .precompressed_gzip()
             .append_index_html_on_directories(false);
-        WebAssets { index, script_hashes, dir }
+        WebAssets {
+            index,
+            script_hashes,
+            dir,
+        }
     }
 
     pub fn is_built(&self) -> bool {
@@ -72,7 +79,9 @@ impl WebAssets {
         )
             .into_response();
         if let Ok(csp) = HeaderValue::from_str(&self.csp(frame_ancestors)) {
-            response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, csp);
         }
         response
     }
@@ -84,10 +93,14 @@ fn inline_script_hashes(html: &str) -> Vec<String> {
     let mut rest = html;
     while let Some(start) = rest.find("<script") {
         let after = &rest[start..];
-        let Some(open_end) = after.find('>') else { break };
+        let Some(open_end) = after.find('>') else {
+            break;
+        };
         let open_tag = &after[..open_end];
         let body_and_rest = &after[open_end + 1..];
-        let Some(close) = body_and_rest.find("</script>") else { break };
+        let Some(close) = body_and_rest.find("</script>") else {
+            break;
+        };
         if !open_tag.contains(" src=") {
             let digest = Sha256::digest(body_and_rest[..close].as_bytes());
             hashes.push(format!("'sha256-{}'", STANDARD.encode(digest)));
@@ -130,8 +143,14 @@ pub async fn static_file(State(state): State<AppState>, request: Request) -> Res
     };
     let mut response = response;
     if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
-        let cache = if immutable { "public, max-age=31536000, immutable" } else { "no-cache" };
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+        let cache = if immutable {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        };
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     }
     response
 }

@@ -20,7 +20,10 @@ impl fmt::Display for ValidationError {
             ValidationError::InvalidEmail(why) => write!(f, "invalid email address: {why}"),
             ValidationError::InvalidMsisdn(why) => write!(f, "invalid phone number: {why}"),
             ValidationError::UnknownMedium(medium) => {
-                write!(f, "unknown medium `{medium}` (expected `email` or `msisdn`)")
+                write!(
+                    f,
+                    "unknown medium `{medium}` (expected `email` or `msisdn`)"
+                )
             }
         }
     }
@@ -37,11 +40,15 @@ pub fn mxid_server_name(mxid: &str) -> Result<&str, ValidationError> {
     match mxid.split_once(':') {
         Some(("@", _)) => Err(ValidationError::InvalidMxid("empty localpart".to_owned())),
         // The spec's historical grammar: printable ASCII except `:`.
-        Some((local, _)) if !local.bytes().all(|b| (0x21..=0x7e).contains(&b)) => Err(
-            ValidationError::InvalidMxid("localpart has characters outside printable ASCII".to_owned()),
-        ),
+        Some((local, _)) if !local.bytes().all(|b| (0x21..=0x7e).contains(&b)) => {
+            Err(ValidationError::InvalidMxid(
+                "localpart has characters outside printable ASCII".to_owned(),
+            ))
+        }
         Some((_, server)) => Ok(server),
-        None => Err(ValidationError::InvalidMxid("missing server name".to_owned())),
+        None => Err(ValidationError::InvalidMxid(
+            "missing server name".to_owned(),
+        )),
     }
 }
 
@@ -101,13 +108,21 @@ fn validate_email(address: &str) -> Result<&str, ValidationError> {
         .rsplit_once('@')
         .ok_or(InvalidEmail("no `@` in the address"))?;
     if local.is_empty() || local.len() > 64 {
-        return Err(InvalidEmail("the part before `@` must have 1 to 64 characters"));
+        return Err(InvalidEmail(
+            "the part before `@` must have 1 to 64 characters",
+        ));
     }
-    if domain.is_empty() || domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+    if domain.is_empty()
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+        || domain.contains("..")
+    {
         return Err(InvalidEmail("the part after `@` is not a domain"));
     }
     if domain.contains(['@', '<', '>', '(', ')', ',', ';', '"', '[', ']', '\\']) {
-        return Err(InvalidEmail("the domain contains characters a domain cannot have"));
+        return Err(InvalidEmail(
+            "the domain contains characters a domain cannot have",
+        ));
     }
     Ok(address)
 }
@@ -116,7 +131,9 @@ fn validate_msisdn(address: &str) -> Result<&str, ValidationError> {
     use ValidationError::InvalidMsisdn;
     // MSISDNs travel without `+` and without separators (E.164, up to 15 digits).
     if address.is_empty() || address.len() > 15 || !address.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(InvalidMsisdn("expected 1 to 15 digits without `+` or spaces"));
+        return Err(InvalidMsisdn(
+            "expected 1 to 15 digits without `+` or spaces",
+        ));
     }
     Ok(address)
 }
@@ -128,9 +145,19 @@ mod tests {
     #[test]
     fn mxids_are_validated_and_give_their_server() {
         assert_eq!(mxid_server_name("@alice:hs.test"), Ok("hs.test"));
-        assert_eq!(mxid_server_name("@bob:127.0.0.1:8448"), Ok("127.0.0.1:8448"));
+        assert_eq!(
+            mxid_server_name("@bob:127.0.0.1:8448"),
+            Ok("127.0.0.1:8448")
+        );
         assert_eq!(mxid_server_name("@x:[::1]:80"), Ok("[::1]:80"));
-        for bad in ["alice:hs.test", "@alice", "@:hs.test", "", "@alice:", "@al ice:hs.test"] {
+        for bad in [
+            "alice:hs.test",
+            "@alice",
+            "@:hs.test",
+            "",
+            "@alice:",
+            "@al ice:hs.test",
+        ] {
             assert!(mxid_server_name(bad).is_err(), "{bad:?} should be refused");
         }
     }
@@ -139,8 +166,19 @@ mod tests {
     fn emails_are_checked_and_lower_cased() {
         let pid = ThreePid::new(Medium::Email, "Alice@Example.ORG").unwrap();
         assert_eq!(pid.address, "alice@example.org");
-        for bad in ["", "alice", "@example.org", "alice@", "a b@example.org", "a@.org", "a@b..org"] {
-            assert!(ThreePid::new(Medium::Email, bad).is_err(), "{bad:?} should be refused");
+        for bad in [
+            "",
+            "alice",
+            "@example.org",
+            "alice@",
+            "a b@example.org",
+            "a@.org",
+            "a@b..org",
+        ] {
+            assert!(
+                ThreePid::new(Medium::Email, bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         assert!(ThreePid::new(Medium::Email, &format!("{}@example.org", "a".repeat(65))).is_err());
     }
@@ -149,7 +187,10 @@ mod tests {
     fn phone_numbers_are_digits_only() {
         assert!(ThreePid::new(Medium::Msisdn, "447700900123").is_ok());
         for bad in ["", "+447700900123", "4477 0090", "1234567890123456"] {
-            assert!(ThreePid::new(Medium::Msisdn, bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                ThreePid::new(Medium::Msisdn, bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 
@@ -157,6 +198,9 @@ mod tests {
     fn media_are_named_as_in_the_spec() {
         assert_eq!(Medium::parse("email"), Ok(Medium::Email));
         assert_eq!(Medium::parse("msisdn"), Ok(Medium::Msisdn));
-        assert!(matches!(Medium::parse("fax"), Err(ValidationError::UnknownMedium(_))));
+        assert!(matches!(
+            Medium::parse("fax"),
+            Err(ValidationError::UnknownMedium(_))
+        ));
     }
 }

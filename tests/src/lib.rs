@@ -1,1 +1,227 @@
+//! The end-to-end harness: starts the real `assent` binary on a free port
+//! with its own data folder, talks HTTP to it, and drives headless Chromium
+//! through ChromeDriver. Screenshots land in `target/e2e-artifacts/`.
+//!
+//! The database is SQLite, or a fresh PostgreSQL database when
+//! `TEST_POSTGRES_URL` names a server (as `cargo xtask test` does).
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub mod browser;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The `assent` binary under test: `E2E_ASSENT_BIN`, or the debug build
+/// (`cargo test` builds it, since the backend has integration tests).
+pub fn assent_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("E2E_ASSENT_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("debug").join("assent")
+}
+
+pub fn artifact_dir() -> PathBuf {
+    let dir = workspace_root().join("target").join("e2e-artifacts");
+    std::fs::create_dir_all(&dir).expect("create the artifact folder");
+    dir
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A database URL for one test: a new PostgreSQL database, or None for the
+/// default SQLite file in the data folder.
+pub async fn test_database() -> Option<String> {
+    let admin = std::env::var("TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())?;
+    let name = format!("assent_e2e_{}_{}", std::process::id(), free_port());
+    let status = Command::new("psql")
+        .arg(&admin)
+        .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("run psql");
+    assert!(status.success(), "could not create database {name}");
+    let mut url = url::Url::parse(&admin).expect("TEST_POSTGRES_URL is a URL");
+    url.set_path(&name);
+    Some(url.to_string())
+}
+
+/// A running `assent serve`, killed on drop.
+pub struct Assent {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    /// From spawn to the first healthy answer.
+    pub startup: Duration,
+}
+
+pub struct Options {
+    pub demo: bool,
+    /// Extra TOML for a config file; None runs without a config file.
+    pub config: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            demo: false,
+            config: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+    echo: &'static str,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            eprintln!("[assent {echo}] {line}");
+            into.lock().expect("log lock").push(line);
+        }
+    });
+}
+
+impl Assent {
+    pub async fn start(options: Options) -> Assent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().join("data");
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut command = Command::new(assent_binary());
+        command.current_dir(dir.path()).arg("serve");
+        if options.demo {
+            command.arg("--demo");
+        }
+        // Everything through the environment: the run has no config file
+        // unless the test gives one.
+        command
+            .env("ASSENT_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ASSENT_PUBLIC_URL", &base)
+            .env("ASSENT_DATA_DIR", &data_dir)
+            .env("ASSENT_DIST_DIR", workspace_root().join("dist"))
+            .env("RUST_LOG", "info");
+        if let Some(url) = test_database().await {
+            command.env("ASSENT_DATABASE_URL", url);
+        }
+        if let Some(config) = &options.config {
+            let path = dir.path().join("assent.toml");
+            std::fs::write(&path, config).expect("write config");
+            command.arg("--config").arg(path);
+        }
+        for (key, value) in &options.env {
+            command.env(key, value);
+        }
+        let started = Instant::now();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "start {}: {e} (run `cargo build` first)",
+                    assent_binary().display()
+                )
+            });
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().expect("stdout"), stdout.clone(), "out");
+        collect(child.stderr.take().expect("stderr"), stderr.clone(), "err");
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(response) = http.get(format!("{base}/health")).send().await {
+                if response.status().is_success() {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "assent exited with {status} before it was healthy:\n{}",
+                    stderr.lock().expect("lock").join("\n")
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "assent did not become healthy within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let startup = started.elapsed();
+        let assent = Assent {
+            child,
+            base,
+            data_dir,
+            _dir: dir,
+            stdout,
+            stderr,
+            startup,
+        };
+        if options.demo {
+            // The links are printed once the demo request is stored.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while assent.stdout_line_containing("/consent/").is_none() {
+                assert!(Instant::now() < deadline, "no demo link printed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        assent
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn stdout_line_containing(&self, needle: &str) -> Option<String> {
+        self.stdout
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|line| line.contains(needle))
+            .map(|line| line.trim().to_owned())
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("lock").join("\n")
+    }
+}
+
+impl Drop for Assent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `assent` to completion (for `check-config` and failed starts).
+pub fn run_assent(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(assent_binary());
+    command.current_dir(dir).args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run assent")
+}

@@ -1,1 +1,486 @@
-fn main(){}
+//! `cargo xtask run | test | build`: everything a newcomer, CI or a packager
+//! needs, set up from a fresh machine.
+//!
+//! Tools that cargo cannot provide on its own (Trunk, wasm-bindgen-cli,
+//! binaryen's wasm-opt) are installed once into a reusable folder outside the
+//! repository: `$XTASK_TOOLS_DIR`, else `$XDG_CACHE_HOME/assent/tools`, else
+//! `~/.cache/assent/tools`.
+
+use std::env;
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+const TRUNK_VERSION: &str = "0.21.14";
+const BINARYEN_VERSION: &str = "132";
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const TEST_PACKAGES: [&str; 4] = [
+    "chromium",
+    "chromium-driver",
+    "postgresql",
+    "python3-aiosmtpd",
+];
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let started = Instant::now();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..]),
+        Some("test") => test(),
+        Some("build") => build().map(|_| ()),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n  run    build everything and start Assent with a demo request\n  \
+                 test   run every check and test (fmt, clippy, unit, integration, wasm, browser)\n  \
+                 build  build the front end and the release binary, start nothing"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: FAILED after {}: {e}", elapsed(started));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn elapsed(since: Instant) -> String {
+    let secs = since.elapsed().as_secs();
+    format!("{}m{:02}s", secs / 60, secs % 60)
+}
+
+fn step(message: &str) {
+    println!("\n==> {message}");
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn tools_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("XTASK_TOOLS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(|| root().join("target"));
+    cache.join("assent").join("tools")
+}
+
+/// PATH with the tools folder first, so Trunk finds our wasm-bindgen and
+/// wasm-opt (never Debian's old binaryen).
+fn tool_path() -> OsString {
+    let tools = tools_dir();
+    let mut paths = vec![
+        tools.join("bin"),
+        tools.join("npm").join("node_modules").join(".bin"),
+    ];
+    if let Some(path) = env::var_os("PATH") {
+        paths.extend(env::split_paths(&path));
+    }
+    env::join_paths(paths).unwrap_or_default()
+}
+
+fn command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(root()).env("PATH", tool_path());
+    cmd
+}
+
+fn run_cmd(cmd: &mut Command) -> Result {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} exited with {status}"))
+    }
+}
+
+/// The first line a tool prints for `--version`, or None when it is missing.
+fn version_of(program: &Path) -> Option<String> {
+    let output = Command::new(program)
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    output.status.success().then(|| {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The wasm-bindgen version in Cargo.lock; the CLI must match it exactly.
+fn locked_wasm_bindgen() -> Result<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock"))
+        .map_err(|e| format!("cannot read Cargo.lock: {e}"))?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            if let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
+                return Ok(version.trim_end_matches('"').to_owned());
+            }
+        }
+    }
+    Err("Cargo.lock names no wasm-bindgen".to_owned())
+}
+
+fn ensure_tools() -> Result {
+    let tools = tools_dir();
+    step(&format!("Tools (kept in {})", tools.display()));
+
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == WASM_TARGET) =>
+        {
+            println!("    {WASM_TARGET} target: present");
+        }
+        _ => {
+            println!("    {WASM_TARGET} target: installing");
+            run_cmd(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+        }
+    }
+
+    let trunk = tools.join("bin").join("trunk");
+    if version_of(&trunk).is_some_and(|v| v.contains(TRUNK_VERSION)) {
+        println!("    trunk {TRUNK_VERSION}: present");
+    } else {
+        println!("    trunk {TRUNK_VERSION}: installing with cargo (about 6 minutes, once)");
+        run_cmd(
+            command("cargo")
+                .args([
+                    "install",
+                    &format!("trunk@{TRUNK_VERSION}"),
+                    "--locked",
+                    "--root",
+                ])
+                .arg(&tools),
+        )?;
+    }
+
+    let bindgen_version = locked_wasm_bindgen()?;
+    let bindgen = tools.join("bin").join("wasm-bindgen");
+    if version_of(&bindgen)
+        .is_some_and(|v| v.split_whitespace().nth(1) == Some(bindgen_version.as_str()))
+    {
+        println!("    wasm-bindgen-cli {bindgen_version}: present");
+    } else {
+        println!(
+            "    wasm-bindgen-cli {bindgen_version}: installing with cargo (about 2 minutes, once)"
+        );
+        // Not --locked: its lock file names a crate version the registry may lack.
+        run_cmd(
+            command("cargo")
+                .args([
+                    "install",
+                    &format!("wasm-bindgen-cli@{bindgen_version}"),
+                    "--force",
+                    "--root",
+                ])
+                .arg(&tools),
+        )?;
+    }
+
+    let npm_dir = tools.join("npm");
+    let wasm_opt = npm_dir.join("node_modules").join(".bin").join("wasm-opt");
+    if version_of(&wasm_opt).is_some_and(|v| v.contains(&format!("version {BINARYEN_VERSION}"))) {
+        println!("    binaryen {BINARYEN_VERSION} (wasm-opt): present");
+    } else {
+        if version_of(Path::new("npm")).is_none() {
+            if is_root() {
+                println!("    npm: installing Debian's nodejs and npm");
+                apt_install(&["nodejs", "npm"])?;
+            } else {
+                return Err("npm is needed to install binaryen's wasm-opt: install Node.js and npm (e.g. `sudo apt-get install nodejs npm`)".to_owned());
+            }
+        }
+        println!("    binaryen {BINARYEN_VERSION} (wasm-opt): installing with npm");
+        std::fs::create_dir_all(&npm_dir)
+            .map_err(|e| format!("cannot create {}: {e}", npm_dir.display()))?;
+        run_cmd(
+            command("npm")
+                .args(["install", "--prefix"])
+                .arg(&npm_dir)
+                .args([
+                    &format!("binaryen@{BINARYEN_VERSION}"),
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                ]),
+        )?;
+    }
+
+    step("Fetching crates (Trunk builds offline)");
+    run_cmd(command("cargo").args(["fetch", "--quiet"]))
+}
+
+fn apt_install(packages: &[&str]) -> Result {
+    run_cmd(
+        Command::new("apt-get")
+            .args(["update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn build_frontend() -> Result {
+    step("Building the web front end (Trunk, release, offline)");
+    run_cmd(
+        command("trunk")
+            .arg("build")
+            .env("TRUNK_SKIP_VERSION_CHECK", "true")
+            // Size-oriented release profile for the wasm only; the server
+            // keeps the workspace's release profile.
+            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "z")
+            .env("CARGO_PROFILE_RELEASE_LTO", "true")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+            .env("CARGO_PROFILE_RELEASE_PANIC", "abort"),
+    )
+}
+
+fn build() -> Result<PathBuf> {
+    ensure_tools()?;
+    build_frontend()?;
+    step("Building the server (release)");
+    run_cmd(command("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "assent-backend",
+        "--bin",
+        "assent",
+    ]))?;
+    let binary = root().join("target").join("release").join("assent");
+    println!(
+        "\nBuilt {} and {}",
+        binary.display(),
+        root().join("dist").display()
+    );
+    println!(
+        "Run it from {} with: target/release/assent serve [--config assent.toml]",
+        root().display()
+    );
+    Ok(binary)
+}
+
+fn run(extra: &[String]) -> Result {
+    let binary = build()?;
+    step("Starting Assent on the embedded defaults with a demo request (Ctrl-C stops it)");
+    run_cmd(
+        Command::new(binary)
+            .current_dir(root())
+            .args(["serve", "--demo"])
+            .args(extra),
+    )
+}
+
+fn ensure_test_dependencies() -> Result {
+    step("Test dependencies (Chromium, ChromeDriver, PostgreSQL, aiosmtpd)");
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", package])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        println!("    all present");
+        return Ok(());
+    }
+    if is_root() {
+        println!("    installing: {}", missing.join(" "));
+        apt_install(&missing)
+    } else {
+        Err(format!(
+            "the tests need these Debian packages: {}. Install them with `sudo apt-get install {}` and run again.",
+            missing.join(", "),
+            missing.join(" ")
+        ))
+    }
+}
+
+/// A throwaway PostgreSQL server in a temporary folder, stopped on drop.
+struct Postgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    fn start() -> Result<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|e| format!("PostgreSQL is not installed under /usr/lib/postgresql: {e}"))?
+            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("initdb").exists())
+            .max()
+            .ok_or("no PostgreSQL initdb found under /usr/lib/postgresql/*/bin")?;
+        let port = free_port()?;
+        let dir = env::temp_dir().join(format!("assent-pg-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let as_root = is_root();
+        if as_root {
+            run_cmd(Command::new("chown").args(["postgres:postgres"]).arg(&dir))?;
+        }
+        let pg = Postgres { dir, bin, port };
+        pg.pg_cmd("initdb", |cmd| {
+            cmd.arg("-D")
+                .arg(pg.dir.join("data"))
+                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+                .stdout(Stdio::null());
+        })?;
+        pg.pg_cmd("pg_ctl", |cmd| {
+            cmd.arg("-D")
+                .arg(pg.dir.join("data"))
+                .arg("-l")
+                .arg(pg.dir.join("log"))
+                .args(["-w", "-o"])
+                .arg(format!(
+                    "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=200",
+                    pg.dir.display()
+                ))
+                .arg("start")
+                .stdout(Stdio::null());
+        })?;
+        Ok(pg)
+    }
+
+    fn pg_cmd(&self, tool: &str, configure: impl FnOnce(&mut Command)) -> Result {
+        let program = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(program);
+            cmd
+        } else {
+            Command::new(program)
+        };
+        configure(&mut cmd);
+        run_cmd(&mut cmd)
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self.pg_cmd("pg_ctl", |cmd| {
+            cmd.arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "stop"])
+                .stdout(Stdio::null());
+        });
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn test() -> Result {
+    let started = Instant::now();
+    ensure_tools()?;
+    ensure_test_dependencies()?;
+
+    step("Formatting (cargo fmt --check)");
+    run_cmd(command("cargo").args(["fmt", "--all", "--", "--check"]))?;
+
+    step("Lints (cargo clippy, native crates)");
+    run_cmd(command("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    step("Lints (cargo clippy, front end for wasm32)");
+    run_cmd(command("cargo").args([
+        "clippy",
+        "--package",
+        "assent-frontend",
+        "--target",
+        WASM_TARGET,
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+
+    // The browser tests load the built front end from dist/.
+    build_frontend()?;
+
+    step("Unit, integration and browser tests on SQLite");
+    run_cmd(command("cargo").arg("test").env_remove("TEST_POSTGRES_URL"))?;
+
+    step("Unit, integration and browser tests on PostgreSQL (throwaway server)");
+    {
+        let pg = Postgres::start()?;
+        println!("    PostgreSQL on 127.0.0.1:{}", pg.port);
+        run_cmd(
+            command("cargo")
+                .arg("test")
+                .env("TEST_POSTGRES_URL", pg.url()),
+        )?;
+    }
+
+    step("Front-end component tests (wasm32 in headless Chromium)");
+    run_cmd(
+        command("cargo")
+            .args([
+                "test",
+                "--package",
+                "assent-frontend",
+                "--target",
+                WASM_TARGET,
+            ])
+            .env(
+                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                "wasm-bindgen-test-runner",
+            )
+            .env("CHROMEDRIVER", "/usr/bin/chromedriver")
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
+    )?;
+
+    println!(
+        "\nxtask test: all passed in {} — fmt, clippy (native + wasm32), unit/integration/browser tests on SQLite and PostgreSQL, wasm component tests",
+        elapsed(started)
+    );
+    Ok(())
+}

@@ -126,7 +126,11 @@ pub struct NewAudit {
 
 impl NewAudit {
     pub fn new(kind: &str, actor: Option<&str>, detail: serde_json::Value) -> Self {
-        NewAudit { kind: kind.to_owned(), actor: actor.map(str::to_owned), detail }
+        NewAudit {
+            kind: kind.to_owned(),
+            actor: actor.map(str::to_owned),
+            detail,
+        }
     }
 }
 
@@ -159,7 +163,9 @@ impl OutboxKind {
         match text {
             "email" => Ok(OutboxKind::Email),
             "relay" => Ok(OutboxKind::Relay),
-            other => Err(StorageError::Corrupt(format!("unknown outbox kind `{other}`"))),
+            other => Err(StorageError::Corrupt(format!(
+                "unknown outbox kind `{other}`"
+            ))),
         }
     }
 }
@@ -185,7 +191,9 @@ impl OutboxState {
             "pending" => Ok(OutboxState::Pending),
             "done" => Ok(OutboxState::Done),
             "given_up" => Ok(OutboxState::GivenUp),
-            other => Err(StorageError::Corrupt(format!("unknown outbox state `{other}`"))),
+            other => Err(StorageError::Corrupt(format!(
+                "unknown outbox state `{other}`"
+            ))),
         }
     }
 }
@@ -261,7 +269,12 @@ pub trait Repository: Send + Sync + 'static {
 
     /// Stores a new pending request with its first audit event and outbox
     /// rows in one transaction, unless the same one is already pending.
-    async fn insert_request(&self, request: &NewRequest, audit: &NewAudit, outbox: &[NewOutbox]) -> Result<Inserted>;
+    async fn insert_request(
+        &self,
+        request: &NewRequest,
+        audit: &NewAudit,
+        outbox: &[NewOutbox],
+    ) -> Result<Inserted>;
 
     async fn request(&self, id: &str) -> Result<Option<StoredRequest>>;
 
@@ -269,11 +282,23 @@ pub trait Repository: Send + Sync + 'static {
 
     /// Moves a pending request to a final state, atomically: the first
     /// decision wins; later ones change nothing and get the stored request.
-    async fn decide(&self, request_id: &str, decision: &Decision, audit: &NewAudit, outbox: &[NewOutbox]) -> Result<Decided>;
+    async fn decide(
+        &self,
+        request_id: &str,
+        decision: &Decision,
+        audit: &NewAudit,
+        outbox: &[NewOutbox],
+    ) -> Result<Decided>;
 
     /// Gives a pending request a new consent token (the old link stops
     /// working). False when the request is not pending.
-    async fn replace_token(&self, request_id: &str, token_hash: &[u8], at: i64, audit: &NewAudit) -> Result<bool>;
+    async fn replace_token(
+        &self,
+        request_id: &str,
+        token_hash: &[u8],
+        at: i64,
+        audit: &NewAudit,
+    ) -> Result<bool>;
 
     async fn append_audit(&self, request_id: &str, at: i64, event: &NewAudit) -> Result<()>;
 
@@ -283,11 +308,24 @@ pub trait Repository: Send + Sync + 'static {
 
     /// Leases up to `limit` due rows of `kind` to `owner` until `now + lease_ms`.
     /// A row is leased to one owner at a time, across processes.
-    async fn claim_outbox(&self, kind: OutboxKind, owner: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRow>>;
+    async fn claim_outbox(
+        &self,
+        kind: OutboxKind,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>>;
 
     /// Records how an attempt ended. False when the lease was lost meanwhile
     /// (another worker owns the row now) and nothing was written.
-    async fn finish_outbox(&self, id: i64, owner: &str, result: &AttemptResult, now: i64) -> Result<bool>;
+    async fn finish_outbox(
+        &self,
+        id: i64,
+        owner: &str,
+        result: &AttemptResult,
+        now: i64,
+    ) -> Result<bool>;
 }
 
 pub type Repo = Arc<dyn Repository>;
@@ -306,7 +344,8 @@ const REQUEST_COLUMNS: &str = "id, source, identity_server, origin, origin_key_i
      initiator, reason, callback_url, status, token_hash, created_at, expires_at, decided_at, decision_id, \
      decision_doc, raw_method, raw_path, raw_headers, raw_body, updated_at";
 
-const OUTBOX_COLUMNS: &str = "id, request_id, kind, sink, idempotency_key, payload, state, attempts, next_attempt_at, \
+const OUTBOX_COLUMNS: &str =
+    "id, request_id, kind, sink, idempotency_key, payload, state, attempts, next_attempt_at, \
      lease_owner, lease_until, last_error";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StorageError {

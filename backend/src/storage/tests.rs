@@ -18,14 +18,20 @@ pub(crate) async fn test_db() -> TestDb {
         Ok(admin_url) if !admin_url.is_empty() => fresh_postgres(&admin_url).await,
         _ => format!("sqlite://{}", dir.path().join("test.db").display()),
     };
-    TestDb { repo: connect(&url).await.unwrap(), _dir: dir }
+    TestDb {
+        repo: connect(&url).await.unwrap(),
+        _dir: dir,
+    }
 }
 
 async fn fresh_postgres(admin_url: &str) -> String {
     use sqlx::Connection;
     let name = format!("assent_test_{}", uuid_like());
     let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let mut url = url::Url::parse(admin_url).unwrap();
     url.set_path(&name);
     url.to_string()
@@ -58,7 +64,10 @@ fn new_request(id: &str, address: &str) -> NewRequest {
         raw: Some(RawIntake {
             method: "POST".to_owned(),
             path: "/_matrix/identity/v2/3pid/unbind?x=%2F".to_owned(),
-            headers: vec![("Authorization".to_owned(), "X-Matrix origin=\"hs.test\",key=\"ed25519:a_iNuw\",sig=\"…\"".to_owned())],
+            headers: vec![(
+                "Authorization".to_owned(),
+                "X-Matrix origin=\"hs.test\",key=\"ed25519:a_iNuw\",sig=\"…\"".to_owned(),
+            )],
             // Not UTF-8 on purpose: the body is kept as bytes.
             body: vec![b'{', 0xff, 0x00, b'}'],
         }),
@@ -66,7 +75,12 @@ fn new_request(id: &str, address: &str) -> NewRequest {
 }
 
 fn email_outbox(id: &str) -> NewOutbox {
-    NewOutbox { kind: OutboxKind::Email, sink: None, idempotency_key: format!("email:{id}:1"), payload: json!({"attempt": 1}) }
+    NewOutbox {
+        kind: OutboxKind::Email,
+        sink: None,
+        idempotency_key: format!("email:{id}:1"),
+        payload: json!({"attempt": 1}),
+    }
 }
 
 fn received() -> NewAudit {
@@ -74,22 +88,49 @@ fn received() -> NewAudit {
 }
 
 fn decision(id: &str, status: RequestStatus, at: i64) -> Decision {
-    Decision { status, decision_id: format!("dec-{id}-{status}"), document: "{\"signed\":true}".to_owned(), at }
+    Decision {
+        status,
+        decision_id: format!("dec-{id}-{status}"),
+        document: "{\"signed\":true}".to_owned(),
+        at,
+    }
 }
 
 #[tokio::test]
 async fn a_request_round_trips_with_its_raw_intake() {
     let db = test_db().await;
     let request = new_request("r1", "alice@example.org");
-    assert_eq!(db.repo.insert_request(&request, &received(), &[email_outbox("r1")]).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        db.repo
+            .insert_request(&request, &received(), &[email_outbox("r1")])
+            .await
+            .unwrap(),
+        Inserted::Created
+    );
     let stored = db.repo.request("r1").await.unwrap().unwrap();
     assert_eq!(stored.status, RequestStatus::Pending);
     assert_eq!(stored.raw, request.raw);
     assert_eq!(stored.token_hash, request.token_hash);
-    assert_eq!((stored.mxid.as_str(), stored.address.as_str()), ("@alice:hs.test", "alice@example.org"));
+    assert_eq!(
+        (stored.mxid.as_str(), stored.address.as_str()),
+        ("@alice:hs.test", "alice@example.org")
+    );
     assert_eq!(stored.origin_key_id.as_deref(), Some("ed25519:a_iNuw"));
-    assert_eq!(db.repo.request_by_token_hash(b"hash-of-r1").await.unwrap().unwrap().id, "r1");
-    assert!(db.repo.request_by_token_hash(b"hash-of-nothing").await.unwrap().is_none());
+    assert_eq!(
+        db.repo
+            .request_by_token_hash(b"hash-of-r1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "r1"
+    );
+    assert!(db
+        .repo
+        .request_by_token_hash(b"hash-of-nothing")
+        .await
+        .unwrap()
+        .is_none());
     assert!(db.repo.request("nope").await.unwrap().is_none());
     let trail = db.repo.audit_trail("r1").await.unwrap();
     assert_eq!(trail.len(), 1);
@@ -97,16 +138,31 @@ async fn a_request_round_trips_with_its_raw_intake() {
     assert_eq!(trail[0].detail, json!({"verified": true}));
     let outbox = db.repo.outbox_for("r1").await.unwrap();
     assert_eq!(outbox.len(), 1);
-    assert_eq!((outbox[0].state, outbox[0].attempts), (OutboxState::Pending, 0));
+    assert_eq!(
+        (outbox[0].state, outbox[0].attempts),
+        (OutboxState::Pending, 0)
+    );
 }
 
 #[tokio::test]
 async fn a_repeat_while_pending_joins_the_first_and_queues_nothing() {
     let db = test_db().await;
-    db.repo.insert_request(&new_request("r1", "a@example.org"), &received(), &[email_outbox("r1")]).await.unwrap();
+    db.repo
+        .insert_request(
+            &new_request("r1", "a@example.org"),
+            &received(),
+            &[email_outbox("r1")],
+        )
+        .await
+        .unwrap();
     let mut repeat = new_request("r2", "a@example.org");
     repeat.token_hash = b"other".to_vec();
-    match db.repo.insert_request(&repeat, &received(), &[email_outbox("r2")]).await.unwrap() {
+    match db
+        .repo
+        .insert_request(&repeat, &received(), &[email_outbox("r2")])
+        .await
+        .unwrap()
+    {
         Inserted::JoinedPending(existing) => assert_eq!(existing.id, "r1"),
         other => panic!("expected to join r1, got {other:?}"),
     }
@@ -114,23 +170,65 @@ async fn a_repeat_while_pending_joins_the_first_and_queues_nothing() {
     assert!(db.repo.outbox_for("r2").await.unwrap().is_empty());
     assert_eq!(db.repo.outbox_for("r1").await.unwrap().len(), 1);
     // Another address is another request.
-    assert_eq!(db.repo.insert_request(&new_request("r3", "b@example.org"), &received(), &[]).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        db.repo
+            .insert_request(&new_request("r3", "b@example.org"), &received(), &[])
+            .await
+            .unwrap(),
+        Inserted::Created
+    );
     // Once decided, the same key may be held afresh.
-    db.repo.decide("r1", &decision("r1", RequestStatus::Denied, 2_000), &NewAudit::new("decided", Some("owner"), json!({})), &[]).await.unwrap();
-    assert_eq!(db.repo.insert_request(&repeat, &received(), &[]).await.unwrap(), Inserted::Created);
+    db.repo
+        .decide(
+            "r1",
+            &decision("r1", RequestStatus::Denied, 2_000),
+            &NewAudit::new("decided", Some("owner"), json!({})),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        db.repo
+            .insert_request(&repeat, &received(), &[])
+            .await
+            .unwrap(),
+        Inserted::Created
+    );
 }
 
 #[tokio::test]
 async fn the_first_decision_wins_even_when_they_race() {
     let db = test_db().await;
-    db.repo.insert_request(&new_request("r1", "a@example.org"), &received(), &[]).await.unwrap();
+    db.repo
+        .insert_request(&new_request("r1", "a@example.org"), &received(), &[])
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..8 {
         let repo = db.repo.clone();
-        let status = if i % 2 == 0 { RequestStatus::Approved } else { RequestStatus::Denied };
+        let status = if i % 2 == 0 {
+            RequestStatus::Approved
+        } else {
+            RequestStatus::Denied
+        };
         tasks.push(tokio::spawn(async move {
-            let relay = NewOutbox { kind: OutboxKind::Relay, sink: Some("webhook".to_owned()), idempotency_key: format!("relay:r1:{i}"), payload: json!({}) };
-            (status, repo.decide("r1", &decision("r1", status, 2_000 + i), &NewAudit::new("decided", Some("owner"), json!({"i": i})), &[relay]).await.unwrap())
+            let relay = NewOutbox {
+                kind: OutboxKind::Relay,
+                sink: Some("webhook".to_owned()),
+                idempotency_key: format!("relay:r1:{i}"),
+                payload: json!({}),
+            };
+            (
+                status,
+                repo.decide(
+                    "r1",
+                    &decision("r1", status, 2_000 + i),
+                    &NewAudit::new("decided", Some("owner"), json!({"i": i})),
+                    &[relay],
+                )
+                .await
+                .unwrap(),
+            )
         }));
     }
     let mut winners = Vec::new();
@@ -150,7 +248,15 @@ async fn the_first_decision_wins_even_when_they_race() {
     assert_eq!(db.repo.audit_trail("r1").await.unwrap().len(), 2);
     assert_eq!(db.repo.outbox_for("r1").await.unwrap().len(), 1);
     assert!(matches!(
-        db.repo.decide("missing", &decision("missing", RequestStatus::Approved, 1), &received(), &[]).await.unwrap(),
+        db.repo
+            .decide(
+                "missing",
+                &decision("missing", RequestStatus::Approved, 1),
+                &received(),
+                &[]
+            )
+            .await
+            .unwrap(),
         Decided::AlreadyFinal(None)
     ));
 }
@@ -160,65 +266,172 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
     let db = test_db().await;
     for i in 0..6 {
         let id = format!("r{i}");
-        db.repo.insert_request(&new_request(&id, &format!("u{i}@example.org")), &received(), &[email_outbox(&id)]).await.unwrap();
+        db.repo
+            .insert_request(
+                &new_request(&id, &format!("u{i}@example.org")),
+                &received(),
+                &[email_outbox(&id)],
+            )
+            .await
+            .unwrap();
     }
     let (a, b) = tokio::join!(
-        db.repo.claim_outbox(OutboxKind::Email, "worker-a", 5_000, 60_000, 4),
-        db.repo.claim_outbox(OutboxKind::Email, "worker-b", 5_000, 60_000, 4),
+        db.repo
+            .claim_outbox(OutboxKind::Email, "worker-a", 5_000, 60_000, 4),
+        db.repo
+            .claim_outbox(OutboxKind::Email, "worker-b", 5_000, 60_000, 4),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.len() + b.len(), 6, "every due row is claimed once");
-    assert!(a.iter().all(|row| !b.iter().any(|other| other.id == row.id)), "no row leased twice");
+    assert!(
+        a.iter()
+            .all(|row| !b.iter().any(|other| other.id == row.id)),
+        "no row leased twice"
+    );
     assert!(a.iter().chain(&b).all(|row| row.attempts == 1));
     // Nothing is due for others while the leases hold; relays are separate.
-    assert!(db.repo.claim_outbox(OutboxKind::Email, "worker-c", 6_000, 60_000, 10).await.unwrap().is_empty());
-    assert!(db.repo.claim_outbox(OutboxKind::Relay, "worker-c", 6_000, 60_000, 10).await.unwrap().is_empty());
+    assert!(db
+        .repo
+        .claim_outbox(OutboxKind::Email, "worker-c", 6_000, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(db
+        .repo
+        .claim_outbox(OutboxKind::Relay, "worker-c", 6_000, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
 
     let first = &a[0];
-    assert!(db.repo.finish_outbox(first.id, "worker-a", &AttemptResult::Done, 7_000).await.unwrap());
-    assert!(!db.repo.finish_outbox(first.id, "worker-a", &AttemptResult::Done, 7_000).await.unwrap(), "a finished row stays finished");
+    assert!(db
+        .repo
+        .finish_outbox(first.id, "worker-a", &AttemptResult::Done, 7_000)
+        .await
+        .unwrap());
+    assert!(
+        !db.repo
+            .finish_outbox(first.id, "worker-a", &AttemptResult::Done, 7_000)
+            .await
+            .unwrap(),
+        "a finished row stays finished"
+    );
     let second = &a[1];
-    assert!(!db.repo.finish_outbox(second.id, "worker-b", &AttemptResult::Done, 7_000).await.unwrap(), "only the lease owner may finish");
-    assert!(db.repo.finish_outbox(second.id, "worker-a", &AttemptResult::RetryAt { at: 9_000, error: "451 try later".to_owned() }, 7_000).await.unwrap());
+    assert!(
+        !db.repo
+            .finish_outbox(second.id, "worker-b", &AttemptResult::Done, 7_000)
+            .await
+            .unwrap(),
+        "only the lease owner may finish"
+    );
+    assert!(db
+        .repo
+        .finish_outbox(
+            second.id,
+            "worker-a",
+            &AttemptResult::RetryAt {
+                at: 9_000,
+                error: "451 try later".to_owned()
+            },
+            7_000
+        )
+        .await
+        .unwrap());
     let third = &a[2];
-    assert!(db.repo.finish_outbox(third.id, "worker-a", &AttemptResult::GiveUp { error: "550 no such user".to_owned() }, 7_000).await.unwrap());
+    assert!(db
+        .repo
+        .finish_outbox(
+            third.id,
+            "worker-a",
+            &AttemptResult::GiveUp {
+                error: "550 no such user".to_owned()
+            },
+            7_000
+        )
+        .await
+        .unwrap());
 
     // The retry comes due at its time; an expired lease (worker b crashed) is taken over.
-    let again = db.repo.claim_outbox(OutboxKind::Email, "worker-c", 70_000, 60_000, 10).await.unwrap();
+    let again = db
+        .repo
+        .claim_outbox(OutboxKind::Email, "worker-c", 70_000, 60_000, 10)
+        .await
+        .unwrap();
     let mut ids: Vec<i64> = again.iter().map(|row| row.id).collect();
     ids.sort();
-    let mut expected: Vec<i64> = b.iter().map(|row| row.id).chain([second.id]).chain(a[3..].iter().map(|row| row.id)).collect();
+    let mut expected: Vec<i64> = b
+        .iter()
+        .map(|row| row.id)
+        .chain([second.id])
+        .chain(a[3..].iter().map(|row| row.id))
+        .collect();
     expected.sort();
     assert_eq!(ids, expected);
     let retried = again.iter().find(|row| row.id == second.id).unwrap();
-    assert_eq!((retried.attempts, retried.last_error.as_deref()), (2, Some("451 try later")));
-    assert!(!db.repo.finish_outbox(b[0].id, "worker-b", &AttemptResult::Done, 71_000).await.unwrap(), "the crashed worker lost its lease");
+    assert_eq!(
+        (retried.attempts, retried.last_error.as_deref()),
+        (2, Some("451 try later"))
+    );
+    assert!(
+        !db.repo
+            .finish_outbox(b[0].id, "worker-b", &AttemptResult::Done, 71_000)
+            .await
+            .unwrap(),
+        "the crashed worker lost its lease"
+    );
 
     let rows = db.repo.outbox_for(&first.request_id).await.unwrap();
     assert_eq!(rows[0].state, OutboxState::Done);
     let given_up = db.repo.outbox_for(&third.request_id).await.unwrap();
-    assert_eq!((given_up[0].state, given_up[0].last_error.as_deref()), (OutboxState::GivenUp, Some("550 no such user")));
+    assert_eq!(
+        (given_up[0].state, given_up[0].last_error.as_deref()),
+        (OutboxState::GivenUp, Some("550 no such user"))
+    );
 }
 
 #[tokio::test]
 async fn the_audit_trail_keeps_its_order() {
     let db = test_db().await;
-    db.repo.insert_request(&new_request("r1", "a@example.org"), &received(), &[]).await.unwrap();
+    db.repo
+        .insert_request(&new_request("r1", "a@example.org"), &received(), &[])
+        .await
+        .unwrap();
     for kind in ["email_sent", "viewed", "viewed"] {
-        db.repo.append_audit("r1", 3_000, &NewAudit::new(kind, None, json!({}))).await.unwrap();
+        db.repo
+            .append_audit("r1", 3_000, &NewAudit::new(kind, None, json!({})))
+            .await
+            .unwrap();
     }
-    let kinds: Vec<String> = db.repo.audit_trail("r1").await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = db
+        .repo
+        .audit_trail("r1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds, ["received", "email_sent", "viewed", "viewed"]);
-    assert!(db.repo.append_audit("no-such-request", 1, &NewAudit::new("x", None, json!({}))).await.is_err(), "audit events belong to a request");
+    assert!(
+        db.repo
+            .append_audit("no-such-request", 1, &NewAudit::new("x", None, json!({})))
+            .await
+            .is_err(),
+        "audit events belong to a request"
+    );
 }
 
 #[tokio::test]
 async fn data_survives_a_reconnect_and_migrations_run_once() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("nested/again/assent.db").display());
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("nested/again/assent.db").display()
+    );
     {
         let repo = connect(&url).await.unwrap();
-        repo.insert_request(&new_request("r1", "a@example.org"), &received(), &[]).await.unwrap();
+        repo.insert_request(&new_request("r1", "a@example.org"), &received(), &[])
+            .await
+            .unwrap();
     }
     let repo = connect(&url).await.unwrap();
     assert_eq!(repo.request("r1").await.unwrap().unwrap().id, "r1");
@@ -228,13 +441,62 @@ async fn data_survives_a_reconnect_and_migrations_run_once() {
 #[tokio::test]
 async fn a_new_token_kills_the_old_link_and_only_while_pending() {
     let db = test_db().await;
-    db.repo.insert_request(&new_request("r1", "a@example.org"), &received(), &[]).await.unwrap();
+    db.repo
+        .insert_request(&new_request("r1", "a@example.org"), &received(), &[])
+        .await
+        .unwrap();
     let audit = NewAudit::new("token_replaced", Some("system"), json!({}));
-    assert!(db.repo.replace_token("r1", b"new-hash", 2_000, &audit).await.unwrap());
-    assert!(db.repo.request_by_token_hash(b"hash-of-r1").await.unwrap().is_none());
-    assert_eq!(db.repo.request_by_token_hash(b"new-hash").await.unwrap().unwrap().id, "r1");
-    db.repo.decide("r1", &decision("r1", RequestStatus::Approved, 3_000), &received(), &[]).await.unwrap();
-    assert!(!db.repo.replace_token("r1", b"newer-hash", 4_000, &audit).await.unwrap());
-    assert_eq!(db.repo.request_by_token_hash(b"new-hash").await.unwrap().unwrap().status, RequestStatus::Approved);
-    assert_eq!(db.repo.audit_trail("r1").await.unwrap().iter().filter(|e| e.kind == "token_replaced").count(), 1);
+    assert!(db
+        .repo
+        .replace_token("r1", b"new-hash", 2_000, &audit)
+        .await
+        .unwrap());
+    assert!(db
+        .repo
+        .request_by_token_hash(b"hash-of-r1")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        db.repo
+            .request_by_token_hash(b"new-hash")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "r1"
+    );
+    db.repo
+        .decide(
+            "r1",
+            &decision("r1", RequestStatus::Approved, 3_000),
+            &received(),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!db
+        .repo
+        .replace_token("r1", b"newer-hash", 4_000, &audit)
+        .await
+        .unwrap());
+    assert_eq!(
+        db.repo
+            .request_by_token_hash(b"new-hash")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        RequestStatus::Approved
+    );
+    assert_eq!(
+        db.repo
+            .audit_trail("r1")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == "token_replaced")
+            .count(),
+        1
+    );
 }

@@ -1,0 +1,122 @@
+//! The one place that talks to the server: typed requests over the shared
+//! types, and the failures a page can show.
+
+use assent_shared::{ApiError, ConsentView};
+use gloo_net::http::{Request, Response};
+use serde::de::DeserializeOwned;
+
+/// What can go wrong, in the terms a page shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiFailure {
+    /// The link or object is not known (404).
+    NotFound,
+    /// Credentials missing or refused (401/403).
+    Unauthorized,
+    /// Already decided (409).
+    Conflict,
+    /// Expired (410).
+    Gone,
+    /// Too many attempts (429).
+    RateLimited,
+    /// The server could not be reached.
+    Network,
+    /// Anything else, with the server's words when it gave some.
+    Server { status: u16, message: String },
+}
+
+impl ApiFailure {
+    /// Maps an HTTP status (and the error body, if any) to a failure.
+    pub fn from_status(status: u16, body: Option<ApiError>) -> Self {
+        match status {
+            404 => ApiFailure::NotFound,
+            401 | 403 => ApiFailure::Unauthorized,
+            409 => ApiFailure::Conflict,
+            410 => ApiFailure::Gone,
+            429 => ApiFailure::RateLimited,
+            _ => ApiFailure::Server {
+                status,
+                message: body
+                    .map(|b| b.error)
+                    .unwrap_or_else(|| "the server did not say why".to_owned()),
+            },
+        }
+    }
+}
+
+async fn read<T: DeserializeOwned>(response: Response) -> Result<T, ApiFailure> {
+    if response.ok() {
+        return response.json::<T>().await.map_err(|e| ApiFailure::Server {
+            status: response.status(),
+            message: format!("unreadable answer: {e}"),
+        });
+    }
+    let body = response.json::<ApiError>().await.ok();
+    Err(ApiFailure::from_status(response.status(), body))
+}
+
+/// Tokens are 43 URL-safe characters; anything else is not sent at all.
+pub fn is_token(token: &str) -> bool {
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `GET /_assent/v1/consent/{token}`
+pub async fn consent_view(token: &str) -> Result<ConsentView, ApiFailure> {
+    if !is_token(token) {
+        return Err(ApiFailure::NotFound);
+    }
+    let response = Request::get(&format!("/_assent/v1/consent/{token}"))
+        .send()
+        .await
+        .map_err(|_| ApiFailure::Network)?;
+    read(response).await
+}
+
+/// `GET /_assent/v1/admin/whoami`: whether an admin token is accepted.
+pub async fn admin_whoami(token: &str) -> Result<AdminIdentity, ApiFailure> {
+    let response = Request::get("/_assent/v1/admin/whoami")
+        .header("Authorization", &format!("Bearer {token}"))
+        .send()
+        .await
+        .map_err(|_| ApiFailure::Network)?;
+    read(response).await
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct AdminIdentity {
+    pub token_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test]
+    fn statuses_become_the_failures_pages_show() {
+        assert_eq!(ApiFailure::from_status(404, None), ApiFailure::NotFound);
+        assert_eq!(ApiFailure::from_status(401, None), ApiFailure::Unauthorized);
+        assert_eq!(ApiFailure::from_status(409, None), ApiFailure::Conflict);
+        assert_eq!(ApiFailure::from_status(410, None), ApiFailure::Gone);
+        let body = ApiError {
+            errcode: "M_UNKNOWN".into(),
+            error: "database down".into(),
+        };
+        assert_eq!(
+            ApiFailure::from_status(503, Some(body)),
+            ApiFailure::Server {
+                status: 503,
+                message: "database down".into()
+            }
+        );
+    }
+
+    #[wasm_bindgen_test]
+    fn only_well_formed_tokens_are_sent() {
+        assert!(is_token(&"a".repeat(43)));
+        assert!(!is_token("short"));
+        assert!(!is_token(&format!("{}/", "a".repeat(42))));
+    }
+}

@@ -1,0 +1,4 @@
+pub mod admin;
+pub mod consent;
+pub mod home;
+pub mod not_found;

@@ -1,0 +1,176 @@
+//! Headless Chromium through ChromeDriver, with the browser's console log
+//! (where CSP violations are reported) and screenshots.
+
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Browser {
+    driver: Child,
+    port: u16,
+    profile: tempfile::TempDir,
+}
+
+const CHROME: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+impl Browser {
+    pub async fn start() -> Browser {
+        let port = crate::free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {CHROMEDRIVER}: {e} (install chromium-driver)"));
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Browser {
+            driver,
+            port,
+            profile: tempfile::tempdir().expect("profile dir"),
+        }
+    }
+
+    async fn session(&self, javascript: bool) -> Client {
+        let mut args = vec![
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--window-size=1024,900".to_owned(),
+            format!(
+                "--user-data-dir={}",
+                self.profile
+                    .path()
+                    .join(format!("p{}", crate::free_port()))
+                    .display()
+            ),
+        ];
+        if !javascript {
+            args.push("--blink-settings=scriptEnabled=false".to_owned());
+        }
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": CHROME, "args": args },
+            "goog:loggingPrefs": { "browser": "ALL" },
+        });
+        let capabilities = match capabilities {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a WebDriver session")
+    }
+
+    /// Runs `steps` in a fresh session and always closes it, even when a step
+    /// fails, so no Chromium is left behind; then re-raises the failure.
+    pub async fn with_session<F, Fut>(&self, steps: F)
+    where
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let client = self.session(true).await;
+        let for_steps = client.clone();
+        let outcome = tokio::spawn(async move { steps(for_steps).await }).await;
+        let _ = client.close().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// ChromeDriver's `POST /session/{id}/se/log`: the console messages so far.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
+    }
+}
+
+/// Console entries of level SEVERE (errors, CSP violations) since the last call.
+pub async fn console_errors(client: &Client) -> Vec<String> {
+    let log = client
+        .issue_cmd(BrowserLog)
+        .await
+        .expect("read the browser log");
+    log.as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|entry| entry["level"] == "SEVERE")
+                .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the page's text contains `needle`.
+pub async fn wait_for_text(client: &Client, needle: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let text = client
+            .execute(
+                "return document.body ? document.body.innerText : ''",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "page never showed {needle:?}; it shows:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(crate::artifact_dir().join(format!("{name}.png")), png)
+        .expect("save screenshot");
+}

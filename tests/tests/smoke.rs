@@ -1,0 +1,213 @@
+//! The product starts with no config, serves its pages, API and keys, and the
+//! demo request opens in a real browser.
+
+use assent_e2e::browser::{console_errors, screenshot, wait_for_text, Browser};
+use assent_e2e::{Assent, Options};
+use ruma_common::canonical_json::CanonicalJsonObject;
+use ruma_common::serde::Base64;
+use std::collections::BTreeMap;
+
+#[tokio::test]
+async fn with_no_config_it_serves_health_keys_and_the_app() {
+    let assent = Assent::start(Options::default()).await;
+    println!(
+        "startup to first healthy answer: {} ms",
+        assent.startup.as_millis()
+    );
+    let http = reqwest::Client::new();
+
+    let health = http.get(assent.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+
+    // A signing key was generated in the data folder, in Synapse's format.
+    let key_file = std::fs::read_to_string(assent.data_dir.join("signing.key")).unwrap();
+    let words: Vec<&str> = key_file.split_whitespace().collect();
+    assert_eq!((words.len(), words[0]), (3, "ed25519"));
+
+    // The published keys verify with the key they publish.
+    let keys = http
+        .get(assent.url("/_assent/v1/keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.status(), 200);
+    let doc: CanonicalJsonObject = keys.json().await.unwrap();
+    let server = doc["server_name"].as_str().unwrap().to_owned();
+    let key_id = format!("ed25519:{}", words[1]);
+    let public = doc["verify_keys"].as_object().unwrap()[&key_id]
+        .as_object()
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut map = BTreeMap::new();
+    map.insert(
+        server.clone(),
+        BTreeMap::from([(key_id.clone(), Base64::parse(&public).unwrap())]),
+    );
+    ruma_signatures::verify_json(&map, &doc).expect("the keys document verifies");
+    let mut forged = doc.clone();
+    forged.insert(
+        "valid_until_ts".to_owned(),
+        ruma_common::canonical_json::CanonicalJsonValue::Integer(1u32.into()),
+    );
+    assert!(ruma_signatures::verify_json(&map, &forged).is_err());
+
+    // The app shell: strict CSP, never framable, no referrer.
+    let page = http
+        .get(assent.url("/consent/not-a-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !csp.contains("'unsafe-inline'") && !csp.contains("'unsafe-eval'"),
+        "{csp}"
+    );
+    assert!(
+        csp.contains("script-src 'self' 'wasm-unsafe-eval'"),
+        "{csp}"
+    );
+    assert!(csp.ends_with("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    let wasm_name = html
+        .split(['"', '\'', ' ', '=', '>'])
+        .find(|s| s.starts_with('/') && s.ends_with(".wasm"))
+        .expect("index.html names the wasm file")
+        .to_owned();
+
+    // Hashed assets: right MIME type, compressed, cached for good.
+    let wasm = http
+        .get(assent.url(&wasm_name))
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wasm.status(), 200);
+    assert_eq!(wasm.headers()["content-type"], "application/wasm");
+    assert_eq!(wasm.headers()["content-encoding"], "br");
+    assert!(wasm.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+
+    // JSON errors and the non-page CSP on API paths.
+    let unknown = http
+        .get(assent.url("/_assent/v1/consent/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    let body: serde_json::Value = unknown.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_NOT_FOUND");
+    let nothing = http
+        .get(assent.url("/_assent/v1/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nothing.status(), 404);
+    assert_eq!(
+        nothing.json::<serde_json::Value>().await.unwrap()["errcode"],
+        "M_UNRECOGNIZED"
+    );
+    let admin = http
+        .get(assent.url("/_assent/v1/admin/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 401);
+}
+
+#[tokio::test]
+async fn the_demo_request_opens_in_chromium_without_errors() {
+    let assent = Assent::start(Options {
+        demo: true,
+        ..Options::default()
+    })
+    .await;
+    let consent = assent.stdout_line_containing("/consent/").unwrap();
+    let admin = assent.stdout_line_containing("/admin#token=").unwrap();
+    assert!(consent.starts_with(&assent.base), "{consent}");
+    // Tokens are only in the printed links, never in the log.
+    let token = consent.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(token.len(), 43);
+    assert!(
+        !assent.stderr_text().contains(&token),
+        "the consent token leaked into the log"
+    );
+
+    // The embed route is framable only where an identity server allows it;
+    // the demo's allows no one.
+    let embed = reqwest::get(assent.url(&format!("/embed/consent/{token}")))
+        .await
+        .unwrap();
+    assert!(embed.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .ends_with("frame-ancestors 'none'"));
+
+    let browser = Browser::start().await;
+    browser
+        .with_session(move |client| async move {
+            client.goto(&consent).await.unwrap();
+            let text = wait_for_text(&client, "alice@example.org").await;
+            for expected in [
+                "hs.example.org",
+                "@alice:hs.example.org",
+                "Example identity server (demo)",
+                "Nothing changes unless you approve",
+            ] {
+                assert!(
+                    text.contains(expected),
+                    "consent page lacks {expected:?}:\n{text}"
+                );
+            }
+            screenshot(&client, "smoke-consent").await;
+            let errors = console_errors(&client).await;
+            assert!(
+                errors.is_empty(),
+                "console errors or CSP violations on the consent page: {errors:#?}"
+            );
+
+            client.goto(&admin).await.unwrap();
+            wait_for_text(&client, "Admin token").await;
+            client
+                .find(fantoccini::Locator::Css("button[type=submit]"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            wait_for_text(&client, "Signed in with token").await;
+            screenshot(&client, "smoke-admin").await;
+            let errors = console_errors(&client).await;
+            assert!(
+                errors.is_empty(),
+                "console errors or CSP violations on the admin page: {errors:#?}"
+            );
+
+            client
+                .goto(&format!(
+                    "{}/consent/{}",
+                    consent.rsplit_once("/consent/").unwrap().0,
+                    "A".repeat(43)
+                ))
+                .await
+                .unwrap();
+            wait_for_text(&client, "This link is not known").await;
+            screenshot(&client, "smoke-unknown-link").await;
+        })
+        .await;
+}
