@@ -102,7 +102,7 @@ fn inline_script_hashes(html: &str) -> Vec<String> {
             break;
         };
         if !open_tag.contains(" src=") {
-            let digest = Sha256::digest(body_and_rest[..close].as_bytes());
+            let digest = Sha256::digest(&body_and_rest.as_bytes()[..close]);
             hashes.push(format!("'sha256-{}'", STANDARD.encode(digest)));
         }
         rest = &body_and_rest[close..];

@@ -76,21 +76,12 @@ pub struct Assent {
     pub startup: Duration,
 }
 
+#[derive(Default)]
 pub struct Options {
     pub demo: bool,
     /// Extra TOML for a config file; None runs without a config file.
     pub config: Option<String>,
     pub env: Vec<(String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            demo: false,
-            config: None,
-            env: Vec::new(),
-        }
-    }
 }
 
 fn collect(
