@@ -211,3 +211,56 @@ async fn the_demo_request_opens_in_chromium_without_errors() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn only_the_embed_route_may_be_framed_and_only_by_the_configured_origins() {
+    let config = r#"
+[[identity_servers]]
+name = "matrix.example.org"
+display_name = "Example identity server"
+operator = "Example Ltd"
+upstream = "http://127.0.0.1:9"
+frame_ancestors = ["https://embedder.example", "http://127.0.0.1:8765"]
+"#;
+    let assent = Assent::start(Options {
+        demo: true,
+        config: Some(config.to_owned()),
+        ..Options::default()
+    })
+    .await;
+    let consent = assent.stdout_line_containing("/consent/").unwrap();
+    let token = consent.rsplit('/').next().unwrap().to_owned();
+    let csp_of = |response: &reqwest::Response| {
+        response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let embed = reqwest::get(assent.url(&format!("/embed/consent/{token}")))
+        .await
+        .unwrap();
+    assert!(
+        csp_of(&embed).ends_with("frame-ancestors https://embedder.example http://127.0.0.1:8765"),
+        "{}",
+        csp_of(&embed)
+    );
+    for path in [
+        format!("/consent/{token}"),
+        "/admin".to_owned(),
+        "/".to_owned(),
+        "/health".to_owned(),
+    ] {
+        let response = reqwest::get(assent.url(&path)).await.unwrap();
+        assert!(
+            csp_of(&response).contains("frame-ancestors 'none'"),
+            "{path}: {}",
+            csp_of(&response)
+        );
+    }
+    // An unknown token gets no embedders at all.
+    let unknown = reqwest::get(assent.url(&format!("/embed/consent/{}", "B".repeat(43))))
+        .await
+        .unwrap();
+    assert!(csp_of(&unknown).ends_with("frame-ancestors 'none'"));
+}
