@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod errors;
+pub mod intake;
 pub mod keys;
 pub mod serve;
 pub mod storage;
