@@ -1,0 +1,484 @@
+//! Fetching a homeserver's signing keys: Matrix server discovery
+//! (`.well-known/matrix/server`, an explicit port, else 8448), a bounded HTTP
+//! client that refuses loopback and private addresses unless
+//! `keys.allow_private_addresses`, self-signature checks, and a cache kept
+//! until each document's `valid_until_ts`. Pinned keys skip all of it.
+//!
+//! SRV records are not consulted; a homeserver that relies on them alone must
+//! be pinned or publish `.well-known`.
+
+use super::server_keys::{pinned_key, verify_key_document, KeyDocError, ServerKeySet};
+use crate::config::KeysConfig;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Largest key document or `.well-known` answer read.
+pub const MAX_BODY: usize = 64 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFetchError {
+    #[error("`{0}` is not a valid server name")]
+    BadServerName(String),
+    #[error("`{0}` resolves only to loopback or private addresses (set keys.allow_private_addresses to allow)")]
+    PrivateAddress(String),
+    #[error("fetching {url} failed: {why}")]
+    Http { url: String, why: String },
+    #[error("{url} answered with more than {MAX_BODY} bytes")]
+    TooLarge { url: String },
+    #[error("key document from {url}: {error}")]
+    Document { url: String, error: KeyDocError },
+    #[error("{server} publishes no key `{key_id}`")]
+    UnknownKey { server: String, key_id: String },
+    #[error("the key document of {server} expired at {valid_until_ts}")]
+    Expired { server: String, valid_until_ts: i64 },
+}
+
+/// Where a key came from, for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Pinned,
+    Cached,
+    Fetched,
+}
+
+impl KeySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Pinned => "pinned",
+            KeySource::Cached => "cached",
+            KeySource::Fetched => "fetched",
+        }
+    }
+}
+
+pub struct KeyFetcher {
+    http: reqwest::Client,
+    pinned: BTreeMap<String, BTreeMap<String, String>>,
+    allow_private: bool,
+    cache: Mutex<HashMap<String, ServerKeySet>>,
+    /// `https` in production; tests serve plain HTTP on loopback.
+    scheme: &'static str,
+}
+
+impl KeyFetcher {
+    pub fn new(config: &KeysConfig) -> Result<Self, reqwest::Error> {
+        Self::with_scheme(config, "https")
+    }
+
+    fn with_scheme(config: &KeysConfig, scheme: &'static str) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("Assent/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: config.allow_private_addresses,
+            }))
+            .build()?;
+        Ok(KeyFetcher {
+            http,
+            pinned: config.pinned.clone(),
+            allow_private: config.allow_private_addresses,
+            cache: Mutex::new(HashMap::new()),
+            scheme,
+        })
+    }
+
+    /// The raw public key `key_id` of `server`, valid at `now_ms`.
+    pub async fn key(
+        &self,
+        server: &str,
+        key_id: &str,
+        now_ms: i64,
+    ) -> Result<(Vec<u8>, KeySource), KeyFetchError> {
+        if let Some(key) = pinned_key(&self.pinned, server, key_id) {
+            return Ok((key, KeySource::Pinned));
+        }
+        let cache_key = server.to_ascii_lowercase();
+        if let Some(key) = self.cached(&cache_key, key_id, now_ms) {
+            return Ok((key, KeySource::Cached));
+        }
+        let set = self.fetch(server).await?;
+        if set.valid_until_ts <= now_ms {
+            return Err(KeyFetchError::Expired {
+                server: server.to_owned(),
+                valid_until_ts: set.valid_until_ts,
+            });
+        }
+        let key = set.keys.get(key_id).cloned();
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(cache_key, set);
+        }
+        key.map(|key| (key, KeySource::Fetched))
+            .ok_or_else(|| KeyFetchError::UnknownKey {
+                server: server.to_owned(),
+                key_id: key_id.to_owned(),
+            })
+    }
+
+    fn cached(&self, server: &str, key_id: &str, now_ms: i64) -> Option<Vec<u8>> {
+        let cache = self.cache.lock().ok()?;
+        let set = cache.get(server)?;
+        (set.valid_until_ts > now_ms)
+            .then(|| set.keys.get(key_id).cloned())
+            .flatten()
+    }
+
+    async fn fetch(&self, server: &str) -> Result<ServerKeySet, KeyFetchError> {
+        let base = self.discover(server).await?;
+        let url = format!("{base}/_matrix/key/v2/server");
+        let body = self.get_limited(&url).await?;
+        verify_key_document(server, &body).map_err(|error| KeyFetchError::Document { url, error })
+    }
+
+    /// Server discovery: `https://host:port` to fetch keys from.
+    async fn discover(&self, server: &str) -> Result<String, KeyFetchError> {
+        let name = ruma_common::ServerName::parse(server)
+            .map_err(|_| KeyFetchError::BadServerName(server.to_owned()))?;
+        let host = name.host();
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            self.check_ip(server, ip)?;
+            return Ok(format!(
+                "{}://{}",
+                self.scheme,
+                with_default_port(server, name.port())
+            ));
+        }
+        if name.port().is_some() {
+            return Ok(format!("{}://{server}", self.scheme));
+        }
+        let well_known = format!("{}://{host}/.well-known/matrix/server", self.scheme);
+        if let Ok(body) = self.get_limited(&well_known).await {
+            if let Some(delegated) = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.get("m.server")
+                        .and_then(|s| s.as_str())
+                        .map(str::to_owned)
+                })
+            {
+                if let Ok(target) = ruma_common::ServerName::parse(&delegated) {
+                    if let Ok(ip) = target
+                        .host()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<IpAddr>()
+                    {
+                        self.check_ip(server, ip)?;
+                    }
+                    return Ok(format!(
+                        "{}://{}",
+                        self.scheme,
+                        with_default_port(target.as_str(), target.port())
+                    ));
+                }
+            }
+        }
+        Ok(format!("{}://{host}:8448", self.scheme))
+    }
+
+    fn check_ip(&self, server: &str, ip: IpAddr) -> Result<(), KeyFetchError> {
+        if self.allow_private || is_public(ip) {
+            Ok(())
+        } else {
+            Err(KeyFetchError::PrivateAddress(server.to_owned()))
+        }
+    }
+
+    /// GET with a size limit; only 200 answers count.
+    async fn get_limited(&self, url: &str) -> Result<Vec<u8>, KeyFetchError> {
+        let http_err = |why: String| KeyFetchError::Http {
+            url: url.to_owned(),
+            why,
+        };
+        let mut response = self.http.get(url).send().await.map_err(|e| {
+            if refused_as_private(&e) {
+                KeyFetchError::PrivateAddress(url.to_owned())
+            } else {
+                http_err(e.to_string())
+            }
+        })?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(http_err(format!("status {}", response.status())));
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_BODY as u64)
+        {
+            return Err(KeyFetchError::TooLarge {
+                url: url.to_owned(),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| http_err(e.to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(KeyFetchError::TooLarge {
+                    url: url.to_owned(),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+fn with_default_port(server: &str, port: Option<u16>) -> String {
+    match port {
+        Some(_) => server.to_owned(),
+        None => format!("{server}:8448"),
+    }
+}
+
+/// Whether an address is reachable on the public internet.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)) // shared address space
+                || (a == 198 && (b == 18 || b == 19)) // benchmarking
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link local
+                || first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+        }
+    }
+}
+
+/// The resolver's refusal, found again in reqwest's error chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} resolves only to loopback or private addresses")]
+struct PrivateOnly(String);
+
+fn refused_as_private(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<PrivateOnly>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Resolves names and drops non-public addresses unless allowed.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| allow_private || is_public(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(Box::new(PrivateOnly(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SigningKey;
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct FakeHomeserver {
+        addr: SocketAddr,
+        fetches: Arc<AtomicUsize>,
+    }
+
+    /// A homeserver on loopback publishing `key`'s document, valid until `valid_until`.
+    async fn homeserver(
+        server_name: fn(SocketAddr) -> String,
+        key: Arc<SigningKey>,
+        valid_until: i64,
+        padding: usize,
+    ) -> FakeHomeserver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let name = server_name(addr);
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let app = axum::Router::new().route(
+            "/_matrix/key/v2/server",
+            get(move || {
+                let key = key.clone();
+                let name = name.clone();
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let mut doc = key
+                        .server_keys_document(&name, valid_until - crate::keys::KEYS_VALID_FOR_MS)
+                        .unwrap();
+                    if padding > 0 {
+                        doc.insert("padding".to_owned(), "x".repeat(padding).into());
+                        doc.remove("signatures");
+                        key.sign_json(&name, &mut doc).unwrap();
+                    }
+                    axum::Json(serde_json::to_value(doc).unwrap())
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeHomeserver { addr, fetches }
+    }
+
+    fn config(allow_private: bool) -> KeysConfig {
+        KeysConfig {
+            allow_private_addresses: allow_private,
+            pinned: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_are_fetched_checked_and_cached_until_they_expire() {
+        let key = Arc::new(SigningKey::from_seed("a_hs", &[3u8; 32]).unwrap());
+        let hs = homeserver(|addr| addr.to_string(), key.clone(), 1_000_000, 0).await;
+        let fetcher = KeyFetcher::with_scheme(&config(true), "http").unwrap();
+        let server = hs.addr.to_string();
+        let (raw, source) = fetcher.key(&server, key.key_id(), 1_000).await.unwrap();
+        assert_eq!(
+            (crate::keys::encode_unpadded(&raw), source),
+            (key.public_key_base64(), KeySource::Fetched)
+        );
+        let (_, source) = fetcher.key(&server, key.key_id(), 2_000).await.unwrap();
+        assert_eq!(source, KeySource::Cached);
+        assert_eq!(
+            hs.fetches.load(Ordering::SeqCst),
+            1,
+            "the cache answered the second time"
+        );
+        // Past valid_until_ts the document is fetched again, and refused when stale.
+        assert!(matches!(
+            fetcher.key(&server, key.key_id(), 2_000_000).await,
+            Err(KeyFetchError::Expired { .. })
+        ));
+        assert_eq!(hs.fetches.load(Ordering::SeqCst), 2);
+        assert!(matches!(
+            fetcher.key(&server, "ed25519:nope", 1_000).await,
+            Err(KeyFetchError::UnknownKey { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn loopback_is_refused_unless_allowed() {
+        let key = Arc::new(SigningKey::from_seed("a_hs", &[3u8; 32]).unwrap());
+        let hs = homeserver(|addr| addr.to_string(), key.clone(), i64::MAX / 2, 0).await;
+        let fetcher = KeyFetcher::with_scheme(&config(false), "http").unwrap();
+        let refused = fetcher.key(&hs.addr.to_string(), key.key_id(), 1).await;
+        assert!(
+            matches!(refused, Err(KeyFetchError::PrivateAddress(_))),
+            "{refused:?}"
+        );
+        // By name too: localhost resolves to loopback only.
+        let by_name = fetcher
+            .key(&format!("localhost:{}", hs.addr.port()), key.key_id(), 1)
+            .await;
+        assert!(
+            matches!(by_name, Err(KeyFetchError::PrivateAddress(_))),
+            "{by_name:?}"
+        );
+        assert_eq!(hs.fetches.load(Ordering::SeqCst), 0, "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn a_document_for_another_name_or_too_large_is_refused() {
+        let key = Arc::new(SigningKey::from_seed("a_hs", &[3u8; 32]).unwrap());
+        let impostor =
+            homeserver(|_| "other.example".to_owned(), key.clone(), i64::MAX / 2, 0).await;
+        let fetcher = KeyFetcher::with_scheme(&config(true), "http").unwrap();
+        let wrong = fetcher
+            .key(&impostor.addr.to_string(), key.key_id(), 1)
+            .await;
+        assert!(
+            matches!(
+                wrong,
+                Err(KeyFetchError::Document {
+                    error: KeyDocError::WrongServer { .. },
+                    ..
+                })
+            ),
+            "{wrong:?}"
+        );
+        let huge = homeserver(|addr| addr.to_string(), key.clone(), i64::MAX / 2, MAX_BODY).await;
+        let large = fetcher.key(&huge.addr.to_string(), key.key_id(), 1).await;
+        assert!(
+            matches!(large, Err(KeyFetchError::TooLarge { .. })),
+            "{large:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pinned_keys_need_no_network() {
+        let mut keys = config(false);
+        keys.pinned.insert(
+            "hs.test".to_owned(),
+            BTreeMap::from([(
+                "ed25519:a_iNuw".to_owned(),
+                "1oqOQhXJ5QqSnZija6zHwdsAgOUakzBGnEHrvDatgdU".to_owned(),
+            )]),
+        );
+        let fetcher = KeyFetcher::new(&keys).unwrap();
+        let (_, source) = fetcher.key("hs.test", "ed25519:a_iNuw", 1).await.unwrap();
+        assert_eq!(source, KeySource::Pinned);
+    }
+
+    #[test]
+    fn only_public_addresses_count_as_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2a00:1450::1"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+}
