@@ -240,7 +240,23 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        // Only variables naming a config key are read: orchestrators set
+        // others with this prefix (Kubernetes: ASSENT_PORT for a Service
+        // named `assent`), and those must not stop the server.
+        for (name, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
+            if let Some(key) = name.strip_prefix(ENV_PREFIX) {
+                if !is_config_key(&key.to_ascii_lowercase()) {
+                    eprintln!(
+                        "assent: ignoring the environment variable {name}: it names no config key"
+                    );
+                }
+            }
+        }
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .filter(|key| is_config_key(key.as_str())),
+        );
         let config: Config = figment.extract().map_err(from_figment)?;
         config.validate()?;
         Ok(config)
@@ -442,7 +458,7 @@ impl Config {
                 errors.push(problem(
                     format!("identity_servers[{i}].frame_ancestors[{j}]"),
                     format!("`{origin}` is not an origin"),
-                    "give scheme, host and optional port only, e.g. https://matrix.example.org",
+                    "give scheme, host (international names in punycode) and optional port only, e.g. https://matrix.example.org",
                 ));
             }
         }
@@ -485,10 +501,41 @@ impl Config {
         masked.admin.tokens = mask_all(&self.admin.tokens);
         for is in &mut masked.identity_servers {
             is.api_tokens = mask_all(&is.api_tokens);
+            mask_password(&mut is.upstream);
+            for sink in &mut is.relay {
+                if let RelaySink::SydentInternal { url } | RelaySink::Webhook { url } = sink {
+                    mask_password(url);
+                }
+            }
         }
         toml::to_string_pretty(&masked)
             .unwrap_or_else(|e| format!("# could not print the config: {e}\n"))
     }
+}
+
+/// The top-level keys, which environment variables may set.
+const TOP_LEVEL_KEYS: [&str; 13] = [
+    "listen",
+    "public_url",
+    "server_name",
+    "data_dir",
+    "database_url",
+    "dist_dir",
+    "request_ttl",
+    "held_response",
+    "msisdn_policy",
+    "email",
+    "admin",
+    "keys",
+    "identity_servers",
+];
+
+/// Whether an environment key (prefix removed, lower case, `__` or `.`
+/// between levels) starts with a config key.
+fn is_config_key(key: &str) -> bool {
+    let first = key.split("__").next().unwrap_or(key);
+    let first = first.split('.').next().unwrap_or(first);
+    TOP_LEVEL_KEYS.contains(&first)
 }
 
 const TOKEN_FIX: &str = "use a random token of at least 32 characters (e.g. `openssl rand -hex 32`), or `sha256:` and the 64 hex digits of its SHA-256";
@@ -511,18 +558,29 @@ fn check_token(token: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An origin exactly as browsers serialise it (scheme, ASCII host, port),
+/// so that it can go into a CSP header as it is.
 fn is_origin(origin: &str) -> bool {
     match Url::parse(origin) {
         Ok(url) => {
-            matches!(url.scheme(), "http" | "https")
-                && url.host().is_some()
-                && url.path() == "/"
-                && !origin.ends_with('/')
-                && url.query().is_none()
-                && url.fragment().is_none()
-                && url.username().is_empty()
+            let host_ok = match url.host() {
+                Some(url::Host::Domain(domain)) => domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+                Some(_) => true,
+                None => false,
+            };
+            host_ok
+                && matches!(url.scheme(), "http" | "https")
+                && url.origin().ascii_serialization() == origin
         }
         Err(_) => false,
+    }
+}
+
+fn mask_password(url: &mut Url) {
+    if url.password().is_some() {
+        let _ = url.set_password(Some("********"));
     }
 }
 
@@ -574,6 +632,11 @@ fn from_figment(error: figment::Error) -> ConfigErrors {
                         };
                         return problem(key, format!("unknown key{source}"), fix);
                     }
+                    // Type errors quote the value; for secrets, say less.
+                    _ if is_secret_key(&key) => {
+                        "has the wrong type or form (the value is not shown: it may be secret)"
+                            .to_owned()
+                    }
                     kind => kind.to_string(),
                 };
                 if key.is_empty() {
@@ -583,6 +646,19 @@ fn from_figment(error: figment::Error) -> ConfigErrors {
             })
             .collect(),
     )
+}
+
+fn is_secret_key(key: &str) -> bool {
+    [
+        "tokens",
+        "api_tokens",
+        "smtp_url",
+        "database_url",
+        "upstream",
+        "relay",
+    ]
+    .iter()
+    .any(|secret| key.split('.').any(|part| part.starts_with(secret)))
 }
 
 fn fix_for(key: &str) -> String {
@@ -740,6 +816,46 @@ frame_ancestors = ["https://is.example.org/path"]
                 "identity_servers[0].frame_ancestors[0]"
             ]
         );
+    }
+
+    #[test]
+    fn secret_values_are_not_repeated_in_errors() {
+        let errors = load_str("[admin]\ntokens = \"hunter2-the-admin-token\"\n").unwrap_err();
+        assert_eq!(keys_of(&errors), ["admin.tokens"]);
+        assert!(!errors.to_string().contains("hunter2"), "{errors}");
+    }
+
+    #[test]
+    fn origins_must_be_exactly_as_browsers_write_them() {
+        for good in [
+            "https://matrix.example.org",
+            "http://127.0.0.1:8765",
+            "https://xn--bcher-kva.example",
+        ] {
+            assert!(is_origin(good), "{good}");
+        }
+        for bad in [
+            "https://matrix.example.org/",
+            "https://a.example;script-src *",
+            "https://a.example;x",
+            "https://a.example, https://b.example",
+            "https://bücher.example",
+            "https://user@a.example",
+            "https://a.example/path",
+            "ftp://a.example",
+            "'none'",
+        ] {
+            assert!(!is_origin(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_config_keys_are_taken_from_the_environment() {
+        assert!(is_config_key("listen"));
+        assert!(is_config_key("email__transport"));
+        assert!(is_config_key("email.transport"));
+        assert!(!is_config_key("port"));
+        assert!(!is_config_key("service_host"));
     }
 
     #[test]

@@ -145,18 +145,35 @@ impl SigningKey {
             path: path.to_owned(),
             why,
         })?;
-        // create_new: never overwrite a key, even if another process raced us here.
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+        // Written whole to a temporary file, then linked into place: a crash
+        // never leaves a half-written key, and a hard link never overwrites
+        // one that another process put there first.
+        let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), rng.next_u32()));
+        let written = (|| {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options.open(&tmp)?;
+            writeln!(file, "ed25519 {version} {}", encode_unpadded(&seed))?;
+            file.sync_all()?;
+            std::fs::hard_link(&tmp, path)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        match written {
+            Ok(()) => Ok(key),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse_file(path, &text)
+            }
+            Err(e) => Err(write_err(e)),
         }
-        let mut file = options.open(path).map_err(write_err)?;
-        writeln!(file, "ed25519 {version} {}", encode_unpadded(&seed)).map_err(write_err)?;
-        file.sync_all().map_err(write_err)?;
-        Ok(key)
     }
 
     pub fn key_id(&self) -> &str {
@@ -274,6 +291,34 @@ mod tests {
         assert_eq!(
             key.public_key_base64(),
             "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"
+        );
+    }
+
+    #[test]
+    fn replicas_starting_together_end_up_with_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    SigningKey::load_or_generate(&path)
+                        .unwrap()
+                        .0
+                        .public_key_base64()
+                })
+            })
+            .collect();
+        let keys: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            [std::ffi::OsString::from(KEY_FILE)],
+            "no temporary files left"
         );
     }
 

@@ -198,6 +198,15 @@ impl Assent {
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().expect("lock").join("\n")
     }
+
+    /// Everything the process printed on either stream.
+    pub fn output_text(&self) -> String {
+        format!(
+            "{}\n{}",
+            self.stdout.lock().expect("lock").join("\n"),
+            self.stderr_text()
+        )
+    }
 }
 
 impl Drop for Assent {

@@ -99,3 +99,23 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
         );
     }
 }
+
+#[test]
+fn environment_variables_that_name_no_key_are_ignored_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    // Kubernetes sets these for a Service named `assent`.
+    let output = run_assent(
+        &["check-config"],
+        dir.path(),
+        &[
+            ("ASSENT_PORT", "tcp://10.0.0.1:80"),
+            ("ASSENT_SERVICE_HOST", "10.0.0.1"),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("ignoring the environment variable ASSENT_PORT"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -110,6 +110,7 @@ async fn with_no_config_it_serves_health_keys_and_the_app() {
         .to_str()
         .unwrap()
         .contains("frame-ancestors 'none'"));
+    assert_eq!(unknown.headers()["cache-control"], "no-store");
     let body: serde_json::Value = unknown.json().await.unwrap();
     assert_eq!(body["errcode"], "M_NOT_FOUND");
     let nothing = http
@@ -210,6 +211,28 @@ async fn the_demo_request_opens_in_chromium_without_errors() {
             screenshot(&client, "smoke-unknown-link").await;
         })
         .await;
+
+    // The browser fetched the consent JSON and pages with the token in their
+    // paths; the log names the requests but never the token or the address.
+    let output = assent.output_text();
+    assert!(
+        output.contains("/consent/…"),
+        "requests are logged, with the token cut out:\n{output}"
+    );
+    let printed_once = output.matches(token.as_str()).count();
+    assert_eq!(
+        printed_once, 1,
+        "the token may appear only in the printed demo link:\n{output}"
+    );
+    assert!(!output.contains("alice@example.org/"), "{output}");
+    let log_lines: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("INFO") || l.contains("WARN"))
+        .collect();
+    assert!(
+        log_lines.iter().all(|l| !l.contains("alice@example.org")),
+        "an address reached the log: {log_lines:#?}"
+    );
 }
 
 #[tokio::test]

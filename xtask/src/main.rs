@@ -363,7 +363,16 @@ impl Postgres {
         pg.pg_cmd("initdb", |cmd| {
             cmd.arg("-D")
                 .arg(pg.dir.join("data"))
-                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ])
                 .stdout(Stdio::null());
         })?;
         pg.pg_cmd("pg_ctl", |cmd| {

@@ -17,6 +17,9 @@ use std::time::Duration;
 /// Largest key document or `.well-known` answer read.
 pub const MAX_BODY: usize = 64 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a fetched key document is trusted without fetching it again.
+pub const MAX_CACHE_MS: i64 = 7 * 24 * 3600 * 1000;
+const MAX_CACHED_SERVERS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFetchError {
@@ -110,7 +113,20 @@ impl KeyFetcher {
             });
         }
         let key = set.keys.get(key_id).cloned();
+        // However long a document claims to be valid, it is fetched again
+        // after a week (the spec's cap).
+        let set = ServerKeySet {
+            valid_until_ts: set.valid_until_ts.min(now_ms.saturating_add(MAX_CACHE_MS)),
+            ..set
+        };
         if let Ok(mut cache) = self.cache.lock() {
+            // Server names come from requests: keep the cache bounded.
+            if cache.len() >= MAX_CACHED_SERVERS {
+                cache.retain(|_, cached| cached.valid_until_ts > now_ms);
+                if cache.len() >= MAX_CACHED_SERVERS {
+                    cache.clear();
+                }
+            }
             cache.insert(cache_key, set);
         }
         key.map(|key| (key, KeySource::Fetched))
@@ -140,57 +156,38 @@ impl KeyFetcher {
         let name = ruma_common::ServerName::parse(server)
             .map_err(|_| KeyFetchError::BadServerName(server.to_owned()))?;
         let host = name.host();
-        if let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
-            self.check_ip(server, ip)?;
-            return Ok(format!(
-                "{}://{}",
-                self.scheme,
-                with_default_port(server, name.port())
-            ));
-        }
-        if name.port().is_some() {
-            return Ok(format!("{}://{server}", self.scheme));
+        if name.port().is_some() || ip_literal(host).is_some() {
+            return self.base_url(server, &name);
         }
         let well_known = format!("{}://{host}/.well-known/matrix/server", self.scheme);
         if let Ok(body) = self.get_limited(&well_known).await {
-            if let Some(delegated) = serde_json::from_slice::<serde_json::Value>(&body)
+            let delegated = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
-                .and_then(|v| {
-                    v.get("m.server")
-                        .and_then(|s| s.as_str())
-                        .map(str::to_owned)
-                })
-            {
-                if let Ok(target) = ruma_common::ServerName::parse(&delegated) {
-                    if let Ok(ip) = target
-                        .host()
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .parse::<IpAddr>()
-                    {
-                        self.check_ip(server, ip)?;
-                    }
-                    return Ok(format!(
-                        "{}://{}",
-                        self.scheme,
-                        with_default_port(target.as_str(), target.port())
-                    ));
-                }
+                .and_then(|v| v.get("m.server")?.as_str().map(str::to_owned));
+            if let Some(target) = delegated.and_then(|d| ruma_common::ServerName::parse(d).ok()) {
+                return self.base_url(server, &target);
             }
         }
         Ok(format!("{}://{host}:8448", self.scheme))
     }
 
-    fn check_ip(&self, server: &str, ip: IpAddr) -> Result<(), KeyFetchError> {
-        if self.allow_private || is_public(ip) {
-            Ok(())
-        } else {
-            Err(KeyFetchError::PrivateAddress(server.to_owned()))
+    /// `scheme://target[:8448]`, refusing a private IP literal up front
+    /// (names are checked when the resolver looks them up).
+    fn base_url(
+        &self,
+        server: &str,
+        target: &ruma_common::ServerName,
+    ) -> Result<String, KeyFetchError> {
+        if let Some(ip) = ip_literal(target.host()) {
+            if !self.allow_private && !is_public(ip) {
+                return Err(KeyFetchError::PrivateAddress(server.to_owned()));
+            }
         }
+        let authority = match target.port() {
+            Some(_) => target.as_str().to_owned(),
+            None => format!("{}:8448", target.as_str()),
+        };
+        Ok(format!("{}://{authority}", self.scheme))
     }
 
     /// GET with a size limit; only 200 answers count.
@@ -234,11 +231,11 @@ impl KeyFetcher {
     }
 }
 
-fn with_default_port(server: &str, port: Option<u16>) -> String {
-    match port {
-        Some(_) => server.to_owned(),
-        None => format!("{server}:8448"),
-    }
+fn ip_literal(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 /// Whether an address is reachable on the public internet.
@@ -256,13 +253,31 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b)) // shared address space
                 || (a == 198 && (b == 18 || b == 19)) // benchmarking
+                || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let first = segments[0];
+            // Addresses that carry an IPv4 address inside: judge that one.
+            let embedded = |high: u16, low: u16| {
+                std::net::Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8)
+            };
+            if segments[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
+                return is_public(IpAddr::V4(embedded(segments[6], segments[7])));
+                // IPv4-compatible
+            }
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(IpAddr::V4(embedded(segments[6], segments[7])));
+                // NAT64
+            }
+            if first == 0x2002 {
+                return is_public(IpAddr::V4(embedded(segments[1], segments[2])));
+                // 6to4
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -398,9 +413,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_long_lived_document_is_fetched_again_after_a_week() {
+        let key = Arc::new(SigningKey::from_seed("a_hs", &[3u8; 32]).unwrap());
+        let hs = homeserver(|addr| addr.to_string(), key.clone(), 1_i64 << 50, 0).await;
+        let fetcher = KeyFetcher::with_scheme(&config(true), "http").unwrap();
+        let server = hs.addr.to_string();
+        fetcher.key(&server, key.key_id(), 1).await.unwrap();
+        let (_, source) = fetcher
+            .key(&server, key.key_id(), MAX_CACHE_MS)
+            .await
+            .unwrap();
+        assert_eq!(source, KeySource::Cached);
+        let (_, source) = fetcher
+            .key(&server, key.key_id(), MAX_CACHE_MS + 2)
+            .await
+            .unwrap();
+        assert_eq!(source, KeySource::Fetched);
+        assert_eq!(hs.fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
     async fn loopback_is_refused_unless_allowed() {
         let key = Arc::new(SigningKey::from_seed("a_hs", &[3u8; 32]).unwrap());
-        let hs = homeserver(|addr| addr.to_string(), key.clone(), i64::MAX / 2, 0).await;
+        let hs = homeserver(|addr| addr.to_string(), key.clone(), 1_i64 << 50, 0).await;
         let fetcher = KeyFetcher::with_scheme(&config(false), "http").unwrap();
         let refused = fetcher.key(&hs.addr.to_string(), key.key_id(), 1).await;
         assert!(
@@ -422,7 +457,7 @@ mod tests {
     async fn a_document_for_another_name_or_too_large_is_refused() {
         let key = Arc::new(SigningKey::from_seed("a_hs", &[3u8; 32]).unwrap());
         let impostor =
-            homeserver(|_| "other.example".to_owned(), key.clone(), i64::MAX / 2, 0).await;
+            homeserver(|_| "other.example".to_owned(), key.clone(), 1_i64 << 50, 0).await;
         let fetcher = KeyFetcher::with_scheme(&config(true), "http").unwrap();
         let wrong = fetcher
             .key(&impostor.addr.to_string(), key.key_id(), 1)
@@ -437,7 +472,7 @@ mod tests {
             ),
             "{wrong:?}"
         );
-        let huge = homeserver(|addr| addr.to_string(), key.clone(), i64::MAX / 2, MAX_BODY).await;
+        let huge = homeserver(|addr| addr.to_string(), key.clone(), 1_i64 << 50, MAX_BODY).await;
         let large = fetcher.key(&huge.addr.to_string(), key.key_id(), 1).await;
         assert!(
             matches!(large, Err(KeyFetchError::TooLarge { .. })),
@@ -477,7 +512,13 @@ mod tests {
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2a00:1450::1"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2a00:1450::1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

@@ -24,6 +24,8 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
+    #[error("the same request kept changing under concurrent updates; try again")]
+    Contended,
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -377,62 +379,69 @@ macro_rules! sql_repository {
                 audit: &$crate::storage::NewAudit,
                 outbox: &[$crate::storage::NewOutbox],
             ) -> $crate::storage::Result<$crate::storage::Inserted> {
-                let mut tx = self.pool.begin().await?;
-                let headers = r
-                    .raw
-                    .as_ref()
-                    .map(|raw| serde_json::to_string(&raw.headers).unwrap_or_else(|_| "[]".to_owned()));
-                let inserted = sqlx::query(
-                    "INSERT INTO requests (id, source, identity_server, origin, origin_key_id, verified_at, mxid, \
-                     medium, address, initiator, reason, callback_url, status, token_hash, created_at, expires_at, \
-                     raw_method, raw_path, raw_headers, raw_body, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19, $14) \
-                     ON CONFLICT (identity_server, origin, mxid, medium, address) WHERE status = 'pending' DO NOTHING",
-                )
-                .bind(&r.id)
-                .bind(r.source.as_str())
-                .bind(&r.identity_server)
-                .bind(&r.origin)
-                .bind(&r.origin_key_id)
-                .bind(r.verified_at)
-                .bind(&r.mxid)
-                .bind(r.medium.as_str())
-                .bind(&r.address)
-                .bind(r.initiator.as_str())
-                .bind(&r.reason)
-                .bind(&r.callback_url)
-                .bind(&r.token_hash)
-                .bind(r.created_at)
-                .bind(r.expires_at)
-                .bind(r.raw.as_ref().map(|raw| raw.method.clone()))
-                .bind(r.raw.as_ref().map(|raw| raw.path.clone()))
-                .bind(headers)
-                .bind(r.raw.as_ref().map(|raw| raw.body.clone()))
-                .execute(&mut *tx)
-                .await?;
-                if inserted.rows_affected() == 0 {
-                    let sql = format!(
-                        "SELECT {} FROM requests WHERE identity_server = $1 AND origin = $2 AND mxid = $3 \
-                         AND medium = $4 AND address = $5 AND status = 'pending'",
-                        $crate::storage::REQUEST_COLUMNS
-                    );
-                    let existing = sqlx::query(&sql)
-                        .bind(&r.identity_server)
-                        .bind(&r.origin)
-                        .bind(&r.mxid)
-                        .bind(r.medium.as_str())
-                        .bind(&r.address)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    tx.rollback().await?;
-                    return Ok($crate::storage::Inserted::JoinedPending(Box::new(request_from_row(&existing)?)));
+                for _attempt in 0..3 {
+                    let mut tx = self.pool.begin().await?;
+                    let headers = r
+                        .raw
+                        .as_ref()
+                        .map(|raw| serde_json::to_string(&raw.headers).unwrap_or_else(|_| "[]".to_owned()));
+                    let inserted = sqlx::query(
+                        "INSERT INTO requests (id, source, identity_server, origin, origin_key_id, verified_at, mxid, \
+                         medium, address, initiator, reason, callback_url, status, token_hash, created_at, expires_at, \
+                         raw_method, raw_path, raw_headers, raw_body, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19, $14) \
+                         ON CONFLICT (identity_server, origin, mxid, medium, address) WHERE status = 'pending' DO NOTHING",
+                    )
+                    .bind(&r.id)
+                    .bind(r.source.as_str())
+                    .bind(&r.identity_server)
+                    .bind(&r.origin)
+                    .bind(&r.origin_key_id)
+                    .bind(r.verified_at)
+                    .bind(&r.mxid)
+                    .bind(r.medium.as_str())
+                    .bind(&r.address)
+                    .bind(r.initiator.as_str())
+                    .bind(&r.reason)
+                    .bind(&r.callback_url)
+                    .bind(&r.token_hash)
+                    .bind(r.created_at)
+                    .bind(r.expires_at)
+                    .bind(r.raw.as_ref().map(|raw| raw.method.clone()))
+                    .bind(r.raw.as_ref().map(|raw| raw.path.clone()))
+                    .bind(headers)
+                    .bind(r.raw.as_ref().map(|raw| raw.body.clone()))
+                    .execute(&mut *tx)
+                    .await?;
+                    if inserted.rows_affected() == 0 {
+                        let sql = format!(
+                            "SELECT {} FROM requests WHERE identity_server = $1 AND origin = $2 AND mxid = $3 \
+                             AND medium = $4 AND address = $5 AND status = 'pending'",
+                            $crate::storage::REQUEST_COLUMNS
+                        );
+                        let existing = sqlx::query(&sql)
+                            .bind(&r.identity_server)
+                            .bind(&r.origin)
+                            .bind(&r.mxid)
+                            .bind(r.medium.as_str())
+                            .bind(&r.address)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        tx.rollback().await?;
+                        match existing {
+                            Some(row) => return Ok($crate::storage::Inserted::JoinedPending(Box::new(request_from_row(&row)?))),
+                            // Decided between our INSERT and SELECT: try again.
+                            None => continue,
+                        }
+                    }
+                    insert_audit(&mut tx, &r.id, r.created_at, audit).await?;
+                    for row in outbox {
+                        insert_outbox(&mut tx, &r.id, r.created_at, row).await?;
+                    }
+                    tx.commit().await?;
+                    return Ok($crate::storage::Inserted::Created);
                 }
-                insert_audit(&mut tx, &r.id, r.created_at, audit).await?;
-                for row in outbox {
-                    insert_outbox(&mut tx, &r.id, r.created_at, row).await?;
-                }
-                tx.commit().await?;
-                Ok($crate::storage::Inserted::Created)
+                Err($crate::storage::StorageError::Contended)
             }
 
             async fn request(&self, id: &str) -> $crate::storage::Result<Option<$crate::storage::StoredRequest>> {
@@ -463,7 +472,7 @@ macro_rules! sql_repository {
                 let mut tx = self.pool.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE requests SET status = $2, decided_at = $3, decision_id = $4, decision_doc = $5, updated_at = $3 \
-                     WHERE id = $1 AND status = 'pending'",
+                     WHERE id = $1 AND status = 'pending' AND (expires_at > $3 OR $2 IN ('expired', 'cancelled'))",
                 )
                 .bind(request_id)
                 .bind(d.status.as_str())

@@ -281,7 +281,13 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
         db.repo
             .claim_outbox(OutboxKind::Email, "worker-b", 5_000, 60_000, 4),
     );
+    // Whichever worker came first holds the larger share (at least 3 rows).
     let (a, b) = (a.unwrap(), b.unwrap());
+    let (a, b, owner_a, owner_b) = if a.len() >= b.len() {
+        (a, b, "worker-a", "worker-b")
+    } else {
+        (b, a, "worker-b", "worker-a")
+    };
     assert_eq!(a.len() + b.len(), 6, "every due row is claimed once");
     assert!(
         a.iter()
@@ -306,12 +312,12 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
     let first = &a[0];
     assert!(db
         .repo
-        .finish_outbox(first.id, "worker-a", &AttemptResult::Done, 7_000)
+        .finish_outbox(first.id, owner_a, &AttemptResult::Done, 7_000)
         .await
         .unwrap());
     assert!(
         !db.repo
-            .finish_outbox(first.id, "worker-a", &AttemptResult::Done, 7_000)
+            .finish_outbox(first.id, owner_a, &AttemptResult::Done, 7_000)
             .await
             .unwrap(),
         "a finished row stays finished"
@@ -319,7 +325,7 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
     let second = &a[1];
     assert!(
         !db.repo
-            .finish_outbox(second.id, "worker-b", &AttemptResult::Done, 7_000)
+            .finish_outbox(second.id, owner_b, &AttemptResult::Done, 7_000)
             .await
             .unwrap(),
         "only the lease owner may finish"
@@ -328,7 +334,7 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
         .repo
         .finish_outbox(
             second.id,
-            "worker-a",
+            owner_a,
             &AttemptResult::RetryAt {
                 at: 9_000,
                 error: "451 try later".to_owned()
@@ -342,7 +348,7 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
         .repo
         .finish_outbox(
             third.id,
-            "worker-a",
+            owner_a,
             &AttemptResult::GiveUp {
                 error: "550 no such user".to_owned()
             },
@@ -374,7 +380,7 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
     );
     assert!(
         !db.repo
-            .finish_outbox(b[0].id, "worker-b", &AttemptResult::Done, 71_000)
+            .finish_outbox(b[0].id, owner_b, &AttemptResult::Done, 71_000)
             .await
             .unwrap(),
         "the crashed worker lost its lease"
@@ -498,5 +504,46 @@ async fn a_new_token_kills_the_old_link_and_only_while_pending() {
             .filter(|e| e.kind == "token_replaced")
             .count(),
         1
+    );
+}
+
+#[tokio::test]
+async fn past_its_expiry_a_request_can_only_expire_or_be_cancelled() {
+    let db = test_db().await;
+    let request = new_request("r1", "a@example.org");
+    db.repo
+        .insert_request(&request, &received(), &[])
+        .await
+        .unwrap();
+    let late = request.expires_at + 1;
+    match db
+        .repo
+        .decide(
+            "r1",
+            &decision("r1", RequestStatus::Approved, late),
+            &received(),
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        Decided::AlreadyFinal(Some(stored)) => assert_eq!(stored.status, RequestStatus::Pending),
+        other => panic!("a late approval must change nothing, got {other:?}"),
+    }
+    assert_eq!(
+        db.repo
+            .decide(
+                "r1",
+                &decision("r1", RequestStatus::Expired, late),
+                &received(),
+                &[]
+            )
+            .await
+            .unwrap(),
+        Decided::Now
+    );
+    assert_eq!(
+        db.repo.request("r1").await.unwrap().unwrap().status,
+        RequestStatus::Expired
     );
 }
