@@ -255,7 +255,7 @@ impl Config {
         figment = figment.merge(
             Env::prefixed(ENV_PREFIX)
                 .split("__")
-                .filter(|key| is_config_key(key.as_str())),
+                .filter(|key| is_config_key(&key.as_str().to_ascii_lowercase())),
         );
         let config: Config = figment.extract().map_err(from_figment)?;
         config.validate()?;

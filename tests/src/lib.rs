@@ -216,12 +216,31 @@ impl Drop for Assent {
     }
 }
 
-/// Runs `assent` to completion (for `check-config` and failed starts).
+/// Runs `assent` to completion (for `check-config` and failed starts); a run
+/// still going after 30 s (a `serve` that started when it should not have)
+/// is killed and fails the test.
 pub fn run_assent(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(assent_binary());
-    command.current_dir(dir).args(args);
+    command
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (key, value) in env {
         command.env(key, value);
     }
-    command.output().expect("run assent")
+    let mut child = command.spawn().expect("run assent");
+    let started = Instant::now();
+    while child.try_wait().expect("wait for assent").is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("collect output");
+            panic!(
+                "assent {args:?} was still running after 30 s:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
 }
