@@ -3,13 +3,16 @@
 //! constant time.
 
 use crate::app::AppState;
+use crate::errors::rate_limited;
 use crate::errors::ApiError;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
 use subtle::ConstantTimeEq;
 
 /// An authenticated administrator, named by a short id of their token.
@@ -39,12 +42,52 @@ pub fn check_token(configured: &[String], presented: &str) -> Option<Admin> {
 }
 
 impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
+    type Rejection = AdminRejection;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Refused tokens count against the caller's address; past the limit,
+        // nothing is checked until the window ends.
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(client) = client {
+            if let Some(retry_after_ms) = state
+                .limits
+                .admin_failures
+                .is_limited(client, state.now_ms())
+            {
+                return Err(AdminRejection::Limited(retry_after_ms));
+            }
+        }
+        let result = Admin::check(parts, state);
+        if let (Err(_), Some(client)) = (&result, client) {
+            let _ = state.limits.admin_failures.hit(client, state.now_ms());
+        }
+        result.map_err(AdminRejection::Refused)
+    }
+}
+
+/// Why a caller is not let in.
+pub enum AdminRejection {
+    Refused(ApiError),
+    Limited(i64),
+}
+
+impl IntoResponse for AdminRejection {
+    fn into_response(self) -> Response {
+        match self {
+            AdminRejection::Refused(error) => error.into_response(),
+            AdminRejection::Limited(retry_after_ms) => rate_limited(retry_after_ms),
+        }
+    }
+}
+
+impl Admin {
+    fn check(parts: &Parts, state: &AppState) -> Result<Admin, ApiError> {
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)

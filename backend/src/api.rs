@@ -1,13 +1,16 @@
 //! JSON endpoints: Assent's keys, the consent view, health.
 
 use crate::app::AppState;
+use crate::errors::rate_limited;
 use crate::errors::ApiError;
 use crate::storage::StoredRequest;
 use crate::tokens;
 use assent_shared::{ConsentView, Health, IdentityServerInfo, RequestStatus, ThreePid};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::net::SocketAddr;
 
 /// `GET /_assent/v1/keys`: Assent's verify key as a self-signed Matrix
 /// server-keys document.
@@ -68,10 +71,16 @@ pub async fn request_for_token(state: &AppState, token: &str) -> Result<StoredRe
 #[tracing::instrument(skip_all)]
 pub async fn consent_view(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
-) -> Result<Json<ConsentView>, ApiError> {
-    let request = request_for_token(&state, &token).await?;
-    Ok(Json(view_of(&state, &request)))
+) -> Response {
+    if let Err(retry_after_ms) = state.limits.consent.hit(client.ip(), state.now_ms()) {
+        return rate_limited(retry_after_ms);
+    }
+    match request_for_token(&state, &token).await {
+        Ok(request) => Json(view_of(&state, &request)).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 pub fn view_of(state: &AppState, r: &StoredRequest) -> ConsentView {

@@ -53,6 +53,7 @@ pub struct AppState {
     pub rng: SharedRng,
     pub key: Arc<SigningKey>,
     pub web: Arc<WebAssets>,
+    pub limits: Arc<crate::ratelimit::Limits>,
 }
 
 impl AppState {

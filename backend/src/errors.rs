@@ -34,6 +34,19 @@ impl ApiError {
     }
 }
 
+/// 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`, as the Matrix APIs answer.
+pub fn rate_limited(retry_after_ms: i64) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(serde_json::json!({
+            "errcode": "M_LIMIT_EXCEEDED",
+            "error": "too many attempts; try again later",
+            "retry_after_ms": retry_after_ms,
+        })),
+    )
+        .into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (

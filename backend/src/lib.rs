@@ -9,6 +9,7 @@ pub mod demo;
 pub mod errors;
 pub mod intake;
 pub mod keys;
+pub mod ratelimit;
 pub mod serve;
 pub mod storage;
 pub mod tokens;

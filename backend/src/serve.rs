@@ -142,6 +142,7 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
         rng: app::os_rng(),
         key: Arc::new(key),
         web: Arc::new(web),
+        limits: Arc::new(crate::ratelimit::Limits::default()),
     };
     let listen = state.config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -181,14 +182,17 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
         }
         println!();
     }
-    axum::serve(listener, app::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| StartError {
-            key: "listen",
-            problem: format!("the server stopped: {e}"),
-            fix: "see the log above",
-        })
+    axum::serve(
+        listener,
+        app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| StartError {
+        key: "listen",
+        problem: format!("the server stopped: {e}"),
+        fix: "see the log above",
+    })
 }
 
 async fn shutdown_signal() {

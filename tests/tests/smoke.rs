@@ -287,3 +287,57 @@ frame_ancestors = ["https://embedder.example", "http://127.0.0.1:8765"]
         .unwrap();
     assert!(csp_of(&unknown).ends_with("frame-ancestors 'none'"));
 }
+
+#[tokio::test]
+async fn guessing_tokens_is_rate_limited_per_client() {
+    let assent = Assent::start(Options {
+        demo: true,
+        ..Options::default()
+    })
+    .await;
+    let admin_token = assent
+        .stdout_line_containing("/admin#token=")
+        .unwrap()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+
+    // Consent lookups: 60 a minute, then 429 with a retry hint, for known and unknown tokens alike.
+    let guess = assent.url(&format!("/_assent/v1/consent/{}", "C".repeat(43)));
+    for _ in 0..60 {
+        assert_eq!(http.get(&guess).send().await.unwrap().status(), 404);
+    }
+    let limited = http.get(&guess).send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(body["retry_after_ms"].as_i64().unwrap() > 0);
+
+    // Admin tokens: 10 refusals, then even the right token waits.
+    let whoami = assent.url("/_assent/v1/admin/whoami");
+    let right = http
+        .get(&whoami)
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    for i in 0..10 {
+        let wrong = http
+            .get(&whoami)
+            .bearer_auth(format!("wrong-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401);
+    }
+    let limited = http
+        .get(&whoami)
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+}

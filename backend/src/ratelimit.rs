@@ -1,0 +1,93 @@
+//! Fixed-window rate limits per client address, for anything a caller could
+//! try to guess (consent tokens, admin tokens).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+pub struct RateLimiter {
+    limit: u32,
+    window_ms: i64,
+    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+}
+
+/// Entries kept before stale windows are dropped.
+const PRUNE_AT: usize = 10_000;
+
+impl RateLimiter {
+    pub fn new(limit: u32, window_ms: i64) -> Self {
+        RateLimiter {
+            limit,
+            window_ms,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one attempt by `client`; `Err(retry_after_ms)` when over the limit.
+    pub fn hit(&self, client: IpAddr, now_ms: i64) -> Result<(), i64> {
+        let mut windows = match self.windows.lock() {
+            Ok(windows) => windows,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if windows.len() >= PRUNE_AT {
+            let window_ms = self.window_ms;
+            windows.retain(|_, (start, _)| now_ms - *start < window_ms);
+        }
+        let (start, count) = windows.entry(client).or_insert((now_ms, 0));
+        if now_ms - *start >= self.window_ms {
+            *start = now_ms;
+            *count = 0;
+        }
+        if *count >= self.limit {
+            return Err((*start + self.window_ms - now_ms).max(1));
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    /// Whether `client` is over the limit, without counting an attempt.
+    pub fn is_limited(&self, client: IpAddr, now_ms: i64) -> Option<i64> {
+        let windows = self.windows.lock().ok()?;
+        let (start, count) = windows.get(&client)?;
+        (now_ms - start < self.window_ms && *count >= self.limit)
+            .then(|| (start + self.window_ms - now_ms).max(1))
+    }
+}
+
+/// The limits the server applies.
+pub struct Limits {
+    /// Consent-token lookups per client address.
+    pub consent: RateLimiter,
+    /// Refused admin tokens per client address.
+    pub admin_failures: RateLimiter,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            consent: RateLimiter::new(60, 60_000),
+            admin_failures: RateLimiter::new(10, 60_000),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_over_its_limit_waits_for_the_next_window_and_others_do_not() {
+        let limiter = RateLimiter::new(3, 1_000);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            limiter.hit(a, 100).unwrap();
+        }
+        assert_eq!(limiter.hit(a, 400), Err(700));
+        assert_eq!(limiter.is_limited(a, 400), Some(700));
+        limiter.hit(b, 400).unwrap();
+        assert_eq!(limiter.is_limited(b, 400), None);
+        limiter.hit(a, 1_100).unwrap();
+        assert_eq!(limiter.is_limited(a, 1_100), None);
+    }
+}
