@@ -137,11 +137,10 @@ pub async fn embed_page(State(state): State<AppState>, Path(token): Path<String>
 /// Everything else under `/`: files from `dist/`.
 pub async fn static_file(State(state): State<AppState>, request: Request) -> Response {
     let immutable = is_hashed_asset(request.uri().path());
-    let response = match state.web.dir.clone().oneshot(request).await {
+    let mut response = match state.web.dir.clone().oneshot(request).await {
         Ok(response) => response.map(Body::new),
         Err(never) => match never {},
     };
-    let mut response = response;
     if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
         let cache = if immutable {
             "public, max-age=31536000, immutable"
