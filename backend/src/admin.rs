@@ -58,7 +58,7 @@ impl FromRequestParts<AppState> for Admin {
             if let Some(retry_after_ms) = state
                 .limits
                 .admin_failures
-                .is_limited(client, state.now_ms())
+                .is_limited(&client, state.now_ms())
             {
                 return Err(AdminRejection::Limited(retry_after_ms));
             }

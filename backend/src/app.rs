@@ -2,14 +2,17 @@
 //! headers every response carries.
 
 use crate::config::Config;
+use crate::intake::key_fetch::KeyFetcher;
+use crate::tokens::TokenMinter;
 use crate::keys::SigningKey;
 use crate::storage::Repo;
 use crate::web::WebAssets;
-use crate::{admin, api, errors::ApiError, web};
+use crate::intake::passthrough;
+use crate::{admin, api, errors::ApiError, intake, web};
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use rand::RngCore;
 use std::sync::{Arc, Mutex};
@@ -54,9 +57,59 @@ pub struct AppState {
     pub key: Arc<SigningKey>,
     pub web: Arc<WebAssets>,
     pub limits: Arc<crate::ratelimit::Limits>,
+    /// Fetches and caches homeservers' signing keys.
+    pub server_keys: Arc<KeyFetcher>,
+    /// Talks to the configured upstream identity servers (trusted addresses).
+    pub upstream: reqwest::Client,
+    pub tokens: Arc<TokenMinter>,
 }
 
+/// Longest wait for an upstream identity server's answer.
+pub const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl AppState {
+    pub fn new(
+        config: Config,
+        repo: Repo,
+        clock: Arc<dyn Clock>,
+        rng: SharedRng,
+        key: SigningKey,
+        web: WebAssets,
+    ) -> Result<Self, reqwest::Error> {
+        let server_keys = KeyFetcher::new(&config.keys)?;
+        Self::with_key_fetcher(config, repo, clock, rng, key, web, server_keys)
+    }
+
+    pub fn with_key_fetcher(
+        config: Config,
+        repo: Repo,
+        clock: Arc<dyn Clock>,
+        rng: SharedRng,
+        key: SigningKey,
+        web: WebAssets,
+        server_keys: KeyFetcher,
+    ) -> Result<Self, reqwest::Error> {
+        let upstream = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .read_timeout(UPSTREAM_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()?;
+        let tokens = TokenMinter::new(key.derive_secret("consent tokens"));
+        Ok(AppState {
+            limits: Arc::new(crate::ratelimit::Limits::new(&config.limits)),
+            config: Arc::new(config),
+            repo,
+            clock,
+            rng,
+            key: Arc::new(key),
+            web: Arc::new(web),
+            server_keys: Arc::new(server_keys),
+            upstream,
+            tokens: Arc::new(tokens),
+        })
+    }
+
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -79,6 +132,10 @@ pub fn router(state: AppState) -> Router {
         .route("/_assent/v1/keys", get(api::keys))
         .route("/_assent/v1/consent/{token}", get(api::consent_view))
         .route("/_assent/v1/admin/whoami", get(admin::whoami))
+        .route("/_assent/v1/requests", post(intake::integrated::create))
+        .route("/_assent/v1/requests/{id}", get(intake::integrated::get_request))
+        .route(passthrough::UNBIND_PATHS[0], post(intake::gateway::unbind))
+        .route(passthrough::UNBIND_PATHS[1], post(intake::gateway::unbind))
         .route("/health", get(api::health));
 
     let pages = Router::new()
@@ -94,7 +151,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_assent/{*rest}", axum::routing::any(not_found))
         .route("/_matrix/{*rest}", axum::routing::any(not_found))
         .fallback(web::static_file)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
@@ -109,6 +166,8 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("cross-origin-resource-policy"),
             HeaderValue::from_static("same-origin"),
         ))
+        // Outside the header layers: what is proxied stays as the upstream sent it.
+        .layer(axum::middleware::from_fn_with_state(state, passthrough::layer))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("the server hit a bug").into_response()))
         .layer(
             TraceLayer::new_for_http()

@@ -39,7 +39,27 @@ pub struct Config {
     pub email: EmailConfig,
     pub admin: AdminConfig,
     pub keys: KeysConfig,
+    pub limits: LimitsConfig,
     pub identity_servers: Vec<IdentityServerConfig>,
+}
+
+/// Rate limits on unbinds, answered with `M_LIMIT_EXCEEDED`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Signed unbinds accepted from one requesting server per minute.
+    pub unbinds_per_origin_per_minute: u32,
+    /// New held requests (each one sends an email) for one address per hour.
+    pub holds_per_address_per_hour: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            unbinds_per_origin_per_minute: 600,
+            holds_per_address_per_hour: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +184,7 @@ impl Default for Config {
             email: EmailConfig::default(),
             admin: AdminConfig::default(),
             keys: KeysConfig::default(),
+            limits: LimitsConfig::default(),
             identity_servers: Vec::new(),
         }
     }
@@ -339,6 +360,24 @@ impl Config {
             ));
         }
         self.validate_email(&mut errors);
+        for (key, value) in [
+            (
+                "limits.unbinds_per_origin_per_minute",
+                self.limits.unbinds_per_origin_per_minute,
+            ),
+            (
+                "limits.holds_per_address_per_hour",
+                self.limits.holds_per_address_per_hour,
+            ),
+        ] {
+            if value == 0 {
+                errors.push(problem(
+                    key,
+                    "is 0, which would refuse every unbind",
+                    "use a positive number; leave it out for the default",
+                ));
+            }
+        }
         for (i, token) in self.admin.tokens.iter().enumerate() {
             if let Err(why) = check_token(token) {
                 errors.push(problem(format!("admin.tokens[{i}]"), why, TOKEN_FIX));

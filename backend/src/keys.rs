@@ -36,6 +36,8 @@ pub struct SigningKey {
     pair: Ed25519KeyPair,
     /// `ed25519:<version>`
     key_id: String,
+    /// Root of the secrets derived from this key (never leaves the process).
+    derive_root: [u8; 32],
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -78,9 +80,14 @@ impl SigningKey {
         }
         let pair = Ed25519KeyPair::from_der(&pkcs8_from_seed(seed), version.to_owned())
             .map_err(|e| e.to_string())?;
+        use hmac::Mac;
+        let mut root = hmac::Hmac::<sha2::Sha256>::new_from_slice(seed)
+            .map_err(|e| e.to_string())?;
+        root.update(b"assent: derived secrets v1");
         Ok(SigningKey {
             pair,
             key_id: format!("ed25519:{version}"),
+            derive_root: root.finalize().into_bytes().into(),
         })
     }
 
@@ -174,6 +181,19 @@ impl SigningKey {
             }
             Err(e) => Err(write_err(e)),
         }
+    }
+
+    /// A 256-bit secret for `purpose`, derived from the signing key, so that
+    /// replicas sharing the key share it too and nothing else must be stored.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.derive_root) {
+            Ok(mac) => mac,
+            // HMAC takes keys of any length.
+            Err(_) => unreachable!("HMAC accepts a 32-byte key"),
+        };
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     pub fn key_id(&self) -> &str {

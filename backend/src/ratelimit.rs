@@ -1,20 +1,22 @@
-//! Fixed-window rate limits per client address, for anything a caller could
-//! try to guess (consent tokens, admin tokens).
+//! Fixed-window rate limits: per client address for anything a caller could
+//! try to guess (consent tokens, admin tokens), per requesting server and per
+//! address for unbinds.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     limit: u32,
     window_ms: i64,
-    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    windows: Mutex<HashMap<K, (i64, u32)>>,
 }
 
 /// Entries kept before stale windows are dropped.
 const PRUNE_AT: usize = 10_000;
 
-impl RateLimiter {
+impl<K: Hash + Eq> RateLimiter<K> {
     pub fn new(limit: u32, window_ms: i64) -> Self {
         RateLimiter {
             limit,
@@ -24,7 +26,7 @@ impl RateLimiter {
     }
 
     /// Counts one attempt by `client`; `Err(retry_after_ms)` when over the limit.
-    pub fn hit(&self, client: IpAddr, now_ms: i64) -> Result<(), i64> {
+    pub fn hit(&self, client: K, now_ms: i64) -> Result<(), i64> {
         let mut windows = match self.windows.lock() {
             Ok(windows) => windows,
             Err(poisoned) => poisoned.into_inner(),
@@ -46,9 +48,9 @@ impl RateLimiter {
     }
 
     /// Whether `client` is over the limit, without counting an attempt.
-    pub fn is_limited(&self, client: IpAddr, now_ms: i64) -> Option<i64> {
+    pub fn is_limited(&self, client: &K, now_ms: i64) -> Option<i64> {
         let windows = self.windows.lock().ok()?;
-        let (start, count) = windows.get(&client)?;
+        let (start, count) = windows.get(client)?;
         (now_ms - start < self.window_ms && *count >= self.limit)
             .then(|| (start + self.window_ms - now_ms).max(1))
     }
@@ -60,14 +62,26 @@ pub struct Limits {
     pub consent: RateLimiter,
     /// Refused admin tokens per client address.
     pub admin_failures: RateLimiter,
+    /// Signed unbinds per requesting server.
+    pub origin: RateLimiter<String>,
+    /// New held requests (each one an email) per address.
+    pub address: RateLimiter<String>,
+}
+
+impl Limits {
+    pub fn new(config: &crate::config::LimitsConfig) -> Self {
+        Limits {
+            consent: RateLimiter::new(60, 60_000),
+            admin_failures: RateLimiter::new(10, 60_000),
+            origin: RateLimiter::new(config.unbinds_per_origin_per_minute, 60_000),
+            address: RateLimiter::new(config.holds_per_address_per_hour, 3_600_000),
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            consent: RateLimiter::new(60, 60_000),
-            admin_failures: RateLimiter::new(10, 60_000),
-        }
+        Limits::new(&crate::config::LimitsConfig::default())
     }
 }
 
@@ -84,10 +98,10 @@ mod tests {
             limiter.hit(a, 100).unwrap();
         }
         assert_eq!(limiter.hit(a, 400), Err(700));
-        assert_eq!(limiter.is_limited(a, 400), Some(700));
+        assert_eq!(limiter.is_limited(&a, 400), Some(700));
         limiter.hit(b, 400).unwrap();
-        assert_eq!(limiter.is_limited(b, 400), None);
+        assert_eq!(limiter.is_limited(&b, 400), None);
         limiter.hit(a, 1_100).unwrap();
-        assert_eq!(limiter.is_limited(a, 1_100), None);
+        assert_eq!(limiter.is_limited(&a, 1_100), None);
     }
 }

@@ -135,15 +135,12 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
     if !web.is_built() {
         tracing::warn!(dist_dir = %config.dist_dir.display(), "the web front end is not built; pages answer 503 until it is");
     }
-    let state = AppState {
-        config: Arc::new(config),
-        repo,
-        clock: Arc::new(SystemClock),
-        rng: app::os_rng(),
-        key: Arc::new(key),
-        web: Arc::new(web),
-        limits: Arc::new(crate::ratelimit::Limits::default()),
-    };
+    let state = AppState::new(config, repo, Arc::new(SystemClock), app::os_rng(), key, web)
+        .map_err(|e| StartError {
+            key: "keys",
+            problem: format!("cannot set up the HTTP client: {e}"),
+            fix: "check the system's TLS root certificates",
+        })?;
     let listen = state.config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -50,3 +50,43 @@ pub struct Health {
     pub status: String,
     pub database: String,
 }
+
+/// `POST /_assent/v1/requests`: an identity server that integrates natively
+/// asks Assent to hold an unbind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRequestBody {
+    pub mxid: String,
+    pub threepid: ThreePid,
+    /// The homeserver that asked, as the identity server verified it.
+    pub requesting_server: String,
+    #[serde(default = "unknown_initiator")]
+    pub initiator: Initiator,
+    /// Why, in the requester's words (shown to the owner as such).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Where to POST the signed decision.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+}
+
+fn unknown_initiator() -> Initiator {
+    Initiator::Unknown
+}
+
+/// `GET /_assent/v1/requests/{id}` (and the answer to creating one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestState {
+    pub id: String,
+    pub status: RequestStatus,
+    pub identity_server: String,
+    pub requesting_server: String,
+    pub mxid: String,
+    pub threepid: ThreePid,
+    pub initiator: Initiator,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+    /// The signed decision document, once decided.
+    pub decision: Option<serde_json::Value>,
+}

@@ -112,6 +112,10 @@ fn validate_email(address: &str) -> Result<&str, ValidationError> {
             "the part before `@` must have 1 to 64 characters",
         ));
     }
+    let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+    if local.contains('@') && !quoted {
+        return Err(InvalidEmail("more than one `@` outside quotes"));
+    }
     if domain.is_empty()
         || domain.starts_with('.')
         || domain.ends_with('.')
@@ -174,6 +178,7 @@ mod tests {
             "a b@example.org",
             "a@.org",
             "a@b..org",
+            "a@b@example.org",
         ] {
             assert!(
                 ThreePid::new(Medium::Email, bad).is_err(),
@@ -181,6 +186,7 @@ mod tests {
             );
         }
         assert!(ThreePid::new(Medium::Email, &format!("{}@example.org", "a".repeat(65))).is_err());
+        assert!(ThreePid::new(Medium::Email, "\"a@b\"@example.org").is_ok());
     }
 
     #[test]

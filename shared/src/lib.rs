@@ -7,5 +7,5 @@ pub mod ids;
 pub mod status;
 
 pub use api::*;
-pub use ids::{Medium, ThreePid, ValidationError};
+pub use ids::{mxid_server_name, Medium, ThreePid, ValidationError};
 pub use status::{Initiator, RequestStatus};

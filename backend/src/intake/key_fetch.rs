@@ -71,7 +71,7 @@ impl KeyFetcher {
         Self::with_scheme(config, "https")
     }
 
-    fn with_scheme(config: &KeysConfig, scheme: &'static str) -> Result<Self, reqwest::Error> {
+    pub(crate) fn with_scheme(config: &KeysConfig, scheme: &'static str) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT)

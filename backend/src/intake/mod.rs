@@ -1,6 +1,21 @@
-//! Intake: what homeservers send. So far, the checks every held request
-//! passes: the `X-Matrix` signature and the homeserver's signing keys.
+//! Intake: what homeservers and identity servers send.
+//!
+//! - `gateway`: the two unbind routes, reached under the identity server's name;
+//! - `xmatrix`, `server_keys`, `key_fetch`: the homeserver's signature and keys;
+//! - `body`: the unbind body;
+//! - `upstream`: forwarding to the real identity server and the binding check;
+//! - `hold`: storing a held request with its email;
+//! - `passthrough`: `proxy_all`;
+//! - `integrated`: `POST /_assent/v1/requests` for identity servers that call Assent.
 
+pub mod body;
+pub mod gateway;
+pub mod hold;
+pub mod integrated;
 pub mod key_fetch;
+pub mod passthrough;
 pub mod server_keys;
+pub mod upstream;
 pub mod xmatrix;
+#[cfg(test)]
+mod tests;

@@ -91,6 +91,16 @@ pub struct NewRequest {
     pub raw: Option<RawIntake>,
 }
 
+/// What makes two requests the same request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestKey<'a> {
+    pub identity_server: &'a str,
+    pub origin: &'a str,
+    pub mxid: &'a str,
+    pub medium: Medium,
+    pub address: &'a str,
+}
+
 /// A request as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRequest {
@@ -282,6 +292,10 @@ pub trait Repository: Send + Sync + 'static {
 
     async fn request_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<StoredRequest>>;
 
+    /// The request for (identity server, origin, mxid, 3PID): the pending one
+    /// if there is one, else the most recent.
+    async fn latest_for(&self, key: &RequestKey<'_>) -> Result<Option<StoredRequest>>;
+
     /// Moves a pending request to a final state, atomically: the first
     /// decision wins; later ones change nothing and get the stored request.
     async fn decide(
@@ -456,6 +470,27 @@ macro_rules! sql_repository {
             ) -> $crate::storage::Result<Option<$crate::storage::StoredRequest>> {
                 let sql = format!("SELECT {} FROM requests WHERE token_hash = $1", $crate::storage::REQUEST_COLUMNS);
                 let row = sqlx::query(&sql).bind(token_hash).fetch_optional(&self.pool).await?;
+                row.as_ref().map(request_from_row).transpose()
+            }
+
+            async fn latest_for(
+                &self,
+                key: &$crate::storage::RequestKey<'_>,
+            ) -> $crate::storage::Result<Option<$crate::storage::StoredRequest>> {
+                let sql = format!(
+                    "SELECT {} FROM requests WHERE identity_server = $1 AND origin = $2 AND mxid = $3 \
+                     AND medium = $4 AND address = $5 \
+                     ORDER BY CASE WHEN status = 'pending' THEN 0 ELSE 1 END, created_at DESC, id DESC LIMIT 1",
+                    $crate::storage::REQUEST_COLUMNS
+                );
+                let row = sqlx::query(&sql)
+                    .bind(key.identity_server)
+                    .bind(key.origin)
+                    .bind(key.mxid)
+                    .bind(key.medium.as_str())
+                    .bind(key.address)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 row.as_ref().map(request_from_row).transpose()
             }
 

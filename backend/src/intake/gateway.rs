@@ -1,0 +1,317 @@
+//! The two unbind routes, reached under the identity server's own name:
+//! `POST /_matrix/identity/v2/3pid/unbind` and the legacy
+//! `POST /_matrix/identity/api/v1/3pid/unbind`.
+//!
+//! In order: pick the identity server, read and check the body, pass
+//! owner-proven unbinds through, apply the phone-number policy, verify the
+//! homeserver's signature, apply rate limits, join or answer repeats, check
+//! the binding, then hold.
+
+use super::body::{self, UnbindBody};
+use super::hold::{hold, Held, ToHold};
+use super::upstream::{self, Binding};
+use super::xmatrix::{self, XMatrixError};
+use crate::app::AppState;
+use crate::config::{HeldResponse, IdentityServerConfig, MsisdnPolicy};
+use crate::errors::{rate_limited, ApiError};
+use crate::storage::{RawIntake, RequestKey, Source, StoredRequest};
+use assent_shared::{Initiator, Medium, RequestStatus};
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Headers kept with a held request, for the record and for a replay.
+const KEPT_HEADERS: [header::HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+    header::HOST,
+    header::USER_AGENT,
+];
+
+/// The identity server a request is for: the one the `X-Matrix` header's
+/// `destination` names, else the one whose name is the `Host`, else the only
+/// one configured. The signature check decides whether the choice was right.
+pub fn identity_server_for<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    destination: Option<&str>,
+) -> Option<&'a IdentityServerConfig> {
+    let config = &state.config;
+    if let Some(is) = destination.and_then(|d| config.identity_server(d)) {
+        return Some(is);
+    }
+    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        if let Some(is) = config.identity_server(host) {
+            return Some(is);
+        }
+        let without_port = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        if let Some(is) = config.identity_server(without_port) {
+            return Some(is);
+        }
+    }
+    match config.identity_servers.as_slice() {
+        [only] => Some(only),
+        _ => None,
+    }
+}
+
+fn unauthorized(error: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", error)
+}
+
+fn from_xmatrix(e: XMatrixError) -> ApiError {
+    match e {
+        XMatrixError::BadBody(_) => ApiError::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", e.to_string()),
+        XMatrixError::Missing | XMatrixError::Malformed(_) => unauthorized(format!(
+            "{e}; a homeserver must sign unbinds (Authorization: X-Matrix origin=…,key=…,sig=…)"
+        )),
+        XMatrixError::WrongDestination(_)
+        | XMatrixError::UnsupportedAlgorithm(_)
+        | XMatrixError::BadSignature => unauthorized(e.to_string()),
+    }
+}
+
+/// What a homeserver is told while its request is held.
+pub fn held_answer(held_response: HeldResponse) -> Response {
+    match held_response {
+        HeldResponse::Accepted => (StatusCode::ACCEPTED, Json(json!({}))).into_response(),
+        HeldResponse::Forbidden => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            "the owner of this address must approve the unbind; they have been asked",
+        )
+        .into_response(),
+        HeldResponse::NotSupported => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "M_UNRECOGNIZED",
+            "unbinds need the address owner's consent here; they have been asked",
+        )
+        .into_response(),
+    }
+}
+
+/// The answer to a repeat of a request that was already decided.
+fn decided_answer(state: &AppState, stored: &StoredRequest) -> Response {
+    match stored.status {
+        RequestStatus::Approved => (StatusCode::OK, Json(json!({}))).into_response(),
+        _ => held_answer(state.config.held_response),
+    }
+}
+
+/// Whether `raw` is the very request stored (same signature over the same
+/// body): homeservers sign deterministically, so a repeat is byte-identical.
+fn same_intake(stored: &StoredRequest, authorization: &str, body: &[u8]) -> bool {
+    stored.raw.as_ref().is_some_and(|raw| {
+        raw.body == body
+            && raw
+                .headers
+                .iter()
+                .any(|(name, value)| name == "authorization" && value == authorization)
+    })
+}
+
+pub async fn unbind(State(state): State<AppState>, request: Request) -> Response {
+    match handle(&state, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    let (parts, incoming) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let parsed_header = xmatrix::parse_header(authorization.as_deref());
+    let destination = parsed_header
+        .as_ref()
+        .ok()
+        .and_then(|h| h.destination.as_ref().map(|d| d.as_str().to_owned()));
+    let is = identity_server_for(state, &parts.headers, destination.as_deref())
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "M_NOT_FOUND",
+                "no identity server by this name is configured here",
+            )
+        })?;
+
+    let bytes: Bytes = axum::body::to_bytes(incoming, body::MAX_BODY)
+        .await
+        .map_err(|_| body::too_large())?;
+    let unbind = body::parse(&bytes)?;
+
+    if unbind.session.is_some() {
+        let response = forward(state, is, &parts.method, &path_and_query, &parts.headers, bytes).await;
+        tracing::info!(identity_server = %is.name, status = response.status().as_u16(), outcome = "owner_proven", "unbind with a validation session forwarded");
+        return Ok(response);
+    }
+    if unbind.threepid.medium == Medium::Msisdn {
+        match state.config.msisdn_policy {
+            MsisdnPolicy::Hold => {}
+            MsisdnPolicy::Forward => {
+                tracing::info!(identity_server = %is.name, outcome = "msisdn_forwarded", "phone-number unbind forwarded by policy");
+                return Ok(forward(state, is, &parts.method, &path_and_query, &parts.headers, bytes).await);
+            }
+            MsisdnPolicy::Reject => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "M_UNRECOGNIZED",
+                    "this identity server does not unbind phone numbers on a homeserver's request",
+                ))
+            }
+        }
+    }
+
+    let header = parsed_header.map_err(from_xmatrix)?;
+    let origin = header.origin.as_str().to_ascii_lowercase();
+    if !unbind.mxid_server.eq_ignore_ascii_case(&origin) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            format!("`{origin}` cannot unbind a Matrix ID on another server"),
+        ));
+    }
+    let now = state.now_ms();
+    if let Some(retry) = state.limits.origin.is_limited(&origin, now) {
+        return Ok(rate_limited(retry));
+    }
+    let key_id = header.key.to_string();
+    let (public_key, key_source) = state
+        .server_keys
+        .key(&origin, &key_id, now)
+        .await
+        .map_err(|e| unauthorized(format!("cannot get the signing key: {e}")))?;
+    xmatrix::verify(
+        &header,
+        &public_key,
+        parts.method.as_str(),
+        &path_and_query,
+        &is.name,
+        &bytes,
+    )
+    .map_err(from_xmatrix)?;
+    if let Err(retry) = state.limits.origin.hit(origin.clone(), now) {
+        return Ok(rate_limited(retry));
+    }
+
+    let UnbindBody { mxid, threepid, .. } = unbind;
+    let key = RequestKey {
+        identity_server: &is.name.to_ascii_lowercase(),
+        origin: &origin,
+        mxid: &mxid,
+        medium: threepid.medium,
+        address: &threepid.address,
+    };
+    let authorization = authorization.unwrap_or_default();
+    if let Some(stored) = state.repo.latest_for(&key).await? {
+        if stored.status == RequestStatus::Pending {
+            state
+                .repo
+                .append_audit(
+                    &stored.id,
+                    now,
+                    &crate::storage::NewAudit::new(
+                        "repeated",
+                        Some(&origin),
+                        json!({"same_bytes": same_intake(&stored, &authorization, &bytes)}),
+                    ),
+                )
+                .await?;
+            tracing::info!(request_id = %stored.id, outcome = "joined_pending", "repeat of a held unbind");
+            return Ok(held_answer(state.config.held_response));
+        }
+        let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
+        let recent = stored
+            .decided_at
+            .is_some_and(|at| now < at.saturating_add(ttl));
+        if recent && same_intake(&stored, &authorization, &bytes) {
+            tracing::info!(request_id = %stored.id, status = %stored.status, outcome = "answered_from_decision", "repeat of a decided unbind");
+            return Ok(decided_answer(state, &stored));
+        }
+    }
+
+    if let Err(retry) = state.limits.address.hit(threepid.address.clone(), now) {
+        tracing::info!(identity_server = %is.name, outcome = "address_rate_limited", "unbind refused: too many for one address");
+        return Ok(rate_limited(retry));
+    }
+    let binding = upstream::check_binding(state, is, &mxid, &threepid).await?;
+    if binding == Binding::NotBound {
+        tracing::info!(identity_server = %is.name, %origin, outcome = "not_bound_forwarded", "address not bound to that Matrix ID: forwarded untouched");
+        return Ok(forward(state, is, &parts.method, &path_and_query, &parts.headers, bytes).await);
+    }
+
+    let raw = RawIntake {
+        method: parts.method.as_str().to_owned(),
+        path: path_and_query.clone(),
+        headers: KEPT_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = parts.headers.get(name)?.to_str().ok()?;
+                Some((name.as_str().to_owned(), value.to_owned()))
+            })
+            .collect(),
+        body: bytes.to_vec(),
+    };
+    let held = hold(
+        state,
+        ToHold {
+            source: Source::Gateway,
+            identity_server: is,
+            origin: origin.clone(),
+            origin_key_id: Some(key_id.clone()),
+            verified_at: Some(now),
+            mxid,
+            threepid,
+            initiator: Initiator::Unknown,
+            reason: None,
+            callback_url: None,
+            raw: Some(raw),
+            audit: json!({
+                "source": "gateway",
+                "path": parts.uri.path(),
+                "key_id": key_id,
+                "key_source": key_source.as_str(),
+                "binding_check": binding.as_str(),
+            }),
+            actor: Some(origin.clone()),
+        },
+    )
+    .await?;
+    match held {
+        Held::Created { id, .. } => {
+            tracing::info!(request_id = %id, %origin, identity_server = %is.name, outcome = "held", "unbind held for the owner's consent");
+        }
+        Held::Joined(stored) => {
+            tracing::info!(request_id = %stored.id, outcome = "joined_pending", "repeat of a held unbind");
+        }
+    }
+    Ok(held_answer(state.config.held_response))
+}
+
+async fn forward(
+    state: &AppState,
+    is: &IdentityServerConfig,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    upstream::forward(
+        state,
+        is,
+        method.clone(),
+        path_and_query,
+        headers,
+        reqwest::Body::from(bytes),
+    )
+    .await
+}

@@ -1,0 +1,118 @@
+//! Holding a request: one transaction stores the pending request, its first
+//! audit event and, for an email address, the email outbox row.
+
+use crate::app::AppState;
+use crate::config::IdentityServerConfig;
+use crate::errors::ApiError;
+use crate::storage::{
+    Inserted, NewAudit, NewOutbox, NewRequest, OutboxKind, RawIntake, Source, StoredRequest,
+};
+use crate::tokens;
+use assent_shared::{Initiator, Medium, ThreePid};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+/// What is known about a request that is about to be held.
+pub struct ToHold<'a> {
+    pub source: Source,
+    pub identity_server: &'a IdentityServerConfig,
+    pub origin: String,
+    pub origin_key_id: Option<String>,
+    pub verified_at: Option<i64>,
+    pub mxid: String,
+    pub threepid: ThreePid,
+    pub initiator: Initiator,
+    pub reason: Option<String>,
+    pub callback_url: Option<String>,
+    pub raw: Option<RawIntake>,
+    /// Extra facts for the first audit event.
+    pub audit: serde_json::Value,
+    pub actor: Option<String>,
+}
+
+pub enum Held {
+    Created { id: String, expires_at: i64 },
+    /// The same request was already pending: nothing new was stored.
+    Joined(StoredRequest),
+}
+
+pub fn new_request_id(state: &AppState) -> String {
+    let bytes = state.random_bytes::<12>();
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    for b in bytes {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+/// The email outbox row for a request: the nonce the consent token is made
+/// from, and the language to write in.
+pub fn email_outbox(
+    state: &AppState,
+    is: &IdentityServerConfig,
+    request_id: &str,
+    nonce: &[u8; 32],
+    purpose: &str,
+) -> NewOutbox {
+    let language = is
+        .language
+        .clone()
+        .unwrap_or_else(|| state.config.email.language.clone());
+    NewOutbox {
+        kind: OutboxKind::Email,
+        sink: None,
+        idempotency_key: format!("email:{request_id}:{purpose}"),
+        payload: serde_json::json!({
+            "nonce": URL_SAFE_NO_PAD.encode(nonce),
+            "language": language,
+            "purpose": purpose,
+        }),
+    }
+}
+
+/// Stores the request as pending (or joins the pending one), with its email.
+pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError> {
+    let now = state.now_ms();
+    let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
+    let id = new_request_id(state);
+    let nonce = state.random_bytes::<32>();
+    let token = state.tokens.token(&nonce);
+    let request = NewRequest {
+        id: id.clone(),
+        source: input.source,
+        identity_server: input.identity_server.name.to_ascii_lowercase(),
+        origin: input.origin,
+        origin_key_id: input.origin_key_id,
+        verified_at: input.verified_at,
+        mxid: input.mxid,
+        medium: input.threepid.medium,
+        address: input.threepid.address,
+        initiator: input.initiator,
+        reason: input.reason,
+        callback_url: input.callback_url,
+        token_hash: tokens::hash(&token),
+        created_at: now,
+        expires_at: now.saturating_add(ttl),
+        raw: input.raw,
+    };
+    let audit = NewAudit::new("received", input.actor.as_deref(), input.audit);
+    // Phone numbers have no channel to ask the owner: held for admins only.
+    let outbox = match request.medium {
+        Medium::Email => vec![email_outbox(
+            state,
+            input.identity_server,
+            &id,
+            &nonce,
+            "initial",
+        )],
+        Medium::Msisdn => Vec::new(),
+    };
+    match state.repo.insert_request(&request, &audit, &outbox).await? {
+        Inserted::Created => Ok(Held::Created {
+            id,
+            expires_at: request.expires_at,
+        }),
+        Inserted::JoinedPending(existing) => Ok(Held::Joined(*existing)),
+    }
+}

@@ -1,0 +1,242 @@
+//! Integrated mode: an identity server that knows about Assent asks it to hold
+//! an unbind (`POST /_assent/v1/requests`) and reads the outcome
+//! (`GET /_assent/v1/requests/{id}`), authenticated by one of its
+//! `api_tokens`.
+
+use super::hold::{hold, Held, ToHold};
+use crate::admin::check_token;
+use crate::app::AppState;
+use crate::config::IdentityServerConfig;
+use crate::errors::{rate_limited, ApiError};
+use crate::storage::{Source, StoredRequest};
+use assent_shared::{
+    mxid_server_name, NewRequestBody, RequestState, RequestStatus, ThreePid,
+};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::net::SocketAddr;
+
+/// Longest `reason` accepted.
+pub const MAX_REASON: usize = 1000;
+
+/// An identity server calling with one of its `api_tokens`.
+pub struct IsCaller {
+    pub identity_server: String,
+    pub token_id: String,
+}
+
+impl IsCaller {
+    pub fn config<'a>(&self, state: &'a AppState) -> Option<&'a IdentityServerConfig> {
+        state.config.identity_server(&self.identity_server)
+    }
+}
+
+impl FromRequestParts<AppState> for IsCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let now = state.now_ms();
+        if let Some(client) = client {
+            if let Some(retry) = state.limits.admin_failures.is_limited(&client, now) {
+                return Err(rate_limited(retry));
+            }
+        }
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(presented) = presented else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "M_MISSING_TOKEN",
+                "an identity server's API token is required",
+            )
+            .into_response());
+        };
+        // Every identity server's tokens are checked, so timing tells nothing.
+        let mut caller = None;
+        for is in &state.config.identity_servers {
+            if let Some(found) = check_token(&is.api_tokens, presented) {
+                caller.get_or_insert(IsCaller {
+                    identity_server: is.name.clone(),
+                    token_id: found.token_id,
+                });
+            }
+        }
+        caller.ok_or_else(|| {
+            if let Some(client) = client {
+                let _ = state.limits.admin_failures.hit(client, now);
+            }
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "M_UNKNOWN_TOKEN",
+                "this API token is not accepted",
+            )
+            .into_response()
+        })
+    }
+}
+
+fn invalid(error: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", error)
+}
+
+fn state_of(request: &StoredRequest) -> RequestState {
+    RequestState {
+        id: request.id.clone(),
+        status: request.status,
+        identity_server: request.identity_server.clone(),
+        requesting_server: request.origin.clone(),
+        mxid: request.mxid.clone(),
+        threepid: ThreePid {
+            medium: request.medium,
+            address: request.address.clone(),
+        },
+        initiator: request.initiator,
+        created_at_ms: request.created_at,
+        expires_at_ms: request.expires_at,
+        decided_at_ms: request.decided_at,
+        decision: request
+            .decision_doc
+            .as_deref()
+            .and_then(|doc| serde_json::from_str(doc).ok()),
+    }
+}
+
+/// `POST /_assent/v1/requests`
+pub async fn create(
+    caller: IsCaller,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let is = caller
+        .config(&state)
+        .ok_or_else(|| ApiError::internal("the caller's identity server vanished"))?;
+    let body: NewRequestBody = serde_json::from_slice(&body).map_err(|e| {
+        let code = if e.is_syntax() || e.is_eof() {
+            "M_NOT_JSON"
+        } else {
+            "M_BAD_JSON"
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+    })?;
+    let mxid_server = mxid_server_name(&body.mxid)
+        .map_err(|e| invalid(format!("`mxid`: {e}")))?;
+    let requesting_server = body.requesting_server.to_ascii_lowercase();
+    if ruma_common::ServerName::parse(&requesting_server).is_err() {
+        return Err(invalid("`requesting_server` is not a Matrix server name"));
+    }
+    if !mxid_server.eq_ignore_ascii_case(&requesting_server) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            "`requesting_server` cannot unbind a Matrix ID on another server",
+        ));
+    }
+    let threepid = ThreePid::new(body.threepid.medium, &body.threepid.address)
+        .map_err(|e| invalid(format!("`threepid.address`: {e}")))?;
+    if body.reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON) {
+        return Err(invalid(format!(
+            "`reason` is longer than {MAX_REASON} characters"
+        )));
+    }
+    if let Some(url) = &body.callback_url {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| invalid(format!("`callback_url`: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(invalid("`callback_url` must be an http(s) URL"));
+        }
+    }
+    let now = state.now_ms();
+    let held = {
+        let existing = state
+            .repo
+            .latest_for(&crate::storage::RequestKey {
+                identity_server: &is.name.to_ascii_lowercase(),
+                origin: &requesting_server,
+                mxid: &body.mxid,
+                medium: threepid.medium,
+                address: &threepid.address,
+            })
+            .await?;
+        match existing {
+            Some(pending) if pending.status == RequestStatus::Pending => Held::Joined(pending),
+            _ => {
+                if let Err(retry) = state.limits.address.hit(threepid.address.clone(), now) {
+                    return Ok(rate_limited(retry));
+                }
+                hold(
+                    &state,
+                    ToHold {
+                        source: Source::Integrated,
+                        identity_server: is,
+                        origin: requesting_server,
+                        origin_key_id: None,
+                        verified_at: None,
+                        mxid: body.mxid,
+                        threepid,
+                        initiator: body.initiator,
+                        reason: body.reason,
+                        callback_url: body.callback_url,
+                        raw: None,
+                        audit: json!({"source": "integrated"}),
+                        actor: Some(format!("is-token:{}", caller.token_id)),
+                    },
+                )
+                .await?
+            }
+        }
+    };
+    let (status, id) = match held {
+        Held::Created { id, .. } => (StatusCode::CREATED, id),
+        Held::Joined(stored) => (StatusCode::OK, stored.id),
+    };
+    let stored = state
+        .repo
+        .request(&id)
+        .await?
+        .ok_or_else(|| ApiError::internal("the request just stored cannot be read back"))?;
+    tracing::info!(request_id = %id, identity_server = %is.name, created = status == StatusCode::CREATED, "integrated request");
+    let mut response = (status, Json(state_of(&stored))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/_assent/v1/requests/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `GET /_assent/v1/requests/{id}`: only the calling identity server's own.
+pub async fn get_request(
+    caller: IsCaller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RequestState>, ApiError> {
+    let not_found = || ApiError::not_found("M_NOT_FOUND", "no such request");
+    if id.len() > 64 {
+        return Err(not_found());
+    }
+    let stored = state.repo.request(&id).await?.ok_or_else(not_found)?;
+    if !stored
+        .identity_server
+        .eq_ignore_ascii_case(&caller.identity_server)
+    {
+        return Err(not_found());
+    }
+    let mut view = state_of(&stored);
+    // A pending request past its time has expired, whether or not the
+    // expiry job has recorded it yet.
+    if view.status == RequestStatus::Pending && stored.expires_at <= state.now_ms() {
+        view.status = RequestStatus::Expired;
+    }
+    Ok(Json(view))
+}

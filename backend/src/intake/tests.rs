@@ -1,0 +1,744 @@
+//! Intake through the real router, in process: a test homeserver on loopback
+//! serves its keys over HTTP and signs requests the way Synapse does, and the
+//! requests land in a real SQLite database.
+
+use crate::app::{AppState, Clock};
+use crate::config::{BindingCheck, Config, IdentityServerConfig, RelaySink};
+use crate::intake::key_fetch::KeyFetcher;
+use crate::intake::xmatrix::signed_object;
+use crate::keys::{encode_unpadded, SigningKey};
+use crate::storage::{Decision, NewAudit, OutboxKind, RequestKey};
+use crate::web::WebAssets;
+use assent_shared::{Medium, RequestStatus};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const IS_NAME: &str = "is.test";
+const V2: &str = "/_matrix/identity/v2/3pid/unbind";
+const V1: &str = "/_matrix/identity/api/v1/3pid/unbind";
+const START_MS: i64 = 1_800_000_000_000;
+
+struct TestClock(AtomicI64);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A homeserver: a signing key, and its key document served over HTTP.
+struct TestHomeserver {
+    name: String,
+    key: SigningKey,
+}
+
+impl TestHomeserver {
+    async fn start() -> Self {
+        let key = SigningKey::from_seed("hs1", &[42; 32]).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        // Valid for a month of test time, so tests may move the clock.
+        let doc = serde_json::to_value(
+            key.server_keys_document(&name, START_MS + 30 * 24 * 3600 * 1000)
+                .unwrap(),
+        )
+        .unwrap();
+        let app = axum::Router::new().route(
+            "/_matrix/key/v2/server",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestHomeserver { name, key }
+    }
+
+    fn mxid(&self, local: &str) -> String {
+        format!("@{local}:{}", self.name)
+    }
+
+    /// The `Authorization` header Synapse would send.
+    fn authorization(&self, method: &str, uri: &str, destination_is: &str, body: &[u8]) -> String {
+        // A body that is not JSON cannot be signed as Synapse would; sign it as
+        // empty, since the gateway must refuse it before looking at signatures.
+        let object = signed_object(method, uri, &self.name, destination_is, body)
+            .or_else(|_| signed_object(method, uri, &self.name, destination_is, b""))
+            .unwrap();
+        let canonical = serde_json::to_vec(&object).unwrap();
+        let sig = encode_unpadded(&self.key.sign_bytes(&canonical));
+        format!(
+            "X-Matrix origin=\"{}\",key=\"{}\",sig=\"{sig}\",destination=\"{destination_is}\"",
+            self.name,
+            self.key.key_id()
+        )
+    }
+}
+
+struct Harness {
+    state: AppState,
+    app: axum::Router,
+    hs: TestHomeserver,
+    clock: Arc<TestClock>,
+    _dir: tempfile::TempDir,
+}
+
+fn identity_server(name: &str) -> IdentityServerConfig {
+    IdentityServerConfig {
+        name: name.to_owned(),
+        display_name: "Test identity server".to_owned(),
+        operator: "Test operator".to_owned(),
+        privacy_policy_url: None,
+        upstream: url::Url::parse("http://127.0.0.1:9/").unwrap(),
+        proxy_all: false,
+        binding_check: BindingCheck::None,
+        frame_ancestors: Vec::new(),
+        api_tokens: vec!["integrated-token-for-tests-0123456789abcdef".to_owned()],
+        language: None,
+        relay: vec![RelaySink::Replay],
+    }
+}
+
+impl Harness {
+    async fn new(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_owned(),
+            identity_servers: vec![identity_server(IS_NAME)],
+            ..Config::default()
+        };
+        config.keys.allow_private_addresses = true;
+        adjust(&mut config);
+        let repo = crate::storage::connect(&format!("sqlite://{}/assent.db", dir.path().display()))
+            .await
+            .unwrap();
+        let clock = Arc::new(TestClock(AtomicI64::new(START_MS)));
+        let fetcher = KeyFetcher::with_scheme(&config.keys, "http").unwrap();
+        let state = AppState::with_key_fetcher(
+            config,
+            repo,
+            clock.clone(),
+            crate::app::os_rng(),
+            SigningKey::from_seed("assent", &[7; 32]).unwrap(),
+            WebAssets::load(&dir.path().join("no-dist")),
+            fetcher,
+        )
+        .unwrap();
+        let app = crate::app::router(state.clone());
+        Harness {
+            state,
+            app,
+            hs: TestHomeserver::start().await,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    fn body_for(&self, local: &str) -> Vec<u8> {
+        format!(
+            r#"{{"mxid":"{}","threepid":{{"address":"{local}@example.org","medium":"email"}}}}"#,
+            self.hs.mxid(local)
+        )
+        .into_bytes()
+    }
+
+    /// A request as Synapse sends it, signed for `destination_is`.
+    fn signed(&self, path: &str, body: &[u8], destination_is: &str) -> Request<Body> {
+        let authorization = self.hs.authorization("POST", path, destination_is, body);
+        raw_request(path, body, Some(&authorization))
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        let pool = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}/assent.db",
+            self.state.config.data_dir.display()
+        ))
+        .await
+        .unwrap();
+        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n
+    }
+
+    fn key_for(&self, local: &str) -> (String, String, String) {
+        (
+            IS_NAME.to_owned(),
+            self.hs.mxid(local),
+            format!("{local}@example.org"),
+        )
+    }
+
+    async fn stored(&self, local: &str) -> Option<crate::storage::StoredRequest> {
+        let (is, mxid, address) = self.key_for(local);
+        self.state
+            .repo
+            .latest_for(&RequestKey {
+                identity_server: &is,
+                origin: &self.hs.name,
+                mxid: &mxid,
+                medium: Medium::Email,
+                address: &address,
+            })
+            .await
+            .unwrap()
+    }
+}
+
+fn raw_request(path: &str, body: &[u8], authorization: Option<&str>) -> Request<Body> {
+    let mut builder = Request::post(path)
+        .header("host", IS_NAME)
+        .header("content-type", "application/json")
+        .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    if let Some(authorization) = authorization {
+        builder = builder.header("authorization", authorization);
+    }
+    builder.body(Body::from(body.to_vec())).unwrap()
+}
+
+#[tokio::test]
+async fn a_validly_signed_unbind_is_held_with_its_raw_intake_audit_and_email() {
+    let h = Harness::new(|_| {}).await;
+    let body = h.body_for("alice");
+    let request = h.signed(V2, &body, IS_NAME);
+    let authorization = request.headers()["authorization"].to_str().unwrap().to_owned();
+    let (status, answer) = h.send(request).await;
+    assert_eq!((status, answer), (StatusCode::ACCEPTED, json!({})));
+
+    let stored = h.stored("alice").await.expect("held");
+    assert_eq!(stored.status, RequestStatus::Pending);
+    assert_eq!(stored.origin, h.hs.name);
+    assert_eq!(stored.origin_key_id.as_deref(), Some("ed25519:hs1"));
+    assert_eq!(stored.verified_at, Some(START_MS));
+    assert_eq!(stored.expires_at, START_MS + 7 * 24 * 3600 * 1000);
+    let raw = stored.raw.as_ref().unwrap();
+    assert_eq!((raw.method.as_str(), raw.path.as_str()), ("POST", V2));
+    assert_eq!(raw.body, body);
+    assert!(raw
+        .headers
+        .contains(&("authorization".to_owned(), authorization)));
+    let outbox = h.state.repo.outbox_for(&stored.id).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].kind, OutboxKind::Email);
+    // The token the email will carry is the one whose hash is stored.
+    let nonce = outbox[0].payload["nonce"].as_str().unwrap();
+    let nonce: [u8; 32] = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let token = h.state.tokens.token(&nonce);
+    assert_eq!(crate::tokens::hash(&token), stored.token_hash);
+    let trail = h.state.repo.audit_trail(&stored.id).await.unwrap();
+    assert_eq!(trail[0].kind, "received");
+    assert_eq!(trail[0].detail["key_source"], "fetched");
+    assert_eq!(trail[0].detail["binding_check"], "not_checked");
+
+    // The legacy v1 path works the same way.
+    let body = h.body_for("bob");
+    let (status, _) = h.send(h.signed(V1, &body, IS_NAME)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(h.stored("bob").await.unwrap().raw.unwrap().path, V1);
+}
+
+#[tokio::test]
+async fn every_changed_byte_of_body_path_origin_or_destination_is_refused_and_nothing_is_stored() {
+    let h = Harness::new(|config| {
+        config.limits.unbinds_per_origin_per_minute = 100_000;
+    })
+    .await;
+    let body = h.body_for("carol");
+    let authorization = h.hs.authorization("POST", V2, IS_NAME, &body);
+    let mut tried = 0;
+    for i in 0..body.len() {
+        for flip in [0x01u8, 0x20] {
+            let mut changed = body.clone();
+            changed[i] ^= flip;
+            let (status, answer) = h.send(raw_request(V2, &changed, Some(&authorization))).await;
+            assert!(
+                status.is_client_error(),
+                "byte {i} ^ {flip:#x} of the body: {status} {answer}"
+            );
+            tried += 1;
+        }
+    }
+    // The path: a query added, a byte changed, the other route.
+    for path in [
+        format!("{V2}?x=1"),
+        V2.replace("unbind", "unbinD"),
+        V1.to_owned(),
+        format!("{V2}/"),
+    ] {
+        let (status, _) = h.send(raw_request(&path, &body, Some(&authorization))).await;
+        assert!(status.is_client_error() || status == StatusCode::NOT_FOUND, "{path}: {status}");
+        tried += 1;
+    }
+    // The origin in the header.
+    let other_origin = authorization.replace(&h.hs.name, "127.0.0.2:1");
+    let (status, _) = h.send(raw_request(V2, &body, Some(&other_origin))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Signed for another identity server.
+    let (status, answer) = h.send(h.signed(V2, &body, "other-is.test")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let elsewhere = h
+        .hs
+        .authorization("POST", V2, "other-is.test", &body)
+        .replace("destination=\"other-is.test\"", &format!("destination=\"{IS_NAME}\""));
+    let (status, _) = h.send(raw_request(V2, &body, Some(&elsewhere))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(tried > 150, "{tried}");
+    assert_eq!(h.count("requests").await, 0);
+    assert_eq!(h.count("outbox").await, 0);
+
+    // And the unchanged request still goes through.
+    let (status, _) = h.send(raw_request(V2, &body, Some(&authorization))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(h.count("requests").await, 1);
+}
+
+#[tokio::test]
+async fn an_origin_that_does_not_own_the_mxid_is_forbidden() {
+    let h = Harness::new(|_| {}).await;
+    let body = br#"{"mxid":"@mallory:other.test","threepid":{"address":"m@example.org","medium":"email"}}"#;
+    let (status, answer) = h.send(h.signed(V2, body, IS_NAME)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(answer["errcode"], "M_FORBIDDEN");
+    assert_eq!(h.count("requests").await, 0);
+}
+
+#[tokio::test]
+async fn a_key_that_cannot_be_fetched_is_a_clear_error() {
+    let h = Harness::new(|_| {}).await;
+    // A homeserver on a port nobody listens on.
+    let gone = SigningKey::from_seed("gone", &[9; 32]).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    drop(listener);
+    let body = format!(r#"{{"mxid":"@dave:{name}","threepid":{{"address":"dave@example.org","medium":"email"}}}}"#);
+    let object = signed_object("POST", V2, &name, IS_NAME, body.as_bytes()).unwrap();
+    let sig = encode_unpadded(&gone.sign_bytes(&serde_json::to_vec(&object).unwrap()));
+    let authorization = format!("X-Matrix origin=\"{name}\",key=\"ed25519:gone\",sig=\"{sig}\"");
+    let (status, answer) = h.send(raw_request(V2, body.as_bytes(), Some(&authorization))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("cannot get the signing key"), "{error}");
+    assert!(error.contains(&name), "{error}");
+
+    // A key id the homeserver does not publish.
+    let body = h.body_for("erin");
+    let wrong_id = h
+        .hs
+        .authorization("POST", V2, IS_NAME, &body)
+        .replace("ed25519:hs1", "ed25519:nope");
+    let (status, answer) = h.send(raw_request(V2, &body, Some(&wrong_id))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(answer["error"].as_str().unwrap().contains("ed25519:nope"), "{answer}");
+    assert_eq!(h.count("requests").await, 0);
+}
+
+#[tokio::test]
+async fn repeats_join_the_pending_request_and_after_a_decision_are_answered_from_it() {
+    let h = Harness::new(|_| {}).await;
+    let body = h.body_for("frank");
+    for _ in 0..3 {
+        let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    assert_eq!(h.count("requests").await, 1);
+    assert_eq!(h.count("outbox").await, 1, "one email, not three");
+    let stored = h.stored("frank").await.unwrap();
+    let trail = h.state.repo.audit_trail(&stored.id).await.unwrap();
+    let kinds: Vec<_> = trail.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["received", "repeated", "repeated"]);
+
+    // Approved: the same request is answered 200, as the unbind was done.
+    let decision = Decision {
+        status: RequestStatus::Approved,
+        decision_id: "dec_1".to_owned(),
+        document: "{}".to_owned(),
+        at: START_MS + 1000,
+    };
+    h.state
+        .repo
+        .decide(&stored.id, &decision, &NewAudit::new("decided", None, json!({})), &[])
+        .await
+        .unwrap();
+    let (status, answer) = h.send(h.signed(V2, &body, IS_NAME)).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({})));
+    assert_eq!(h.count("requests").await, 1);
+
+    // Denied: answered as held, nothing new.
+    let body = h.body_for("grace");
+    h.send(h.signed(V2, &body, IS_NAME)).await;
+    let grace = h.stored("grace").await.unwrap();
+    let denial = Decision {
+        status: RequestStatus::Denied,
+        decision_id: "dec_2".to_owned(),
+        ..decision.clone()
+    };
+    h.state
+        .repo
+        .decide(&grace.id, &denial, &NewAudit::new("decided", None, json!({})), &[])
+        .await
+        .unwrap();
+    let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(h.count("requests").await, 2);
+    assert_eq!(h.count("outbox").await, 2);
+
+    // Once the decision is older than the request TTL, the homeserver may ask again.
+    h.clock
+        .0
+        .fetch_add(8 * 24 * 3600 * 1000, Ordering::SeqCst);
+    let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(h.count("requests").await, 3);
+}
+
+#[tokio::test]
+async fn rate_limits_per_origin_and_per_address_answer_m_limit_exceeded() {
+    let h = Harness::new(|config| {
+        config.limits.unbinds_per_origin_per_minute = 3;
+        config.limits.holds_per_address_per_hour = 2;
+    })
+    .await;
+    for local in ["a1", "a2", "a3"] {
+        let (status, _) = h.send(h.signed(V2, &h.body_for(local), IS_NAME)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let (status, answer) = h.send(h.signed(V2, &h.body_for("a4"), IS_NAME)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(answer["retry_after_ms"].as_i64().unwrap() > 0);
+    assert_eq!(h.count("requests").await, 3);
+
+    // Per address: new requests for one address from different Matrix IDs.
+    let h = Harness::new(|config| {
+        config.limits.holds_per_address_per_hour = 2;
+    })
+    .await;
+    for (n, local) in ["u1", "u2", "u3"].into_iter().enumerate() {
+        let body = format!(
+            r#"{{"mxid":"{}","threepid":{{"address":"shared@example.org","medium":"email"}}}}"#,
+            h.hs.mxid(local)
+        );
+        let (status, answer) = h.send(h.signed(V2, body.as_bytes(), IS_NAME)).await;
+        if n < 2 {
+            assert_eq!(status, StatusCode::ACCEPTED);
+        } else {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+            assert_eq!(answer["errcode"], "M_LIMIT_EXCEEDED");
+        }
+    }
+    assert_eq!(h.count("requests").await, 2);
+}
+
+#[tokio::test]
+async fn msisdn_policy_holds_forwards_or_rejects() {
+    let body_for = |h: &Harness| {
+        format!(
+            r#"{{"mxid":"{}","threepid":{{"address":"447700900123","medium":"msisdn"}}}}"#,
+            h.hs.mxid("phone")
+        )
+    };
+    let h = Harness::new(|_| {}).await;
+    let body = body_for(&h);
+    let (status, _) = h.send(h.signed(V2, body.as_bytes(), IS_NAME)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(h.count("requests").await, 1);
+    assert_eq!(h.count("outbox").await, 0, "no email for a phone number");
+
+    let h = Harness::new(|c| c.msisdn_policy = crate::config::MsisdnPolicy::Reject).await;
+    let (status, answer) = h.send(h.signed(V2, body_for(&h).as_bytes(), IS_NAME)).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{answer}");
+    assert_eq!(h.count("requests").await, 0);
+
+    // Forward: to the upstream, which is down here, so the gateway says so.
+    let h = Harness::new(|c| c.msisdn_policy = crate::config::MsisdnPolicy::Forward).await;
+    let (status, _) = h.send(h.signed(V2, body_for(&h).as_bytes(), IS_NAME)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(h.count("requests").await, 0);
+}
+
+#[tokio::test]
+async fn held_response_sets_what_the_homeserver_is_told() {
+    for (setting, expected) in [
+        (crate::config::HeldResponse::Accepted, StatusCode::ACCEPTED),
+        (crate::config::HeldResponse::Forbidden, StatusCode::FORBIDDEN),
+        (
+            crate::config::HeldResponse::NotSupported,
+            StatusCode::NOT_IMPLEMENTED,
+        ),
+    ] {
+        let h = Harness::new(|c| c.held_response = setting).await;
+        let (status, _) = h.send(h.signed(V2, &h.body_for("held"), IS_NAME)).await;
+        assert_eq!(status, expected);
+        assert_eq!(h.count("requests").await, 1);
+    }
+}
+
+#[tokio::test]
+async fn the_real_synapse_requests_are_held() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/synapse");
+    let key: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{dir}/synapse_server_key.json")).unwrap(),
+    )
+    .unwrap();
+    let h = Harness::new(|config| {
+        let mut pins = std::collections::BTreeMap::new();
+        for (id, entry) in key["body"]["verify_keys"].as_object().unwrap() {
+            pins.insert(id.clone(), entry["key"].as_str().unwrap().to_owned());
+        }
+        config.keys.pinned.insert("hs.test".to_owned(), pins);
+    })
+    .await;
+    for file in ["unbind_user_delete.json", "unbind_admin_deactivate.json"] {
+        let fixture: Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{dir}/{file}")).unwrap())
+                .unwrap();
+        let captured = &fixture["unbind_requests"][0];
+        let body = captured["body"].as_str().unwrap().as_bytes();
+        let path = captured["path"].as_str().unwrap();
+        let mut builder = Request::post(path)
+            .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        for header in captured["headers"].as_array().unwrap() {
+            builder = builder.header(header[0].as_str().unwrap(), header[1].as_str().unwrap());
+        }
+        let (status, answer) = h.send(builder.body(Body::from(body.to_vec())).unwrap()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{file}: {answer}");
+        let stored = h
+            .state
+            .repo
+            .latest_for(&RequestKey {
+                identity_server: IS_NAME,
+                origin: "hs.test",
+                mxid: fixture["mxid"].as_str().unwrap(),
+                medium: Medium::Email,
+                address: fixture["address"].as_str().unwrap(),
+            })
+            .await
+            .unwrap()
+            .expect("held");
+        assert_eq!(stored.raw.unwrap().body, body);
+        let trail = h.state.repo.audit_trail(&stored.id).await.unwrap();
+        assert_eq!(trail[0].detail["key_source"], "pinned");
+    }
+    assert_eq!(h.count("requests").await, 2);
+}
+
+/// Each malformed request gets its Matrix error, and none stores anything.
+#[tokio::test]
+async fn malformed_requests_get_the_right_matrix_error_and_store_nothing() {
+    let h = Harness::new(|config| {
+        config.limits.unbinds_per_origin_per_minute = 100_000;
+    })
+    .await;
+    let mxid = h.hs.mxid("zoe");
+    let ok_threepid = r#"{"address":"zoe@example.org","medium":"email"}"#;
+    let with = |mxid: &str, threepid: &str| format!(r#"{{"mxid":{mxid},"threepid":{threepid}}}"#);
+    let quoted = |text: &str| serde_json::to_string(text).unwrap();
+    let address = |a: &str| with(&quoted(&mxid), &format!(r#"{{"address":{},"medium":"email"}}"#, quoted(a)));
+    let long_local = "a".repeat(300);
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let big = format!(r#"{{"mxid":{},"threepid":{ok_threepid},"pad":"{}"}}"#, quoted(&mxid), "x".repeat(17_000));
+    let bad = StatusCode::BAD_REQUEST;
+    let body_cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        ("empty body", b"".to_vec(), bad, "M_NOT_JSON"),
+        ("open brace", b"{".to_vec(), bad, "M_NOT_JSON"),
+        ("words", b"not json".to_vec(), bad, "M_NOT_JSON"),
+        ("trailing garbage", format!("{} x", with(&quoted(&mxid), ok_threepid)).into_bytes(), bad, "M_NOT_JSON"),
+        ("invalid UTF-8", b"{\"mxid\":\"\xff\"}".to_vec(), bad, "M_NOT_JSON"),
+        ("nested 200 deep", deep.into_bytes(), bad, "M_NOT_JSON"),
+        ("array", b"[]".to_vec(), bad, "M_BAD_JSON"),
+        ("string", b"\"unbind\"".to_vec(), bad, "M_BAD_JSON"),
+        ("number", b"42".to_vec(), bad, "M_BAD_JSON"),
+        ("null", b"null".to_vec(), bad, "M_BAD_JSON"),
+        ("true", b"true".to_vec(), bad, "M_BAD_JSON"),
+        ("empty object", b"{}".to_vec(), bad, "M_MISSING_PARAMS"),
+        ("no mxid", format!(r#"{{"threepid":{ok_threepid}}}"#).into_bytes(), bad, "M_MISSING_PARAMS"),
+        ("null mxid", with("null", ok_threepid).into_bytes(), bad, "M_MISSING_PARAMS"),
+        ("numeric mxid", with("1", ok_threepid).into_bytes(), bad, "M_BAD_JSON"),
+        ("array mxid", with("[]", ok_threepid).into_bytes(), bad, "M_BAD_JSON"),
+        ("object mxid", with("{}", ok_threepid).into_bytes(), bad, "M_BAD_JSON"),
+        ("boolean mxid", with("false", ok_threepid).into_bytes(), bad, "M_BAD_JSON"),
+        ("empty mxid", with("\"\"", ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("mxid without @", with(&quoted(&mxid[1..]), ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("mxid without server", with("\"@zoe\"", ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("mxid with empty localpart", with(&quoted(&format!("@:{}", h.hs.name)), ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("mxid with empty server", with("\"@zoe:\"", ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("mxid with space", with(&quoted(&format!("@z oe:{}", h.hs.name)), ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("room alias", with(&quoted(&format!("#zoe:{}", h.hs.name)), ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("mxid with bad server", with("\"@zoe:bad server\"", ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("mxid over 255 bytes", with(&quoted(&format!("@{long_local}:{}", h.hs.name)), ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("no threepid", format!(r#"{{"mxid":{}}}"#, quoted(&mxid)).into_bytes(), bad, "M_MISSING_PARAMS"),
+        ("null threepid", with(&quoted(&mxid), "null").into_bytes(), bad, "M_MISSING_PARAMS"),
+        ("string threepid", with(&quoted(&mxid), "\"zoe@example.org\"").into_bytes(), bad, "M_BAD_JSON"),
+        ("array threepid", with(&quoted(&mxid), "[]").into_bytes(), bad, "M_BAD_JSON"),
+        ("no medium", with(&quoted(&mxid), r#"{"address":"zoe@example.org"}"#).into_bytes(), bad, "M_MISSING_PARAMS"),
+        ("numeric medium", with(&quoted(&mxid), r#"{"address":"zoe@example.org","medium":1}"#).into_bytes(), bad, "M_BAD_JSON"),
+        ("unknown medium", with(&quoted(&mxid), r#"{"address":"zoe@example.org","medium":"phone"}"#).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("empty medium", with(&quoted(&mxid), r#"{"address":"zoe@example.org","medium":""}"#).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("upper-case medium", with(&quoted(&mxid), r#"{"address":"zoe@example.org","medium":"EMAIL"}"#).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("no address", with(&quoted(&mxid), r#"{"medium":"email"}"#).into_bytes(), bad, "M_MISSING_PARAMS"),
+        ("numeric address", with(&quoted(&mxid), r#"{"address":7,"medium":"email"}"#).into_bytes(), bad, "M_BAD_JSON"),
+        ("empty address", address("").into_bytes(), bad, "M_INVALID_PARAM"),
+        ("address without @", address("zoe.example.org").into_bytes(), bad, "M_INVALID_PARAM"),
+        ("address without local part", address("@example.org").into_bytes(), bad, "M_INVALID_PARAM"),
+        ("address without domain", address("zoe@").into_bytes(), bad, "M_INVALID_PARAM"),
+        ("address with two @", address("zoe@a@b.org").into_bytes(), bad, "M_INVALID_PARAM"),
+        ("address with space", address("zo e@example.org").into_bytes(), bad, "M_INVALID_PARAM"),
+        ("address with newline", address("zoe@example.org\nBcc: x@y.org").into_bytes(), bad, "M_INVALID_PARAM"),
+        ("address domain with ..", address("zoe@example..org").into_bytes(), bad, "M_INVALID_PARAM"),
+        ("address over 254", address(&format!("zoe@{}.org", "d".repeat(260))).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("local part over 64", address(&format!("{}@example.org", "z".repeat(65))).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("msisdn with +", with(&quoted(&mxid), r#"{"address":"+447700900123","medium":"msisdn"}"#).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("msisdn with letters", with(&quoted(&mxid), r#"{"address":"44770abc","medium":"msisdn"}"#).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("msisdn too long", with(&quoted(&mxid), r#"{"address":"1234567890123456","medium":"msisdn"}"#).into_bytes(), bad, "M_INVALID_PARAM"),
+        ("sid without client_secret", format!(r#"{{"mxid":{},"threepid":{ok_threepid},"sid":"1"}}"#, quoted(&mxid)).into_bytes(), bad, "M_MISSING_PARAMS"),
+        ("client_secret without sid", format!(r#"{{"mxid":{},"threepid":{ok_threepid},"client_secret":"s"}}"#, quoted(&mxid)).into_bytes(), bad, "M_MISSING_PARAMS"),
+        ("numeric sid", format!(r#"{{"mxid":{},"threepid":{ok_threepid},"sid":1,"client_secret":"s"}}"#, quoted(&mxid)).into_bytes(), bad, "M_BAD_JSON"),
+        ("object client_secret", format!(r#"{{"mxid":{},"threepid":{ok_threepid},"sid":"1","client_secret":{{}}}}"#, quoted(&mxid)).into_bytes(), bad, "M_BAD_JSON"),
+        ("body over 16 KiB", big.into_bytes(), StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+    ];
+    let good = with(&quoted(&mxid), ok_threepid).into_bytes();
+    let good_auth = h.hs.authorization("POST", V2, IS_NAME, &good);
+    let unauthorized = StatusCode::UNAUTHORIZED;
+    let header_cases: Vec<(&str, Option<String>, StatusCode, &str)> = vec![
+        ("no Authorization", None, unauthorized, "M_UNAUTHORIZED"),
+        ("Bearer token", Some("Bearer abc".to_owned()), unauthorized, "M_UNAUTHORIZED"),
+        ("empty X-Matrix", Some("X-Matrix ".to_owned()), unauthorized, "M_UNAUTHORIZED"),
+        ("no sig", Some(format!("X-Matrix origin=\"{}\",key=\"ed25519:hs1\"", h.hs.name)), unauthorized, "M_UNAUTHORIZED"),
+        ("no origin", Some(good_auth.replace(&format!("origin=\"{}\",", h.hs.name), "")), unauthorized, "M_UNAUTHORIZED"),
+        ("no key", Some(good_auth.replace("key=\"ed25519:hs1\",", "")), unauthorized, "M_UNAUTHORIZED"),
+        ("sig not base64", Some(format!("X-Matrix origin=\"{}\",key=\"ed25519:hs1\",sig=\"!!!\"", h.hs.name)), unauthorized, "M_UNAUTHORIZED"),
+        ("other algorithm", Some(good_auth.replace("ed25519:hs1", "curve25519:hs1")), unauthorized, "M_UNAUTHORIZED"),
+        ("wrong signature", Some(h.hs.authorization("POST", V2, IS_NAME, b"{}")), unauthorized, "M_UNAUTHORIZED"),
+        ("signed as GET", Some(h.hs.authorization("GET", V2, IS_NAME, &good)), unauthorized, "M_UNAUTHORIZED"),
+        ("destination elsewhere", Some(good_auth.replace(&format!("destination=\"{IS_NAME}\""), "destination=\"elsewhere.test\"")), unauthorized, "M_UNAUTHORIZED"),
+        ("origin of someone else", Some(good_auth.replace(&h.hs.name, "hs.elsewhere.test")), StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+    ];
+    let mut cases = 0;
+    for (what, body, status, errcode) in body_cases {
+        let (got, answer) = h.send(h.signed(V2, &body, IS_NAME)).await;
+        assert_eq!((got, answer["errcode"].as_str()), (status, Some(errcode)), "{what}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}");
+        cases += 1;
+    }
+    for (what, authorization, status, errcode) in header_cases {
+        let (got, answer) = h.send(raw_request(V2, &good, authorization.as_deref())).await;
+        assert_eq!((got, answer["errcode"].as_str()), (status, Some(errcode)), "{what}: {answer}");
+        cases += 1;
+    }
+    assert!(cases >= 50, "{cases} cases");
+    assert_eq!(h.count("requests").await, 0);
+    assert_eq!(h.count("outbox").await, 0);
+    assert_eq!(h.count("audit_events").await, 0);
+}
+
+#[tokio::test]
+async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
+    let h = Harness::new(|config| {
+        let mut second = identity_server("other-is.test");
+        second.api_tokens = vec!["other-token-for-tests-0123456789abcdef0".to_owned()];
+        config.identity_servers.push(second);
+    })
+    .await;
+    let token = "integrated-token-for-tests-0123456789abcdef";
+    let call = |method: &str, path: &str, token: Option<&str>, body: Value| {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40001))));
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.body(Body::from(body.to_string())).unwrap()
+    };
+    let new = json!({
+        "mxid": "@ivan:hs.example.org",
+        "threepid": {"medium": "email", "address": "Ivan@Example.org"},
+        "requesting_server": "hs.example.org",
+        "initiator": "deactivation",
+        "reason": "Account deactivated by the server admin",
+        "callback_url": "https://is.example.org/assent-callback",
+    });
+    let (status, _) = h.send(call("POST", "/_assent/v1/requests", None, new.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = h.send(call("POST", "/_assent/v1/requests", Some("wrong-token"), new.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.count("requests").await, 0);
+
+    let (status, created) = h.send(call("POST", "/_assent/v1/requests", Some(token), new.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["threepid"]["address"], "ivan@example.org");
+    assert_eq!(created["initiator"], "deactivation");
+    assert_eq!(created["identity_server"], IS_NAME);
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(h.count("outbox").await, 1);
+
+    // The same again joins it.
+    let (status, again) = h.send(call("POST", "/_assent/v1/requests", Some(token), new.clone())).await;
+    assert_eq!((status, again["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    assert_eq!(h.count("requests").await, 1);
+
+    let path = format!("/_assent/v1/requests/{id}");
+    let (status, read) = h.send(call("GET", &path, Some(token), Value::Null)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read["decision"], Value::Null);
+    // Another identity server's token does not see it.
+    let (status, _) = h
+        .send(call("GET", &path, Some("other-token-for-tests-0123456789abcdef0"), Value::Null))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Once decided, the signed decision is there.
+    let decision = Decision {
+        status: RequestStatus::Denied,
+        decision_id: "dec_9".to_owned(),
+        document: r#"{"decision":"deny"}"#.to_owned(),
+        at: START_MS + 5,
+    };
+    h.state
+        .repo
+        .decide(&id, &decision, &NewAudit::new("decided", None, json!({})), &[])
+        .await
+        .unwrap();
+    let (_, read) = h.send(call("GET", &path, Some(token), Value::Null)).await;
+    assert_eq!(read["status"], "denied");
+    assert_eq!(read["decision"], json!({"decision": "deny"}));
+    assert_eq!(read["decided_at_ms"], START_MS + 5);
+
+    // Bad bodies get named errors.
+    for (body, errcode) in [
+        (json!({"mxid": "@ivan:hs.example.org"}), "M_BAD_JSON"),
+        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "x"}, "requesting_server": "hs.example.org"}), "M_INVALID_PARAM"),
+        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "fax", "address": "1"}, "requesting_server": "hs.example.org"}), "M_BAD_JSON"),
+        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "initiator": "cat"}), "M_BAD_JSON"),
+        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "callback_url": "ftp://x"}), "M_INVALID_PARAM"),
+        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "reason": "r".repeat(1001)}), "M_INVALID_PARAM"),
+        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "extra": 1}), "M_BAD_JSON"),
+    ] {
+        let (status, answer) = h.send(call("POST", "/_assent/v1/requests", Some(token), body.clone())).await;
+        assert_eq!((status, answer["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some(errcode)), "{body}: {answer}");
+    }
+    let other_server = json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "evil.example.org"});
+    let (status, _) = h.send(call("POST", "/_assent/v1/requests", Some(token), other_server)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(h.count("requests").await, 1);
+}
