@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod browser;
+pub mod homeserver;
+pub mod sydent;
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -69,6 +71,8 @@ pub struct Assent {
     child: Child,
     pub base: String,
     pub data_dir: PathBuf,
+    /// The PostgreSQL database, when the run uses one (else SQLite in `data_dir`).
+    pub database_url: Option<String>,
     _dir: tempfile::TempDir,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -116,7 +120,8 @@ impl Assent {
             .env("ASSENT_DATA_DIR", &data_dir)
             .env("ASSENT_DIST_DIR", workspace_root().join("dist"))
             .env("RUST_LOG", "info");
-        if let Some(url) = test_database().await {
+        let database_url = test_database().await;
+        if let Some(url) = &database_url {
             command.env("ASSENT_DATABASE_URL", url);
         }
         if let Some(config) = &options.config {
@@ -166,6 +171,7 @@ impl Assent {
             child,
             base,
             data_dir,
+            database_url,
             _dir: dir,
             stdout,
             stderr,
@@ -180,6 +186,26 @@ impl Assent {
             }
         }
         assent
+    }
+
+    /// Rows in one of Assent's tables, read straight from its database.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match &self.database_url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.expect("connect to PostgreSQL");
+                let (n,): (i64,) = sqlx::query_as(&sql).fetch_one(&pool).await.expect("count");
+                pool.close().await;
+                n
+            }
+            None => {
+                let url = format!("sqlite://{}/assent.db", self.data_dir.display());
+                let pool = sqlx::SqlitePool::connect(&url).await.expect("open SQLite");
+                let (n,): (i64,) = sqlx::query_as(&sql).fetch_one(&pool).await.expect("count");
+                pool.close().await;
+                n
+            }
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

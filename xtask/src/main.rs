@@ -8,6 +8,7 @@
 
 use std::env;
 use std::ffi::OsString;
+use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -16,12 +17,15 @@ use std::time::Instant;
 const TRUNK_VERSION: &str = "0.21.14";
 const BINARYEN_VERSION: &str = "132";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
-const TEST_PACKAGES: [&str; 4] = [
+const TEST_PACKAGES: [&str; 5] = [
     "chromium",
     "chromium-driver",
     "postgresql",
     "python3-aiosmtpd",
+    "python3-venv",
 ];
+/// The real identity server the tests put Assent in front of.
+const SYDENT_REQUIREMENTS: [&str; 2] = ["matrix-sydent[prometheus]==2.6.1", "canonicaljson<2"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -308,7 +312,7 @@ fn run(extra: &[String]) -> Result {
 }
 
 fn ensure_test_dependencies() -> Result {
-    step("Test dependencies (Chromium, ChromeDriver, PostgreSQL, aiosmtpd)");
+    step("Test dependencies (Chromium, ChromeDriver, PostgreSQL, aiosmtpd, Python venv)");
     let missing: Vec<&str> = TEST_PACKAGES
         .iter()
         .copied()
@@ -334,6 +338,27 @@ fn ensure_test_dependencies() -> Result {
             missing.join(" ")
         ))
     }
+}
+
+/// sydent in a virtualenv under the tools folder; returns its Python.
+fn ensure_sydent() -> Result<PathBuf> {
+    let venv = tools_dir().join("sydent-venv");
+    let python = venv.join("bin").join("python");
+    let stamp = venv.join("assent-requirements.txt");
+    let wanted = SYDENT_REQUIREMENTS.join("\n");
+    if python.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        println!("    sydent 2.6.1: present");
+        return Ok(python);
+    }
+    println!("    sydent 2.6.1: installing into {} (about a minute)", venv.display());
+    run_cmd(command("python3").args(["-m", "venv"]).arg(&venv))?;
+    run_cmd(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(SYDENT_REQUIREMENTS),
+    )?;
+    fs::write(&stamp, wanted).map_err(|e| format!("write {}: {e}", stamp.display()))?;
+    Ok(python)
 }
 
 /// A throwaway PostgreSQL server in a temporary folder, stopped on drop.
@@ -433,6 +458,8 @@ fn test() -> Result {
     let started = Instant::now();
     ensure_tools()?;
     ensure_test_dependencies()?;
+    step("sydent (the identity server behind Assent in the tests)");
+    let sydent = ensure_sydent()?;
 
     step("Formatting (cargo fmt --check)");
     run_cmd(command("cargo").args(["fmt", "--all", "--", "--check"]))?;
@@ -456,7 +483,12 @@ fn test() -> Result {
     build_frontend()?;
 
     step("Unit, integration and browser tests on SQLite");
-    run_cmd(command("cargo").arg("test").env_remove("TEST_POSTGRES_URL"))?;
+    run_cmd(
+        command("cargo")
+            .arg("test")
+            .env_remove("TEST_POSTGRES_URL")
+            .env("ASSENT_SYDENT_PYTHON", &sydent),
+    )?;
 
     step("Unit, integration and browser tests on PostgreSQL (throwaway server)");
     {
@@ -465,7 +497,8 @@ fn test() -> Result {
         run_cmd(
             command("cargo")
                 .arg("test")
-                .env("TEST_POSTGRES_URL", pg.url()),
+                .env("TEST_POSTGRES_URL", pg.url())
+                .env("ASSENT_SYDENT_PYTHON", &sydent),
         )?;
     }
 

@@ -1,0 +1,82 @@
+//! A homeserver's side of an unbind: an ed25519 key, and requests signed the
+//! way Synapse signs them (`destination_is`, raw path and query).
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use ruma_signatures::{Ed25519KeyPair, KeyPair};
+
+pub struct Homeserver {
+    pub name: String,
+    key: Ed25519KeyPair,
+}
+
+impl Homeserver {
+    /// A homeserver called `name` with a key from `seed`.
+    pub fn new(name: &str, seed: u8) -> Homeserver {
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&[seed; 32]);
+        let key = Ed25519KeyPair::from_der(&der, "test1".to_owned()).expect("ed25519 key");
+        Homeserver {
+            name: name.to_owned(),
+            key,
+        }
+    }
+
+    pub fn key_id(&self) -> String {
+        "ed25519:test1".to_owned()
+    }
+
+    /// The public key in unpadded base64, as config pins take it.
+    pub fn public_key(&self) -> String {
+        STANDARD_NO_PAD.encode(self.key.public_key())
+    }
+
+    /// `keys.pinned` TOML for this homeserver.
+    pub fn pinned_toml(&self) -> String {
+        format!(
+            "[keys.pinned.\"{}\"]\n\"{}\" = \"{}\"\n",
+            self.name,
+            self.key_id(),
+            self.public_key()
+        )
+    }
+
+    pub fn mxid(&self, local: &str) -> String {
+        format!("@{local}:{}", self.name)
+    }
+
+    /// An unbind body as Synapse writes it.
+    pub fn unbind_body(&self, local: &str, address: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "mxid": self.mxid(local),
+            "threepid": {"address": address, "medium": "email"},
+        }))
+        .expect("JSON")
+    }
+
+    /// `Authorization: X-Matrix …` for a request to identity server `destination_is`.
+    pub fn authorization(&self, method: &str, uri: &str, destination_is: &str, body: &[u8]) -> String {
+        let mut object = serde_json::json!({
+            "method": method,
+            "uri": uri,
+            "origin": self.name,
+            "destination_is": destination_is,
+        });
+        if !body.is_empty() {
+            object["content"] = serde_json::from_slice(body).expect("a JSON body");
+        }
+        let canonical = ruma_common::canonical_json::to_canonical_value(object)
+            .expect("canonical JSON");
+        let text = serde_json::to_string(&canonical).expect("JSON");
+        let signature = self.key.sign(text.as_bytes());
+        format!(
+            "X-Matrix origin=\"{}\",key=\"{}\",sig=\"{}\",destination=\"{destination_is}\"",
+            self.name,
+            self.key_id(),
+            signature.base64()
+        )
+    }
+}
