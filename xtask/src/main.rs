@@ -36,11 +36,13 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(),
         Some("build") => build().map(|_| ()),
+        Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n  run    build everything and start Assent with a demo request\n  \
                  test   run every check and test (fmt, clippy, unit, integration, wasm, browser)\n  \
-                 build  build the front end and the release binary, start nothing"
+                 build  build the front end and the release binary, start nothing\n  \
+                 bench intake [flags]  held unbinds/s, latency and memory of `assent serve` on SQLite"
             );
             return ExitCode::from(2);
         }
@@ -272,6 +274,40 @@ fn build_frontend() -> Result {
             .env("CARGO_PROFILE_RELEASE_LTO", "true")
             .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
             .env("CARGO_PROFILE_RELEASE_PANIC", "abort"),
+    )
+}
+
+/// `cargo xtask bench intake [--seconds N] [--concurrency N]`.
+fn bench(args: &[String]) -> Result {
+    match args.first().map(String::as_str) {
+        Some("intake") => {}
+        _ => return Err("usage: cargo xtask bench intake [--seconds 15] [--concurrency 16]".to_owned()),
+    }
+    step("Building the server and the load generator (release)");
+    run_cmd(command("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "assent-backend",
+        "--bin",
+        "assent",
+    ]))?;
+    run_cmd(command("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "assent-e2e",
+        "--bin",
+        "intake-bench",
+    ]))?;
+    step("Benchmark: pre-signed unbinds against assent serve on SQLite");
+    let target = root().join("target").join("release");
+    run_cmd(
+        Command::new(target.join("intake-bench"))
+            .current_dir(root())
+            .arg("--assent")
+            .arg(target.join("assent"))
+            .args(&args[1..]),
     )
 }
 

@@ -1,0 +1,288 @@
+//! `cargo xtask bench intake`: pre-signed unbinds at a fixed concurrency
+//! against `assent serve` on SQLite, with everything on (signature check,
+//! dedupe, store, outbox row; the binding check off), reporting requests/s,
+//! latency percentiles and the server's memory.
+//!
+//! Usage: intake-bench --assent <binary> [--seconds 15] [--concurrency 16]
+//!        [--warmup 2] [--against <base URL>]
+//!
+//! Each request is a distinct (mxid, address), so every one is a new hold.
+//! The load generator is closed-loop: each of the connections sends its next
+//! request when the previous answer arrived (like wrk).
+
+use assent_e2e::homeserver::Homeserver;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const IS_NAME: &str = "is.bench";
+const PATH: &str = "/_matrix/identity/v2/3pid/unbind";
+
+struct Args {
+    assent: PathBuf,
+    seconds: u64,
+    warmup: u64,
+    concurrency: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        assent: PathBuf::from("target/release/assent"),
+        seconds: 15,
+        warmup: 2,
+        concurrency: 16,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let number = || value.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--assent" => args.assent = PathBuf::from(&value),
+            "--seconds" => args.seconds = number()?,
+            "--warmup" => args.warmup = number()?,
+            "--concurrency" => args.concurrency = number()? as usize,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(args)
+}
+
+struct Signed {
+    body: Bytes,
+    authorization: String,
+}
+
+fn presign(hs: &Homeserver, count: usize, run: &str) -> Vec<Signed> {
+    (0..count)
+        .map(|i| {
+            let local = format!("u{run}x{i}");
+            let body = hs.unbind_body(&local, &format!("{local}@bench.example.org"));
+            let authorization = hs.authorization("POST", PATH, IS_NAME, &body);
+            Signed {
+                body: Bytes::from(body),
+                authorization,
+            }
+        })
+        .collect()
+}
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    held: u64,
+    other: u64,
+}
+
+async fn worker(
+    port: u16,
+    requests: Arc<Vec<Signed>>,
+    next: Arc<AtomicUsize>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Result<Tally, String> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let mut tally = Tally::default();
+    while !stop.load(Ordering::Relaxed) {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(signed) = requests.get(i) else {
+            return Err("ran out of pre-signed requests; raise the count".to_owned());
+        };
+        let request = http::Request::post(PATH)
+            .header("host", IS_NAME)
+            .header("content-type", "application/json")
+            .header("authorization", &signed.authorization)
+            .body(Full::new(signed.body.clone()))
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let took = started.elapsed();
+        if measuring.load(Ordering::Relaxed) {
+            tally
+                .latencies_us
+                .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+            if status.as_u16() == 202 {
+                tally.held += 1;
+            } else {
+                tally.other += 1;
+            }
+        }
+    }
+    Ok(tally)
+}
+
+fn main() -> Result<(), String> {
+    let args = parse_args()?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let hs = Homeserver::new("hs.bench", 5);
+    let config = format!(
+        "{}\n[limits]\nunbinds_per_origin_per_minute = 100000000\n\n\
+         [[identity_servers]]\nname = \"{IS_NAME}\"\ndisplay_name = \"Benchmark IS\"\noperator = \"Bench\"\n\
+         upstream = \"http://127.0.0.1:9/\"\nbinding_check = \"none\"\n",
+        hs.pinned_toml()
+    );
+    let config_path = dir.path().join("assent.toml");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let port = assent_e2e::free_port();
+    let log = std::fs::File::create(dir.path().join("assent.log")).map_err(|e| e.to_string())?;
+    let mut child = Command::new(&args.assent)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("ASSENT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ASSENT_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("ASSENT_DATA_DIR", dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", args.assent.display()))?;
+    let pid = child.id();
+
+    // Enough distinct requests for the fastest plausible run.
+    let needed = ((args.seconds + args.warmup) as usize) * 25_000;
+    eprintln!("pre-signing {needed} unbinds…");
+    let signing = Instant::now();
+    let run = format!("{}", std::process::id());
+    let half = needed / 2;
+    let (a, b) = std::thread::scope(|s| {
+        let first = s.spawn(|| presign(&hs, half, &format!("{run}a")));
+        let second = presign(&hs, needed - half, &format!("{run}b"));
+        (first.join().unwrap_or_default(), second)
+    });
+    let mut requests = a;
+    requests.extend(b);
+    eprintln!("signed in {:.1} s", signing.elapsed().as_secs_f64());
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() > deadline {
+                return Err("assent did not become healthy".to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (rss_idle, _) = rss_kib(pid);
+        let requests = Arc::new(requests);
+        let next = Arc::new(AtomicUsize::new(0));
+        let measuring = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..args.concurrency)
+            .map(|_| {
+                tokio::spawn(worker(
+                    port,
+                    requests.clone(),
+                    next.clone(),
+                    measuring.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+        measuring.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let mut rss_peak = 0;
+        while started.elapsed() < Duration::from_secs(args.seconds) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            rss_peak = rss_peak.max(rss_kib(pid).0);
+        }
+        measuring.store(false, Ordering::Relaxed);
+        let measured = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let mut tally = Tally::default();
+        for w in workers {
+            let t = w.await.map_err(|e| e.to_string())??;
+            tally.latencies_us.extend(t.latencies_us);
+            tally.held += t.held;
+            tally.other += t.other;
+        }
+        let (rss_end, hwm) = rss_kib(pid);
+        Ok((tally, measured, rss_idle, rss_peak.max(rss_end), hwm, next.load(Ordering::Relaxed)))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let (mut tally, measured, rss_idle, rss_peak, hwm, sent) = result?;
+    tally.latencies_us.sort_unstable();
+    let total = tally.latencies_us.len() as f64;
+    let rate = total / measured.as_secs_f64();
+    let summary = serde_json::json!({
+        "concurrency": args.concurrency,
+        "seconds": measured.as_secs_f64(),
+        "requests": total,
+        "held_202": tally.held,
+        "other_status": tally.other,
+        "requests_per_s": rate.round(),
+        "p50_ms": percentile(&tally.latencies_us, 50.0),
+        "p90_ms": percentile(&tally.latencies_us, 90.0),
+        "p99_ms": percentile(&tally.latencies_us, 99.0),
+        "max_ms": percentile(&tally.latencies_us, 100.0),
+        "rss_idle_mib": rss_idle as f64 / 1024.0,
+        "rss_peak_mib": rss_peak as f64 / 1024.0,
+        "vm_hwm_mib": hwm as f64 / 1024.0,
+        "sent_including_warmup": sent,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?);
+    println!(
+        "intake: {:.0} held requests/s, p50 {:.2} ms, p99 {:.2} ms, peak RSS {:.1} MiB (c={}, {:.0} s, {} non-202)",
+        rate,
+        percentile(&tally.latencies_us, 50.0),
+        percentile(&tally.latencies_us, 99.0),
+        rss_peak as f64 / 1024.0,
+        args.concurrency,
+        measured.as_secs_f64(),
+        tally.other
+    );
+    if tally.other > 0 {
+        let log = std::fs::read_to_string(dir.path().join("assent.log")).unwrap_or_default();
+        let tail: Vec<_> = log.lines().rev().take(10).collect();
+        eprintln!("some answers were not 202; the server log ends with:\n{}", tail.join("\n"));
+    }
+    Ok(())
+}
