@@ -39,7 +39,7 @@ pub async fn seed(state: &AppState) -> Result<String, StorageError> {
     let token = tokens::encode(&state.random_bytes::<32>());
     let now = state.now_ms();
     let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
-    let id = format!("req_{}", hex(&state.random_bytes::<12>()));
+    let id = crate::intake::hold::new_request_id(state);
     let request = NewRequest {
         id,
         source: Source::Demo,

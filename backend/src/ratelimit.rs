@@ -10,7 +10,14 @@ use std::sync::Mutex;
 pub struct RateLimiter<K = IpAddr> {
     limit: u32,
     window_ms: i64,
-    windows: Mutex<HashMap<K, (i64, u32)>>,
+    windows: Mutex<Windows<K>>,
+}
+
+struct Windows<K> {
+    by_key: HashMap<K, (i64, u32)>,
+    /// Size at which stale windows are dropped next: doubles with the live
+    /// entries, so pruning costs O(1) per hit on average.
+    prune_at: usize,
 }
 
 /// Entries kept before stale windows are dropped.
@@ -21,7 +28,10 @@ impl<K: Hash + Eq> RateLimiter<K> {
         RateLimiter {
             limit,
             window_ms,
-            windows: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Windows {
+                by_key: HashMap::new(),
+                prune_at: PRUNE_AT,
+            }),
         }
     }
 
@@ -31,11 +41,14 @@ impl<K: Hash + Eq> RateLimiter<K> {
             Ok(windows) => windows,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if windows.len() >= PRUNE_AT {
+        if windows.by_key.len() >= windows.prune_at {
             let window_ms = self.window_ms;
-            windows.retain(|_, (start, _)| now_ms - *start < window_ms);
+            windows
+                .by_key
+                .retain(|_, (start, _)| now_ms - *start < window_ms);
+            windows.prune_at = (windows.by_key.len() * 2).max(PRUNE_AT);
         }
-        let (start, count) = windows.entry(client).or_insert((now_ms, 0));
+        let (start, count) = windows.by_key.entry(client).or_insert((now_ms, 0));
         if now_ms - *start >= self.window_ms {
             *start = now_ms;
             *count = 0;
@@ -50,7 +63,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
     /// Whether `client` is over the limit, without counting an attempt.
     pub fn is_limited(&self, client: &K, now_ms: i64) -> Option<i64> {
         let windows = self.windows.lock().ok()?;
-        let (start, count) = windows.get(client)?;
+        let (start, count) = windows.by_key.get(client)?;
         (now_ms - start < self.window_ms && *count >= self.limit)
             .then(|| (start + self.window_ms - now_ms).max(1))
     }
@@ -62,10 +75,9 @@ pub struct Limits {
     pub consent: RateLimiter,
     /// Refused admin tokens per client address.
     pub admin_failures: RateLimiter,
-    /// Signed unbinds per requesting server.
+    /// Signed unbinds per requesting server. (New holds per address are
+    /// counted in the database, which remembers every address anyway.)
     pub origin: RateLimiter<String>,
-    /// New held requests (each one an email) per address.
-    pub address: RateLimiter<String>,
 }
 
 impl Limits {
@@ -74,7 +86,6 @@ impl Limits {
             consent: RateLimiter::new(60, 60_000),
             admin_failures: RateLimiter::new(10, 60_000),
             origin: RateLimiter::new(config.unbinds_per_origin_per_minute, 60_000),
-            address: RateLimiter::new(config.holds_per_address_per_hour, 3_600_000),
         }
     }
 }

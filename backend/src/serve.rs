@@ -43,9 +43,13 @@ pub fn init_logging() {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     // A second call (tests) keeps the first subscriber.
+    use std::io::IsTerminal;
+    // Logs on stderr; stdout carries only what `serve` prints for people.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

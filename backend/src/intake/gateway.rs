@@ -8,7 +8,7 @@
 //! the binding, then hold.
 
 use super::body::{self, UnbindBody};
-use super::hold::{hold, Held, ToHold};
+use super::hold::{self, hold, Held, ToHold};
 use super::upstream::{self, Binding};
 use super::xmatrix::{self, XMatrixError};
 use crate::app::AppState;
@@ -212,7 +212,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         address: &threepid.address,
     };
     let authorization = authorization.unwrap_or_default();
-    if let Some(stored) = state.repo.latest_for(&key).await? {
+    let lookup = state
+        .repo
+        .intake_lookup(&key, now - hold::ADDRESS_WINDOW_MS)
+        .await?;
+    if let Some(stored) = &lookup.latest {
         if stored.status == RequestStatus::Pending {
             state
                 .repo
@@ -222,7 +226,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
                     &crate::storage::NewAudit::new(
                         "repeated",
                         Some(&origin),
-                        json!({"same_bytes": same_intake(&stored, &authorization, &bytes)}),
+                        json!({"same_bytes": same_intake(stored, &authorization, &bytes)}),
                     ),
                 )
                 .await?;
@@ -233,13 +237,13 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         let recent = stored
             .decided_at
             .is_some_and(|at| now < at.saturating_add(ttl));
-        if recent && same_intake(&stored, &authorization, &bytes) {
+        if recent && same_intake(stored, &authorization, &bytes) {
             tracing::info!(request_id = %stored.id, status = %stored.status, outcome = "answered_from_decision", "repeat of a decided unbind");
-            return Ok(decided_answer(state, &stored));
+            return Ok(decided_answer(state, stored));
         }
     }
 
-    if let Err(retry) = state.limits.address.hit(threepid.address.clone(), now) {
+    if let Some(retry) = hold::address_retry_after(state, &lookup, now) {
         tracing::info!(identity_server = %is.name, outcome = "address_rate_limited", "unbind refused: too many for one address");
         return Ok(rate_limited(retry));
     }

@@ -5,7 +5,7 @@ use crate::app::AppState;
 use crate::config::IdentityServerConfig;
 use crate::errors::ApiError;
 use crate::storage::{
-    Inserted, NewAudit, NewOutbox, NewRequest, OutboxKind, RawIntake, Source, StoredRequest,
+    Inserted, IntakeLookup, NewAudit, NewOutbox, NewRequest, OutboxKind, RawIntake, Source, StoredRequest,
 };
 use crate::tokens;
 use assent_shared::{Initiator, Medium, ThreePid};
@@ -36,14 +36,30 @@ pub enum Held {
     Joined(StoredRequest),
 }
 
+/// `req_` + the creation time in milliseconds (12 hex digits) + 64 random
+/// bits. Ids sort by creation time, so new rows land at the end of the
+/// indexes that contain them instead of all over them.
 pub fn new_request_id(state: &AppState) -> String {
-    let bytes = state.random_bytes::<12>();
-    let mut id = String::with_capacity(28);
-    id.push_str("req_");
-    for b in bytes {
-        id.push_str(&format!("{b:02x}"));
+    use std::fmt::Write;
+    let mut id = String::with_capacity(32);
+    let _ = write!(id, "req_{:012x}", state.now_ms().max(0));
+    for b in state.random_bytes::<8>() {
+        let _ = write!(id, "{b:02x}");
     }
     id
+}
+
+/// The window of `limits.holds_per_address_per_hour`.
+pub const ADDRESS_WINDOW_MS: i64 = 3_600_000;
+
+/// `Some(retry_after_ms)` when the address already has its allowance of new
+/// requests this hour. Counted in the database, so it holds across restarts
+/// and replicas; requests racing for one address may pass it by a few.
+pub fn address_retry_after(state: &AppState, lookup: &IntakeLookup, now: i64) -> Option<i64> {
+    let limit = i64::from(state.config.limits.holds_per_address_per_hour);
+    (lookup.recent_for_address >= limit).then(|| {
+        (lookup.oldest_recent.unwrap_or(now) + ADDRESS_WINDOW_MS - now).max(1)
+    })
 }
 
 /// The email outbox row for a request: the nonce the consent token is made

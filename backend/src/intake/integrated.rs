@@ -160,20 +160,23 @@ pub async fn create(
     }
     let now = state.now_ms();
     let held = {
-        let existing = state
+        let lookup = state
             .repo
-            .latest_for(&crate::storage::RequestKey {
-                identity_server: &is.name.to_ascii_lowercase(),
-                origin: &requesting_server,
-                mxid: &body.mxid,
-                medium: threepid.medium,
-                address: &threepid.address,
-            })
+            .intake_lookup(
+                &crate::storage::RequestKey {
+                    identity_server: &is.name.to_ascii_lowercase(),
+                    origin: &requesting_server,
+                    mxid: &body.mxid,
+                    medium: threepid.medium,
+                    address: &threepid.address,
+                },
+                now - super::hold::ADDRESS_WINDOW_MS,
+            )
             .await?;
-        match existing {
+        match lookup.latest {
             Some(pending) if pending.status == RequestStatus::Pending => Held::Joined(pending),
             _ => {
-                if let Err(retry) = state.limits.address.hit(threepid.address.clone(), now) {
+                if let Some(retry) = super::hold::address_retry_after(&state, &lookup, now) {
                     return Ok(rate_limited(retry));
                 }
                 hold(

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+mod batch;
 mod postgres;
 mod sqlite;
 #[cfg(test)]
@@ -89,6 +90,24 @@ pub struct NewRequest {
     pub created_at: i64,
     pub expires_at: i64,
     pub raw: Option<RawIntake>,
+}
+
+/// A request to hold, with what is written in the same transaction.
+#[derive(Clone, Debug)]
+pub struct NewHold {
+    pub request: NewRequest,
+    pub audit: NewAudit,
+    pub outbox: Vec<NewOutbox>,
+}
+
+/// See [`Repository::intake_lookup`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntakeLookup {
+    pub latest: Option<StoredRequest>,
+    /// Requests for the same address created after `since`.
+    pub recent_for_address: i64,
+    /// When the oldest of those was created.
+    pub oldest_recent: Option<i64>,
 }
 
 /// What makes two requests the same request.
@@ -279,14 +298,28 @@ pub trait Repository: Send + Sync + 'static {
 
     async fn ping(&self) -> Result<()>;
 
-    /// Stores a new pending request with its first audit event and outbox
-    /// rows in one transaction, unless the same one is already pending.
+    /// Stores new pending requests, each with its first audit event and
+    /// outbox rows, in one transaction; a request whose twin is already
+    /// pending joins it instead. Result `i` answers `batch[i]`.
+    async fn insert_requests(&self, batch: &[NewHold]) -> Result<Vec<Inserted>>;
+
+    /// [`Repository::insert_requests`] for one request.
     async fn insert_request(
         &self,
         request: &NewRequest,
         audit: &NewAudit,
         outbox: &[NewOutbox],
-    ) -> Result<Inserted>;
+    ) -> Result<Inserted> {
+        let hold = NewHold {
+            request: request.clone(),
+            audit: audit.clone(),
+            outbox: outbox.to_vec(),
+        };
+        self.insert_requests(std::slice::from_ref(&hold))
+            .await?
+            .pop()
+            .ok_or_else(|| StorageError::Corrupt("no result for an insert".to_owned()))
+    }
 
     async fn request(&self, id: &str) -> Result<Option<StoredRequest>>;
 
@@ -294,7 +327,14 @@ pub trait Repository: Send + Sync + 'static {
 
     /// The request for (identity server, origin, mxid, 3PID): the pending one
     /// if there is one, else the most recent.
-    async fn latest_for(&self, key: &RequestKey<'_>) -> Result<Option<StoredRequest>>;
+    async fn latest_for(&self, key: &RequestKey<'_>) -> Result<Option<StoredRequest>> {
+        Ok(self.intake_lookup(key, i64::MAX).await?.latest)
+    }
+
+    /// What intake needs to know before holding, in one query: the latest
+    /// request for `key` (as [`Repository::latest_for`]) and how many
+    /// requests for its address were created after `since`.
+    async fn intake_lookup(&self, key: &RequestKey<'_>, since: i64) -> Result<IntakeLookup>;
 
     /// Moves a pending request to a final state, atomically: the first
     /// decision wins; later ones change nothing and get the stored request.
@@ -352,7 +392,8 @@ pub async fn connect(url: &str) -> Result<Repo> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PgRepository::connect(url).await?))
     } else {
-        Ok(Arc::new(SqliteRepository::connect(url).await?))
+        let sqlite: Repo = Arc::new(SqliteRepository::connect(url).await?);
+        Ok(Arc::new(batch::Batched::new(sqlite).map_err(sqlx::Error::Io)?))
     }
 }
 
@@ -387,47 +428,66 @@ macro_rules! sql_repository {
                 Ok(())
             }
 
-            async fn insert_request(
+            async fn insert_requests(
                 &self,
-                r: &$crate::storage::NewRequest,
-                audit: &$crate::storage::NewAudit,
-                outbox: &[$crate::storage::NewOutbox],
-            ) -> $crate::storage::Result<$crate::storage::Inserted> {
-                for _attempt in 0..3 {
-                    let mut tx = self.pool.begin().await?;
-                    let headers = r
-                        .raw
-                        .as_ref()
-                        .map(|raw| serde_json::to_string(&raw.headers).unwrap_or_else(|_| "[]".to_owned()));
-                    let inserted = sqlx::query(
+                batch: &[$crate::storage::NewHold],
+            ) -> $crate::storage::Result<Vec<$crate::storage::Inserted>> {
+                if batch.is_empty() {
+                    return Ok(Vec::new());
+                }
+                'attempt: for _attempt in 0..3 {
+                    let mut tx = self.writer.begin().await?;
+                    let mut insert = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(
                         "INSERT INTO requests (id, source, identity_server, origin, origin_key_id, verified_at, mxid, \
                          medium, address, initiator, reason, callback_url, status, token_hash, created_at, expires_at, \
-                         raw_method, raw_path, raw_headers, raw_body, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19, $14) \
-                         ON CONFLICT (identity_server, origin, mxid, medium, address) WHERE status = 'pending' DO NOTHING",
-                    )
-                    .bind(&r.id)
-                    .bind(r.source.as_str())
-                    .bind(&r.identity_server)
-                    .bind(&r.origin)
-                    .bind(&r.origin_key_id)
-                    .bind(r.verified_at)
-                    .bind(&r.mxid)
-                    .bind(r.medium.as_str())
-                    .bind(&r.address)
-                    .bind(r.initiator.as_str())
-                    .bind(&r.reason)
-                    .bind(&r.callback_url)
-                    .bind(&r.token_hash)
-                    .bind(r.created_at)
-                    .bind(r.expires_at)
-                    .bind(r.raw.as_ref().map(|raw| raw.method.clone()))
-                    .bind(r.raw.as_ref().map(|raw| raw.path.clone()))
-                    .bind(headers)
-                    .bind(r.raw.as_ref().map(|raw| raw.body.clone()))
-                    .execute(&mut *tx)
-                    .await?;
-                    if inserted.rows_affected() == 0 {
+                         raw_method, raw_path, raw_headers, raw_body, updated_at) ",
+                    );
+                    insert.push_values(batch, |mut row, hold| {
+                        let r = &hold.request;
+                        let headers = r
+                            .raw
+                            .as_ref()
+                            .map(|raw| serde_json::to_string(&raw.headers).unwrap_or_else(|_| "[]".to_owned()));
+                        row.push_bind(r.id.as_str())
+                            .push_bind(r.source.as_str())
+                            .push_bind(r.identity_server.as_str())
+                            .push_bind(r.origin.as_str())
+                            .push_bind(r.origin_key_id.as_deref())
+                            .push_bind(r.verified_at)
+                            .push_bind(r.mxid.as_str())
+                            .push_bind(r.medium.as_str())
+                            .push_bind(r.address.as_str())
+                            .push_bind(r.initiator.as_str())
+                            .push_bind(r.reason.as_deref())
+                            .push_bind(r.callback_url.as_deref())
+                            .push("'pending'")
+                            .push_bind(r.token_hash.as_slice())
+                            .push_bind(r.created_at)
+                            .push_bind(r.expires_at)
+                            .push_bind(r.raw.as_ref().map(|raw| raw.method.as_str()))
+                            .push_bind(r.raw.as_ref().map(|raw| raw.path.as_str()))
+                            .push_bind(headers)
+                            .push_bind(r.raw.as_ref().map(|raw| raw.body.as_slice()))
+                            .push_bind(r.created_at);
+                    });
+                    insert.push(
+                        " ON CONFLICT (identity_server, origin, mxid, medium, address) WHERE status = 'pending' \
+                         DO NOTHING RETURNING id",
+                    );
+                    let created: std::collections::HashSet<String> = insert
+                        .build()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(|row| row.try_get::<String, _>("id"))
+                        .collect::<Result<_, _>>()?;
+                    let mut results = Vec::with_capacity(batch.len());
+                    for hold in batch {
+                        let r = &hold.request;
+                        if created.contains(&r.id) {
+                            results.push($crate::storage::Inserted::Created);
+                            continue;
+                        }
                         let sql = format!(
                             "SELECT {} FROM requests WHERE identity_server = $1 AND origin = $2 AND mxid = $3 \
                              AND medium = $4 AND address = $5 AND status = 'pending'",
@@ -441,19 +501,55 @@ macro_rules! sql_repository {
                             .bind(&r.address)
                             .fetch_optional(&mut *tx)
                             .await?;
-                        tx.rollback().await?;
                         match existing {
-                            Some(row) => return Ok($crate::storage::Inserted::JoinedPending(Box::new(request_from_row(&row)?))),
+                            Some(row) => results.push($crate::storage::Inserted::JoinedPending(Box::new(request_from_row(&row)?))),
                             // Decided between our INSERT and SELECT: try again.
-                            None => continue,
+                            None => {
+                                tx.rollback().await?;
+                                continue 'attempt;
+                            }
                         }
                     }
-                    insert_audit(&mut tx, &r.id, r.created_at, audit).await?;
-                    for row in outbox {
-                        insert_outbox(&mut tx, &r.id, r.created_at, row).await?;
+                    let fresh: Vec<&$crate::storage::NewHold> =
+                        batch.iter().filter(|hold| created.contains(&hold.request.id)).collect();
+                    if !fresh.is_empty() {
+                        let mut audit = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(
+                            "INSERT INTO audit_events (request_id, at, kind, actor, detail) ",
+                        );
+                        audit.push_values(&fresh, |mut row, hold| {
+                            row.push_bind(hold.request.id.as_str())
+                                .push_bind(hold.request.created_at)
+                                .push_bind(hold.audit.kind.as_str())
+                                .push_bind(hold.audit.actor.as_deref())
+                                .push_bind(hold.audit.detail.to_string());
+                        });
+                        audit.build().execute(&mut *tx).await?;
+                    }
+                    let outbox: Vec<(&$crate::storage::NewHold, &$crate::storage::NewOutbox)> = fresh
+                        .iter()
+                        .flat_map(|hold| hold.outbox.iter().map(move |row| (*hold, row)))
+                        .collect();
+                    if !outbox.is_empty() {
+                        let mut insert = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(
+                            "INSERT INTO outbox (request_id, kind, sink, idempotency_key, payload, state, attempts, \
+                             next_attempt_at, created_at, updated_at) ",
+                        );
+                        insert.push_values(&outbox, |mut row, (hold, out)| {
+                            row.push_bind(hold.request.id.as_str())
+                                .push_bind(out.kind.as_str())
+                                .push_bind(out.sink.as_deref())
+                                .push_bind(out.idempotency_key.as_str())
+                                .push_bind(out.payload.to_string())
+                                .push("'pending'")
+                                .push("0")
+                                .push_bind(hold.request.created_at)
+                                .push_bind(hold.request.created_at)
+                                .push_bind(hold.request.created_at);
+                        });
+                        insert.build().execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
-                    return Ok($crate::storage::Inserted::Created);
+                    return Ok(results);
                 }
                 Err($crate::storage::StorageError::Contended)
             }
@@ -473,15 +569,24 @@ macro_rules! sql_repository {
                 row.as_ref().map(request_from_row).transpose()
             }
 
-            async fn latest_for(
+            async fn intake_lookup(
                 &self,
                 key: &$crate::storage::RequestKey<'_>,
-            ) -> $crate::storage::Result<Option<$crate::storage::StoredRequest>> {
+                since: i64,
+            ) -> $crate::storage::Result<$crate::storage::IntakeLookup> {
+                let columns: Vec<String> = $crate::storage::REQUEST_COLUMNS
+                    .split(',')
+                    .map(|c| format!("r.{}", c.trim()))
+                    .collect();
                 let sql = format!(
-                    "SELECT {} FROM requests WHERE identity_server = $1 AND origin = $2 AND mxid = $3 \
-                     AND medium = $4 AND address = $5 \
-                     ORDER BY CASE WHEN status = 'pending' THEN 0 ELSE 1 END, created_at DESC, id DESC LIMIT 1",
-                    $crate::storage::REQUEST_COLUMNS
+                    "SELECT {}, a.n AS recent_n, a.oldest AS recent_oldest FROM \
+                     (SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM requests \
+                      WHERE medium = $4 AND address = $5 AND created_at > $6) AS a \
+                     LEFT JOIN requests AS r ON r.id = \
+                     (SELECT id FROM requests WHERE identity_server = $1 AND origin = $2 AND mxid = $3 \
+                      AND medium = $4 AND address = $5 \
+                      ORDER BY CASE WHEN status = 'pending' THEN 0 ELSE 1 END, created_at DESC, id DESC LIMIT 1)",
+                    columns.join(", ")
                 );
                 let row = sqlx::query(&sql)
                     .bind(key.identity_server)
@@ -489,9 +594,18 @@ macro_rules! sql_repository {
                     .bind(key.mxid)
                     .bind(key.medium.as_str())
                     .bind(key.address)
-                    .fetch_optional(&self.pool)
+                    .bind(since)
+                    .fetch_one(&self.pool)
                     .await?;
-                row.as_ref().map(request_from_row).transpose()
+                let latest = match row.try_get::<Option<String>, _>("id")? {
+                    Some(_) => Some(request_from_row(&row)?),
+                    None => None,
+                };
+                Ok($crate::storage::IntakeLookup {
+                    latest,
+                    recent_for_address: row.try_get::<i64, _>("recent_n")?,
+                    oldest_recent: row.try_get::<Option<i64>, _>("recent_oldest")?,
+                })
             }
 
             async fn decide(
@@ -504,7 +618,7 @@ macro_rules! sql_repository {
                 if d.status == assent_shared::RequestStatus::Pending {
                     return Err($crate::storage::StorageError::Corrupt("a decision cannot be `pending`".to_owned()));
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE requests SET status = $2, decided_at = $3, decision_id = $4, decision_doc = $5, updated_at = $3 \
                      WHERE id = $1 AND status = 'pending' AND (expires_at > $3 OR $2 IN ('expired', 'cancelled'))",
@@ -536,7 +650,7 @@ macro_rules! sql_repository {
                 at: i64,
                 audit: &$crate::storage::NewAudit,
             ) -> $crate::storage::Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE requests SET token_hash = $2, updated_at = $3 WHERE id = $1 AND status = 'pending'",
                 )
@@ -560,7 +674,7 @@ macro_rules! sql_repository {
                 at: i64,
                 event: &$crate::storage::NewAudit,
             ) -> $crate::storage::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 insert_audit(&mut tx, request_id, at, event).await?;
                 tx.commit().await?;
                 Ok(())
@@ -611,7 +725,7 @@ macro_rules! sql_repository {
                     .bind(now)
                     .bind(kind.as_str())
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.writer)
                     .await?
                     .iter()
                     .map(outbox_from_row)
@@ -644,7 +758,7 @@ macro_rules! sql_repository {
                 .bind(next)
                 .bind(error)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(updated.rows_affected() == 1)
             }

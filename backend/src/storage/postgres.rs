@@ -7,6 +7,8 @@ use std::time::Duration;
 
 pub struct PgRepository {
     pool: PgPool,
+    /// The same pool: PostgreSQL takes concurrent writers.
+    writer: PgPool,
 }
 
 impl PgRepository {
@@ -17,7 +19,10 @@ impl PgRepository {
             .connect(url)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(PgRepository { pool })
+        Ok(PgRepository {
+            writer: pool.clone(),
+            pool,
+        })
     }
 }
 

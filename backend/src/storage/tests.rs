@@ -547,3 +547,113 @@ async fn past_its_expiry_a_request_can_only_expire_or_be_cancelled() {
         RequestStatus::Expired
     );
 }
+
+#[tokio::test]
+async fn concurrent_holds_are_grouped_yet_each_gets_its_own_answer() {
+    let db = test_db().await;
+    // 40 holds at once: 30 distinct addresses, 10 repeats of the first ten.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let repo = db.repo.clone();
+        tasks.push(tokio::spawn(async move {
+            let address = format!("user{}@example.org", i % 30);
+            let mut request = new_request(&format!("r{i}"), &address);
+            request.mxid = format!("@user{}:hs.test", i % 30);
+            let audit = NewAudit::new("received", Some("hs.test"), json!({"i": i}));
+            repo.insert_request(&request, &audit, &[email_outbox(&format!("r{i}"))])
+                .await
+                .unwrap()
+        }));
+    }
+    let mut created = 0;
+    let mut joined = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Inserted::Created => created += 1,
+            Inserted::JoinedPending(existing) => {
+                joined += 1;
+                assert_eq!(existing.status, RequestStatus::Pending);
+            }
+        }
+    }
+    assert_eq!((created, joined), (30, 10));
+    for i in 0..30 {
+        let lookup = db
+            .repo
+            .intake_lookup(
+                &RequestKey {
+                    identity_server: "is.test",
+                    origin: "hs.test",
+                    mxid: &format!("@user{i}:hs.test"),
+                    medium: Medium::Email,
+                    address: &format!("user{i}@example.org"),
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        let latest = lookup.latest.expect("stored");
+        assert_eq!(lookup.recent_for_address, 1);
+        assert_eq!(lookup.oldest_recent, Some(1_000));
+        // Exactly one email per stored request, and its first audit event.
+        assert_eq!(db.repo.outbox_for(&latest.id).await.unwrap().len(), 1);
+        let trail = db.repo.audit_trail(&latest.id).await.unwrap();
+        assert_eq!(trail.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn one_bad_request_in_a_group_fails_alone() {
+    let db = test_db().await;
+    let first = new_request("dup-id", "a@example.org");
+    db.repo
+        .insert_request(&first, &NewAudit::new("received", None, json!({})), &[])
+        .await
+        .unwrap();
+    // The same id again (a primary-key clash) beside a good request.
+    let mut clash = new_request("dup-id", "b@example.org");
+    clash.token_hash = b"another-hash".to_vec();
+    let good = new_request("fine", "c@example.org");
+    let audit = NewAudit::new("received", None, json!({}));
+    let (bad, ok) = tokio::join!(
+        db.repo.insert_request(&clash, &audit, &[]),
+        db.repo.insert_request(&good, &audit, &[])
+    );
+    assert!(bad.is_err());
+    assert_eq!(ok.unwrap(), Inserted::Created);
+    assert!(db.repo.request("fine").await.unwrap().is_some());
+    assert_eq!(
+        db.repo.request("dup-id").await.unwrap().unwrap().address,
+        "a@example.org"
+    );
+}
+
+#[tokio::test]
+async fn the_intake_lookup_counts_recent_requests_for_the_address_only() {
+    let db = test_db().await;
+    let audit = NewAudit::new("received", None, json!({}));
+    for (id, mxid, at) in [("x1", "@a:hs.test", 1_000), ("x2", "@b:hs.test", 5_000)] {
+        let mut request = new_request(id, "shared@example.org");
+        request.mxid = mxid.to_owned();
+        request.created_at = at;
+        request.token_hash = id.as_bytes().to_vec();
+        db.repo.insert_request(&request, &audit, &[]).await.unwrap();
+    }
+    let key = RequestKey {
+        identity_server: "is.test",
+        origin: "hs.test",
+        mxid: "@nobody:hs.test",
+        medium: Medium::Email,
+        address: "shared@example.org",
+    };
+    let lookup = db.repo.intake_lookup(&key, 2_000).await.unwrap();
+    assert_eq!(lookup.latest, None);
+    assert_eq!((lookup.recent_for_address, lookup.oldest_recent), (1, Some(5_000)));
+    let lookup = db.repo.intake_lookup(&key, 0).await.unwrap();
+    assert_eq!((lookup.recent_for_address, lookup.oldest_recent), (2, Some(1_000)));
+    let other = RequestKey {
+        address: "other@example.org",
+        ..key
+    };
+    assert_eq!(db.repo.intake_lookup(&other, 0).await.unwrap().recent_for_address, 0);
+}

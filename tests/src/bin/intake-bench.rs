@@ -4,7 +4,7 @@
 //! latency percentiles and the server's memory.
 //!
 //! Usage: intake-bench --assent <binary> [--seconds 15] [--concurrency 16]
-//!        [--warmup 2] [--against <base URL>]
+//!        [--warmup 2] [--log <file for the server's log>]
 //!
 //! Each request is a distinct (mxid, address), so every one is a new hold.
 //! The load generator is closed-loop: each of the connections sends its next
@@ -27,6 +27,8 @@ struct Args {
     seconds: u64,
     warmup: u64,
     concurrency: usize,
+    /// Where the server's log goes (default: a temporary file).
+    log: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -35,6 +37,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 15,
         warmup: 2,
         concurrency: 16,
+        log: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => args.seconds = number()?,
             "--warmup" => args.warmup = number()?,
             "--concurrency" => args.concurrency = number()? as usize,
+            "--log" => args.log = Some(PathBuf::from(&value)),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -163,7 +167,8 @@ fn main() -> Result<(), String> {
     let config_path = dir.path().join("assent.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
     let port = assent_e2e::free_port();
-    let log = std::fs::File::create(dir.path().join("assent.log")).map_err(|e| e.to_string())?;
+    let log_path = args.log.clone().unwrap_or_else(|| dir.path().join("assent.log"));
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let mut child = Command::new(&args.assent)
         .args(["serve", "--config"])
         .arg(&config_path)
@@ -280,7 +285,7 @@ fn main() -> Result<(), String> {
         tally.other
     );
     if tally.other > 0 {
-        let log = std::fs::read_to_string(dir.path().join("assent.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<_> = log.lines().rev().take(10).collect();
         eprintln!("some answers were not 202; the server log ends with:\n{}", tail.join("\n"));
     }

@@ -1,0 +1,166 @@
+//! Group commit for new requests. SQLite has one writer at a time: rather
+//! than many transactions queueing for the lock (and sleeping in its busy
+//! handler), one task writes every request that arrived meanwhile in a single
+//! transaction. Callers still get one answer each, only after the commit.
+
+use super::{
+    AttemptResult, AuditEvent, Decided, Decision, Inserted, IntakeLookup, NewAudit, NewHold, OutboxKind,
+    OutboxRow, Repo, RequestKey, Result, StorageError, StoredRequest,
+};
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most requests written in one transaction.
+pub const MAX_BATCH: usize = 256;
+
+type Job = (NewHold, oneshot::Sender<Result<Inserted>>);
+
+pub struct Batched {
+    inner: Repo,
+    queue: mpsc::Sender<Job>,
+}
+
+impl Batched {
+    /// Wraps `inner`. The writer runs on a thread of its own, so that its
+    /// turns are not queued behind request handlers on the shared runtime:
+    /// every request waits for it, so its latency is everyone's.
+    pub fn new(inner: Repo) -> std::io::Result<Self> {
+        let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let repo = inner.clone();
+        std::thread::Builder::new()
+            .name("assent-db-writer".to_owned())
+            .spawn(move || runtime.block_on(writer(repo, jobs)))?;
+        Ok(Batched { inner, queue })
+    }
+}
+
+async fn writer(inner: Repo, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (holds, replies): (Vec<NewHold>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
+        match inner.insert_requests(&holds).await {
+            Ok(results) if results.len() == holds.len() => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            // One bad request must not fail the others: write each alone.
+            _ => {
+                for (hold, reply) in holds.iter().zip(replies) {
+                    let result = inner
+                        .insert_requests(std::slice::from_ref(hold))
+                        .await
+                        .and_then(|mut r| {
+                            r.pop()
+                                .ok_or_else(|| StorageError::Corrupt("no result for an insert".to_owned()))
+                        });
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl super::Repository for Batched {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+
+    async fn insert_requests(&self, batch: &[NewHold]) -> Result<Vec<Inserted>> {
+        let mut waiting = Vec::with_capacity(batch.len());
+        for hold in batch {
+            let (reply, answer) = oneshot::channel();
+            self.queue
+                .send((hold.clone(), reply))
+                .await
+                .map_err(|_| StorageError::Corrupt("the database writer has stopped".to_owned()))?;
+            waiting.push(answer);
+        }
+        let mut results = Vec::with_capacity(waiting.len());
+        for answer in waiting {
+            results.push(
+                answer
+                    .await
+                    .map_err(|_| StorageError::Corrupt("the database writer has stopped".to_owned()))??,
+            );
+        }
+        Ok(results)
+    }
+
+    async fn request(&self, id: &str) -> Result<Option<StoredRequest>> {
+        self.inner.request(id).await
+    }
+
+    async fn request_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<StoredRequest>> {
+        self.inner.request_by_token_hash(token_hash).await
+    }
+
+    async fn intake_lookup(&self, key: &RequestKey<'_>, since: i64) -> Result<IntakeLookup> {
+        self.inner.intake_lookup(key, since).await
+    }
+
+    async fn decide(
+        &self,
+        request_id: &str,
+        decision: &Decision,
+        audit: &NewAudit,
+        outbox: &[super::NewOutbox],
+    ) -> Result<Decided> {
+        self.inner.decide(request_id, decision, audit, outbox).await
+    }
+
+    async fn replace_token(
+        &self,
+        request_id: &str,
+        token_hash: &[u8],
+        at: i64,
+        audit: &NewAudit,
+    ) -> Result<bool> {
+        self.inner
+            .replace_token(request_id, token_hash, at, audit)
+            .await
+    }
+
+    async fn append_audit(&self, request_id: &str, at: i64, event: &NewAudit) -> Result<()> {
+        self.inner.append_audit(request_id, at, event).await
+    }
+
+    async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditEvent>> {
+        self.inner.audit_trail(request_id).await
+    }
+
+    async fn outbox_for(&self, request_id: &str) -> Result<Vec<OutboxRow>> {
+        self.inner.outbox_for(request_id).await
+    }
+
+    async fn claim_outbox(
+        &self,
+        kind: OutboxKind,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        self.inner
+            .claim_outbox(kind, owner, now, lease_ms, limit)
+            .await
+    }
+
+    async fn finish_outbox(
+        &self,
+        id: i64,
+        owner: &str,
+        result: &AttemptResult,
+        now: i64,
+    ) -> Result<bool> {
+        self.inner.finish_outbox(id, owner, result, now).await
+    }
+}
