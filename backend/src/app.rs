@@ -3,11 +3,11 @@
 
 use crate::config::Config;
 use crate::intake::key_fetch::KeyFetcher;
-use crate::tokens::TokenMinter;
+use crate::intake::passthrough;
 use crate::keys::SigningKey;
 use crate::storage::Repo;
+use crate::tokens::TokenMinter;
 use crate::web::WebAssets;
-use crate::intake::passthrough;
 use crate::{admin, api, errors::ApiError, intake, web};
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue};
@@ -133,7 +133,10 @@ pub fn router(state: AppState) -> Router {
         .route("/_assent/v1/consent/{token}", get(api::consent_view))
         .route("/_assent/v1/admin/whoami", get(admin::whoami))
         .route("/_assent/v1/requests", post(intake::integrated::create))
-        .route("/_assent/v1/requests/{id}", get(intake::integrated::get_request))
+        .route(
+            "/_assent/v1/requests/{id}",
+            get(intake::integrated::get_request),
+        )
         .route(passthrough::UNBIND_PATHS[0], post(intake::gateway::unbind))
         .route(passthrough::UNBIND_PATHS[1], post(intake::gateway::unbind))
         .route("/health", get(api::health));

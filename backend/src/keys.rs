@@ -81,8 +81,8 @@ impl SigningKey {
         let pair = Ed25519KeyPair::from_der(&pkcs8_from_seed(seed), version.to_owned())
             .map_err(|e| e.to_string())?;
         use hmac::Mac;
-        let mut root = hmac::Hmac::<sha2::Sha256>::new_from_slice(seed)
-            .map_err(|e| e.to_string())?;
+        let mut root =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(seed).map_err(|e| e.to_string())?;
         root.update(b"assent: derived secrets v1");
         Ok(SigningKey {
             pair,

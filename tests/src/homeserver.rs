@@ -58,7 +58,13 @@ impl Homeserver {
     }
 
     /// `Authorization: X-Matrix …` for a request to identity server `destination_is`.
-    pub fn authorization(&self, method: &str, uri: &str, destination_is: &str, body: &[u8]) -> String {
+    pub fn authorization(
+        &self,
+        method: &str,
+        uri: &str,
+        destination_is: &str,
+        body: &[u8],
+    ) -> String {
         let mut object = serde_json::json!({
             "method": method,
             "uri": uri,
@@ -68,8 +74,8 @@ impl Homeserver {
         if !body.is_empty() {
             object["content"] = serde_json::from_slice(body).expect("a JSON body");
         }
-        let canonical = ruma_common::canonical_json::to_canonical_value(object)
-            .expect("canonical JSON");
+        let canonical =
+            ruma_common::canonical_json::to_canonical_value(object).expect("canonical JSON");
         let text = serde_json::to_string(&canonical).expect("JSON");
         let signature = self.key.sign(text.as_bytes());
         format!(

@@ -193,7 +193,9 @@ impl Assent {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         match &self.database_url {
             Some(url) => {
-                let pool = sqlx::PgPool::connect(url).await.expect("connect to PostgreSQL");
+                let pool = sqlx::PgPool::connect(url)
+                    .await
+                    .expect("connect to PostgreSQL");
                 let (n,): (i64,) = sqlx::query_as(&sql).fetch_one(&pool).await.expect("count");
                 pool.close().await;
                 n

@@ -21,7 +21,9 @@ fn python() -> PathBuf {
     if let Some(path) = std::env::var_os("ASSENT_SYDENT_PYTHON") {
         return PathBuf::from(path);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let tools = std::env::var_os("XTASK_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| home.join(".cache/assent/tools"));
@@ -108,7 +110,11 @@ impl Sydent {
             .send()
             .await
             .expect("sydent internal bind");
-        assert!(response.status().is_success(), "bind: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "bind: {}",
+            response.status()
+        );
     }
 
     /// The mxid sydent's v1 lookup gives for `address`, if any.

@@ -9,7 +9,13 @@ use serde_json::Value;
 const IS_NAME: &str = "is.test";
 const V2: &str = "/_matrix/identity/v2/3pid/unbind";
 
-async fn post(base: &str, path: &str, host: &str, authorization: Option<&str>, body: &[u8]) -> (u16, Value) {
+async fn post(
+    base: &str,
+    path: &str,
+    host: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> (u16, Value) {
     let mut request = reqwest::Client::new()
         .post(format!("{base}{path}"))
         .header("host", host)
@@ -58,7 +64,10 @@ async fn in_front_of_sydent_bound_addresses_are_held_and_everything_else_reaches
     assert_eq!((status, answer), (202, serde_json::json!({})));
     assert_eq!(assent.count("requests").await, 1);
     assert_eq!(assent.count("outbox").await, 1, "one email queued");
-    assert_eq!(sydent.lookup("alice@example.org").await, Some(hs.mxid("alice")));
+    assert_eq!(
+        sydent.lookup("alice@example.org").await,
+        Some(hs.mxid("alice"))
+    );
     // A repeat (homeservers repeat on deactivation) changes nothing.
     let (status, _) = post(&assent.base, V2, IS_NAME, Some(&authorization), &body).await;
     assert_eq!(status, 202);
@@ -77,7 +86,8 @@ async fn in_front_of_sydent_bound_addresses_are_held_and_everything_else_reaches
     assert_eq!(assent.count("outbox").await, 1);
 
     // Owner-proven (a validation session): straight to sydent, its answer back.
-    let mut with_session: Value = serde_json::from_slice(&hs.unbind_body("alice", "alice@example.org")).unwrap();
+    let mut with_session: Value =
+        serde_json::from_slice(&hs.unbind_body("alice", "alice@example.org")).unwrap();
     with_session["sid"] = "1234".into();
     with_session["client_secret"] = "not-a-real-secret".into();
     let body = serde_json::to_vec(&with_session).unwrap();
@@ -98,8 +108,22 @@ async fn in_front_of_sydent_bound_addresses_are_held_and_everything_else_reaches
         assert_eq!(direct.0, 200, "{path}");
         assert_eq!(through, direct, "{path}");
     }
-    let register = post(&assent.base, "/_matrix/identity/v2/account/register", IS_NAME, None, b"{}").await;
-    let direct = post(&sydent.base, "/_matrix/identity/v2/account/register", IS_NAME, None, b"{}").await;
+    let register = post(
+        &assent.base,
+        "/_matrix/identity/v2/account/register",
+        IS_NAME,
+        None,
+        b"{}",
+    )
+    .await;
+    let direct = post(
+        &sydent.base,
+        "/_matrix/identity/v2/account/register",
+        IS_NAME,
+        None,
+        b"{}",
+    )
+    .await;
     assert_eq!(register, direct);
     // Under another name, Assent answers for itself.
     let (status, _) = get(&assent.base, "/_matrix/identity/v2", "127.0.0.1").await;

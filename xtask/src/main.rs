@@ -281,7 +281,11 @@ fn build_frontend() -> Result {
 fn bench(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
         Some("intake") => {}
-        _ => return Err("usage: cargo xtask bench intake [--seconds 15] [--concurrency 16]".to_owned()),
+        _ => {
+            return Err(
+                "usage: cargo xtask bench intake [--seconds 15] [--concurrency 16]".to_owned(),
+            )
+        }
     }
     step("Building the server and the load generator (release)");
     run_cmd(command("cargo").args([
@@ -386,11 +390,20 @@ fn ensure_sydent() -> Result<PathBuf> {
         println!("    sydent 2.6.1: present");
         return Ok(python);
     }
-    println!("    sydent 2.6.1: installing into {} (about a minute)", venv.display());
+    println!(
+        "    sydent 2.6.1: installing into {} (about a minute)",
+        venv.display()
+    );
     run_cmd(command("python3").args(["-m", "venv"]).arg(&venv))?;
     run_cmd(
         Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(SYDENT_REQUIREMENTS),
     )?;
     fs::write(&stamp, wanted).map_err(|e| format!("write {}: {e}", stamp.display()))?;

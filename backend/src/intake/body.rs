@@ -145,7 +145,8 @@ mod tests {
     fn a_session_needs_both_halves() {
         let both = br#"{"mxid":"@a:hs.test","threepid":{"address":"a@b.org","medium":"email"},"sid":"1","client_secret":"s"}"#;
         assert!(parse(both).unwrap().session.is_some());
-        let half = br#"{"mxid":"@a:hs.test","threepid":{"address":"a@b.org","medium":"email"},"sid":"1"}"#;
+        let half =
+            br#"{"mxid":"@a:hs.test","threepid":{"address":"a@b.org","medium":"email"},"sid":"1"}"#;
         assert_eq!(parse(half).unwrap_err().errcode, "M_MISSING_PARAMS");
     }
 }

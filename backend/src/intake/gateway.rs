@@ -64,7 +64,9 @@ fn unauthorized(error: impl Into<String>) -> ApiError {
 
 fn from_xmatrix(e: XMatrixError) -> ApiError {
     match e {
-        XMatrixError::BadBody(_) => ApiError::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", e.to_string()),
+        XMatrixError::BadBody(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", e.to_string())
+        }
         XMatrixError::Missing | XMatrixError::Malformed(_) => unauthorized(format!(
             "{e}; a homeserver must sign unbinds (Authorization: X-Matrix origin=…,key=…,sig=…)"
         )),
@@ -136,8 +138,8 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         .as_ref()
         .ok()
         .and_then(|h| h.destination.as_ref().map(|d| d.as_str().to_owned()));
-    let is = identity_server_for(state, &parts.headers, destination.as_deref())
-        .ok_or_else(|| {
+    let is =
+        identity_server_for(state, &parts.headers, destination.as_deref()).ok_or_else(|| {
             ApiError::not_found(
                 "M_NOT_FOUND",
                 "no identity server by this name is configured here",
@@ -150,7 +152,15 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let unbind = body::parse(&bytes)?;
 
     if unbind.session.is_some() {
-        let response = forward(state, is, &parts.method, &path_and_query, &parts.headers, bytes).await;
+        let response = forward(
+            state,
+            is,
+            &parts.method,
+            &path_and_query,
+            &parts.headers,
+            bytes,
+        )
+        .await;
         tracing::info!(identity_server = %is.name, status = response.status().as_u16(), outcome = "owner_proven", "unbind with a validation session forwarded");
         return Ok(response);
     }
@@ -159,7 +169,15 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             MsisdnPolicy::Hold => {}
             MsisdnPolicy::Forward => {
                 tracing::info!(identity_server = %is.name, outcome = "msisdn_forwarded", "phone-number unbind forwarded by policy");
-                return Ok(forward(state, is, &parts.method, &path_and_query, &parts.headers, bytes).await);
+                return Ok(forward(
+                    state,
+                    is,
+                    &parts.method,
+                    &path_and_query,
+                    &parts.headers,
+                    bytes,
+                )
+                .await);
             }
             MsisdnPolicy::Reject => {
                 return Err(ApiError::new(
@@ -250,7 +268,15 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let binding = upstream::check_binding(state, is, &mxid, &threepid).await?;
     if binding == Binding::NotBound {
         tracing::info!(identity_server = %is.name, %origin, outcome = "not_bound_forwarded", "address not bound to that Matrix ID: forwarded untouched");
-        return Ok(forward(state, is, &parts.method, &path_and_query, &parts.headers, bytes).await);
+        return Ok(forward(
+            state,
+            is,
+            &parts.method,
+            &path_and_query,
+            &parts.headers,
+            bytes,
+        )
+        .await);
     }
 
     let raw = RawIntake {

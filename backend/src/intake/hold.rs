@@ -5,7 +5,8 @@ use crate::app::AppState;
 use crate::config::IdentityServerConfig;
 use crate::errors::ApiError;
 use crate::storage::{
-    Inserted, IntakeLookup, NewAudit, NewOutbox, NewRequest, OutboxKind, RawIntake, Source, StoredRequest,
+    Inserted, IntakeLookup, NewAudit, NewOutbox, NewRequest, OutboxKind, RawIntake, Source,
+    StoredRequest,
 };
 use crate::tokens;
 use assent_shared::{Initiator, Medium, ThreePid};
@@ -31,9 +32,12 @@ pub struct ToHold<'a> {
 }
 
 pub enum Held {
-    Created { id: String, expires_at: i64 },
+    Created {
+        id: String,
+        expires_at: i64,
+    },
     /// The same request was already pending: nothing new was stored.
-    Joined(StoredRequest),
+    Joined(Box<StoredRequest>),
 }
 
 /// `req_` + the creation time in milliseconds (12 hex digits) + 64 random
@@ -57,9 +61,8 @@ pub const ADDRESS_WINDOW_MS: i64 = 3_600_000;
 /// and replicas; requests racing for one address may pass it by a few.
 pub fn address_retry_after(state: &AppState, lookup: &IntakeLookup, now: i64) -> Option<i64> {
     let limit = i64::from(state.config.limits.holds_per_address_per_hour);
-    (lookup.recent_for_address >= limit).then(|| {
-        (lookup.oldest_recent.unwrap_or(now) + ADDRESS_WINDOW_MS - now).max(1)
-    })
+    (lookup.recent_for_address >= limit)
+        .then(|| (lookup.oldest_recent.unwrap_or(now) + ADDRESS_WINDOW_MS - now).max(1))
 }
 
 /// The email outbox row for a request: the nonce the consent token is made
@@ -129,6 +132,6 @@ pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError>
             id,
             expires_at: request.expires_at,
         }),
-        Inserted::JoinedPending(existing) => Ok(Held::Joined(*existing)),
+        Inserted::JoinedPending(existing) => Ok(Held::Joined(existing)),
     }
 }

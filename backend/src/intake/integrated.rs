@@ -9,9 +9,7 @@ use crate::app::AppState;
 use crate::config::IdentityServerConfig;
 use crate::errors::{rate_limited, ApiError};
 use crate::storage::{Source, StoredRequest};
-use assent_shared::{
-    mxid_server_name, NewRequestBody, RequestState, RequestStatus, ThreePid,
-};
+use assent_shared::{mxid_server_name, NewRequestBody, RequestState, RequestStatus, ThreePid};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -131,8 +129,7 @@ pub async fn create(
         };
         ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
     })?;
-    let mxid_server = mxid_server_name(&body.mxid)
-        .map_err(|e| invalid(format!("`mxid`: {e}")))?;
+    let mxid_server = mxid_server_name(&body.mxid).map_err(|e| invalid(format!("`mxid`: {e}")))?;
     let requesting_server = body.requesting_server.to_ascii_lowercase();
     if ruma_common::ServerName::parse(&requesting_server).is_err() {
         return Err(invalid("`requesting_server` is not a Matrix server name"));
@@ -146,14 +143,17 @@ pub async fn create(
     }
     let threepid = ThreePid::new(body.threepid.medium, &body.threepid.address)
         .map_err(|e| invalid(format!("`threepid.address`: {e}")))?;
-    if body.reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON) {
+    if body
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON)
+    {
         return Err(invalid(format!(
             "`reason` is longer than {MAX_REASON} characters"
         )));
     }
     if let Some(url) = &body.callback_url {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| invalid(format!("`callback_url`: {e}")))?;
+        let parsed = url::Url::parse(url).map_err(|e| invalid(format!("`callback_url`: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
             return Err(invalid("`callback_url` must be an http(s) URL"));
         }
@@ -174,7 +174,9 @@ pub async fn create(
             )
             .await?;
         match lookup.latest {
-            Some(pending) if pending.status == RequestStatus::Pending => Held::Joined(pending),
+            Some(pending) if pending.status == RequestStatus::Pending => {
+                Held::Joined(Box::new(pending))
+            }
             _ => {
                 if let Some(retry) = super::hold::address_retry_after(&state, &lookup, now) {
                     return Ok(rate_limited(retry));

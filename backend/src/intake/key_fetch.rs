@@ -37,7 +37,16 @@ pub enum KeyFetchError {
     UnknownKey { server: String, key_id: String },
     #[error("the key document of {server} expired at {valid_until_ts}")]
     Expired { server: String, valid_until_ts: i64 },
+    #[error(
+        "fetching the keys of {server} failed less than a minute ago ({why}); not trying again yet"
+    )]
+    RecentlyFailed { server: String, why: String },
 }
+
+/// How long a server's keys are not fetched again after a fetch, whatever
+/// the requests claim: callers that need not be verified yet choose which
+/// server is asked, so they must not be able to make Assent hammer one.
+pub const REFETCH_AFTER_MS: i64 = 60_000;
 
 /// Where a key came from, for the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +71,8 @@ pub struct KeyFetcher {
     pinned: BTreeMap<String, BTreeMap<String, String>>,
     allow_private: bool,
     cache: Mutex<HashMap<String, ServerKeySet>>,
+    /// Last fetch per server: when, and why it failed if it did.
+    recent: Mutex<HashMap<String, (i64, Option<String>)>>,
     /// `https` in production; tests serve plain HTTP on loopback.
     scheme: &'static str,
 }
@@ -71,7 +82,10 @@ impl KeyFetcher {
         Self::with_scheme(config, "https")
     }
 
-    pub(crate) fn with_scheme(config: &KeysConfig, scheme: &'static str) -> Result<Self, reqwest::Error> {
+    pub(crate) fn with_scheme(
+        config: &KeysConfig,
+        scheme: &'static str,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT)
@@ -87,6 +101,7 @@ impl KeyFetcher {
             pinned: config.pinned.clone(),
             allow_private: config.allow_private_addresses,
             cache: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
             scheme,
         })
     }
@@ -105,7 +120,25 @@ impl KeyFetcher {
         if let Some(key) = self.cached(&cache_key, key_id, now_ms) {
             return Ok((key, KeySource::Cached));
         }
-        let set = self.fetch(server).await?;
+        if let Some(failure) = self.recent_fetch(&cache_key, now_ms) {
+            return Err(match failure {
+                Some(why) => KeyFetchError::RecentlyFailed {
+                    server: server.to_owned(),
+                    why,
+                },
+                None => KeyFetchError::UnknownKey {
+                    server: server.to_owned(),
+                    key_id: key_id.to_owned(),
+                },
+            });
+        }
+        let fetched = self.fetch(server).await;
+        self.remember_fetch(
+            cache_key.clone(),
+            now_ms,
+            fetched.as_ref().err().map(ToString::to_string),
+        );
+        let set = fetched?;
         if set.valid_until_ts <= now_ms {
             return Err(KeyFetchError::Expired {
                 server: server.to_owned(),
@@ -134,6 +167,27 @@ impl KeyFetcher {
                 server: server.to_owned(),
                 key_id: key_id.to_owned(),
             })
+    }
+
+    /// `Some(failure)` when the server's keys were fetched under a minute ago.
+    fn recent_fetch(&self, server: &str, now_ms: i64) -> Option<Option<String>> {
+        let recent = self.recent.lock().ok()?;
+        recent
+            .get(server)
+            .filter(|(at, _)| now_ms - at < REFETCH_AFTER_MS)
+            .map(|(_, failure)| failure.clone())
+    }
+
+    fn remember_fetch(&self, server: String, now_ms: i64, failure: Option<String>) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= MAX_CACHED_SERVERS {
+                recent.retain(|_, (at, _)| now_ms - *at < REFETCH_AFTER_MS);
+                if recent.len() >= MAX_CACHED_SERVERS {
+                    recent.clear();
+                }
+            }
+            recent.insert(server, (now_ms, failure));
+        }
     }
 
     fn cached(&self, server: &str, key_id: &str, now_ms: i64) -> Option<Vec<u8>> {
@@ -409,6 +463,44 @@ mod tests {
         assert!(matches!(
             fetcher.key(&server, "ed25519:nope", 1_000).await,
             Err(KeyFetchError::UnknownKey { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_server_is_fetched_at_most_once_a_minute_whatever_callers_claim() {
+        let key = Arc::new(SigningKey::from_seed("a_hs", &[3u8; 32]).unwrap());
+        let hs = homeserver(|addr| addr.to_string(), key.clone(), 1_i64 << 50, 0).await;
+        let fetcher = KeyFetcher::with_scheme(&config(true), "http").unwrap();
+        let server = hs.addr.to_string();
+        for at in [1_000, 2_000, 30_000] {
+            assert!(matches!(
+                fetcher.key(&server, "ed25519:made_up", at).await,
+                Err(KeyFetchError::UnknownKey { .. })
+            ));
+        }
+        assert_eq!(hs.fetches.load(Ordering::SeqCst), 1);
+        // A key the server does publish is still found, from the cache.
+        let (_, source) = fetcher.key(&server, key.key_id(), 40_000).await.unwrap();
+        assert_eq!(source, KeySource::Cached);
+
+        // An unreachable server is not tried again within the minute.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gone = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        assert!(matches!(
+            fetcher.key(&gone, "ed25519:x", 1_000).await,
+            Err(KeyFetchError::Http { .. })
+        ));
+        let again = fetcher.key(&gone, "ed25519:x", 50_000).await;
+        assert!(
+            matches!(&again, Err(KeyFetchError::RecentlyFailed { why, .. }) if why.contains("fetching")),
+            "{again:?}"
+        );
+        assert!(matches!(
+            fetcher
+                .key(&gone, "ed25519:x", 1_000 + REFETCH_AFTER_MS)
+                .await,
+            Err(KeyFetchError::Http { .. })
         ));
     }
 

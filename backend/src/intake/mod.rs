@@ -15,7 +15,7 @@ pub mod integrated;
 pub mod key_fetch;
 pub mod passthrough;
 pub mod server_keys;
-pub mod upstream;
-pub mod xmatrix;
 #[cfg(test)]
 mod tests;
+pub mod upstream;
+pub mod xmatrix;

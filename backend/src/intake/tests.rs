@@ -157,7 +157,9 @@ impl Harness {
     async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, value)
     }
@@ -216,7 +218,10 @@ async fn a_validly_signed_unbind_is_held_with_its_raw_intake_audit_and_email() {
     let h = Harness::new(|_| {}).await;
     let body = h.body_for("alice");
     let request = h.signed(V2, &body, IS_NAME);
-    let authorization = request.headers()["authorization"].to_str().unwrap().to_owned();
+    let authorization = request.headers()["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let (status, answer) = h.send(request).await;
     assert_eq!((status, answer), (StatusCode::ACCEPTED, json!({})));
 
@@ -237,10 +242,11 @@ async fn a_validly_signed_unbind_is_held_with_its_raw_intake_audit_and_email() {
     assert_eq!(outbox[0].kind, OutboxKind::Email);
     // The token the email will carry is the one whose hash is stored.
     let nonce = outbox[0].payload["nonce"].as_str().unwrap();
-    let nonce: [u8; 32] = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let nonce: [u8; 32] =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
+            .unwrap()
+            .try_into()
+            .unwrap();
     let token = h.state.tokens.token(&nonce);
     assert_eq!(crate::tokens::hash(&token), stored.token_hash);
     let trail = h.state.repo.audit_trail(&stored.id).await.unwrap();
@@ -268,7 +274,9 @@ async fn every_changed_byte_of_body_path_origin_or_destination_is_refused_and_no
         for flip in [0x01u8, 0x20] {
             let mut changed = body.clone();
             changed[i] ^= flip;
-            let (status, answer) = h.send(raw_request(V2, &changed, Some(&authorization))).await;
+            let (status, answer) = h
+                .send(raw_request(V2, &changed, Some(&authorization)))
+                .await;
             assert!(
                 status.is_client_error(),
                 "byte {i} ^ {flip:#x} of the body: {status} {answer}"
@@ -283,8 +291,13 @@ async fn every_changed_byte_of_body_path_origin_or_destination_is_refused_and_no
         V1.to_owned(),
         format!("{V2}/"),
     ] {
-        let (status, _) = h.send(raw_request(&path, &body, Some(&authorization))).await;
-        assert!(status.is_client_error() || status == StatusCode::NOT_FOUND, "{path}: {status}");
+        let (status, _) = h
+            .send(raw_request(&path, &body, Some(&authorization)))
+            .await;
+        assert!(
+            status.is_client_error() || status == StatusCode::NOT_FOUND,
+            "{path}: {status}"
+        );
         tried += 1;
     }
     // The origin in the header.
@@ -294,10 +307,12 @@ async fn every_changed_byte_of_body_path_origin_or_destination_is_refused_and_no
     // Signed for another identity server.
     let (status, answer) = h.send(h.signed(V2, &body, "other-is.test")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
-    let elsewhere = h
-        .hs
-        .authorization("POST", V2, "other-is.test", &body)
-        .replace("destination=\"other-is.test\"", &format!("destination=\"{IS_NAME}\""));
+    let elsewhere =
+        h.hs.authorization("POST", V2, "other-is.test", &body)
+            .replace(
+                "destination=\"other-is.test\"",
+                &format!("destination=\"{IS_NAME}\""),
+            );
     let (status, _) = h.send(raw_request(V2, &body, Some(&elsewhere))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(tried > 150, "{tried}");
@@ -328,11 +343,15 @@ async fn a_key_that_cannot_be_fetched_is_a_clear_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     drop(listener);
-    let body = format!(r#"{{"mxid":"@dave:{name}","threepid":{{"address":"dave@example.org","medium":"email"}}}}"#);
+    let body = format!(
+        r#"{{"mxid":"@dave:{name}","threepid":{{"address":"dave@example.org","medium":"email"}}}}"#
+    );
     let object = signed_object("POST", V2, &name, IS_NAME, body.as_bytes()).unwrap();
     let sig = encode_unpadded(&gone.sign_bytes(&serde_json::to_vec(&object).unwrap()));
     let authorization = format!("X-Matrix origin=\"{name}\",key=\"ed25519:gone\",sig=\"{sig}\"");
-    let (status, answer) = h.send(raw_request(V2, body.as_bytes(), Some(&authorization))).await;
+    let (status, answer) = h
+        .send(raw_request(V2, body.as_bytes(), Some(&authorization)))
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let error = answer["error"].as_str().unwrap();
     assert!(error.contains("cannot get the signing key"), "{error}");
@@ -340,13 +359,15 @@ async fn a_key_that_cannot_be_fetched_is_a_clear_error() {
 
     // A key id the homeserver does not publish.
     let body = h.body_for("erin");
-    let wrong_id = h
-        .hs
-        .authorization("POST", V2, IS_NAME, &body)
-        .replace("ed25519:hs1", "ed25519:nope");
+    let wrong_id =
+        h.hs.authorization("POST", V2, IS_NAME, &body)
+            .replace("ed25519:hs1", "ed25519:nope");
     let (status, answer) = h.send(raw_request(V2, &body, Some(&wrong_id))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(answer["error"].as_str().unwrap().contains("ed25519:nope"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("ed25519:nope"),
+        "{answer}"
+    );
     assert_eq!(h.count("requests").await, 0);
 }
 
@@ -374,7 +395,12 @@ async fn repeats_join_the_pending_request_and_after_a_decision_are_answered_from
     };
     h.state
         .repo
-        .decide(&stored.id, &decision, &NewAudit::new("decided", None, json!({})), &[])
+        .decide(
+            &stored.id,
+            &decision,
+            &NewAudit::new("decided", None, json!({})),
+            &[],
+        )
         .await
         .unwrap();
     let (status, answer) = h.send(h.signed(V2, &body, IS_NAME)).await;
@@ -392,7 +418,12 @@ async fn repeats_join_the_pending_request_and_after_a_decision_are_answered_from
     };
     h.state
         .repo
-        .decide(&grace.id, &denial, &NewAudit::new("decided", None, json!({})), &[])
+        .decide(
+            &grace.id,
+            &denial,
+            &NewAudit::new("decided", None, json!({})),
+            &[],
+        )
         .await
         .unwrap();
     let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
@@ -401,9 +432,7 @@ async fn repeats_join_the_pending_request_and_after_a_decision_are_answered_from
     assert_eq!(h.count("outbox").await, 2);
 
     // Once the decision is older than the request TTL, the homeserver may ask again.
-    h.clock
-        .0
-        .fetch_add(8 * 24 * 3600 * 1000, Ordering::SeqCst);
+    h.clock.0.fetch_add(8 * 24 * 3600 * 1000, Ordering::SeqCst);
     let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(h.count("requests").await, 3);
@@ -478,7 +507,10 @@ async fn msisdn_policy_holds_forwards_or_rejects() {
 async fn held_response_sets_what_the_homeserver_is_told() {
     for (setting, expected) in [
         (crate::config::HeldResponse::Accepted, StatusCode::ACCEPTED),
-        (crate::config::HeldResponse::Forbidden, StatusCode::FORBIDDEN),
+        (
+            crate::config::HeldResponse::Forbidden,
+            StatusCode::FORBIDDEN,
+        ),
         (
             crate::config::HeldResponse::NotSupported,
             StatusCode::NOT_IMPLEMENTED,
@@ -513,12 +545,14 @@ async fn the_real_synapse_requests_are_held() {
         let captured = &fixture["unbind_requests"][0];
         let body = captured["body"].as_str().unwrap().as_bytes();
         let path = captured["path"].as_str().unwrap();
-        let mut builder = Request::post(path)
-            .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let mut builder =
+            Request::post(path).extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
         for header in captured["headers"].as_array().unwrap() {
             builder = builder.header(header[0].as_str().unwrap(), header[1].as_str().unwrap());
         }
-        let (status, answer) = h.send(builder.body(Body::from(body.to_vec())).unwrap()).await;
+        let (status, answer) = h
+            .send(builder.body(Body::from(body.to_vec())).unwrap())
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{file}: {answer}");
         let stored = h
             .state
@@ -551,17 +585,36 @@ async fn malformed_requests_get_the_right_matrix_error_and_store_nothing() {
     let ok_threepid = r#"{"address":"zoe@example.org","medium":"email"}"#;
     let with = |mxid: &str, threepid: &str| format!(r#"{{"mxid":{mxid},"threepid":{threepid}}}"#);
     let quoted = |text: &str| serde_json::to_string(text).unwrap();
-    let address = |a: &str| with(&quoted(&mxid), &format!(r#"{{"address":{},"medium":"email"}}"#, quoted(a)));
+    let address = |a: &str| {
+        with(
+            &quoted(&mxid),
+            &format!(r#"{{"address":{},"medium":"email"}}"#, quoted(a)),
+        )
+    };
     let long_local = "a".repeat(300);
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-    let big = format!(r#"{{"mxid":{},"threepid":{ok_threepid},"pad":"{}"}}"#, quoted(&mxid), "x".repeat(17_000));
+    let big = format!(
+        r#"{{"mxid":{},"threepid":{ok_threepid},"pad":"{}"}}"#,
+        quoted(&mxid),
+        "x".repeat(17_000)
+    );
     let bad = StatusCode::BAD_REQUEST;
     let body_cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
         ("empty body", b"".to_vec(), bad, "M_NOT_JSON"),
         ("open brace", b"{".to_vec(), bad, "M_NOT_JSON"),
         ("words", b"not json".to_vec(), bad, "M_NOT_JSON"),
-        ("trailing garbage", format!("{} x", with(&quoted(&mxid), ok_threepid)).into_bytes(), bad, "M_NOT_JSON"),
-        ("invalid UTF-8", b"{\"mxid\":\"\xff\"}".to_vec(), bad, "M_NOT_JSON"),
+        (
+            "trailing garbage",
+            format!("{} x", with(&quoted(&mxid), ok_threepid)).into_bytes(),
+            bad,
+            "M_NOT_JSON",
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"mxid\":\"\xff\"}".to_vec(),
+            bad,
+            "M_NOT_JSON",
+        ),
         ("nested 200 deep", deep.into_bytes(), bad, "M_NOT_JSON"),
         ("array", b"[]".to_vec(), bad, "M_BAD_JSON"),
         ("string", b"\"unbind\"".to_vec(), bad, "M_BAD_JSON"),
@@ -569,78 +622,423 @@ async fn malformed_requests_get_the_right_matrix_error_and_store_nothing() {
         ("null", b"null".to_vec(), bad, "M_BAD_JSON"),
         ("true", b"true".to_vec(), bad, "M_BAD_JSON"),
         ("empty object", b"{}".to_vec(), bad, "M_MISSING_PARAMS"),
-        ("no mxid", format!(r#"{{"threepid":{ok_threepid}}}"#).into_bytes(), bad, "M_MISSING_PARAMS"),
-        ("null mxid", with("null", ok_threepid).into_bytes(), bad, "M_MISSING_PARAMS"),
-        ("numeric mxid", with("1", ok_threepid).into_bytes(), bad, "M_BAD_JSON"),
-        ("array mxid", with("[]", ok_threepid).into_bytes(), bad, "M_BAD_JSON"),
-        ("object mxid", with("{}", ok_threepid).into_bytes(), bad, "M_BAD_JSON"),
-        ("boolean mxid", with("false", ok_threepid).into_bytes(), bad, "M_BAD_JSON"),
-        ("empty mxid", with("\"\"", ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("mxid without @", with(&quoted(&mxid[1..]), ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("mxid without server", with("\"@zoe\"", ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("mxid with empty localpart", with(&quoted(&format!("@:{}", h.hs.name)), ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("mxid with empty server", with("\"@zoe:\"", ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("mxid with space", with(&quoted(&format!("@z oe:{}", h.hs.name)), ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("room alias", with(&quoted(&format!("#zoe:{}", h.hs.name)), ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("mxid with bad server", with("\"@zoe:bad server\"", ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("mxid over 255 bytes", with(&quoted(&format!("@{long_local}:{}", h.hs.name)), ok_threepid).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("no threepid", format!(r#"{{"mxid":{}}}"#, quoted(&mxid)).into_bytes(), bad, "M_MISSING_PARAMS"),
-        ("null threepid", with(&quoted(&mxid), "null").into_bytes(), bad, "M_MISSING_PARAMS"),
-        ("string threepid", with(&quoted(&mxid), "\"zoe@example.org\"").into_bytes(), bad, "M_BAD_JSON"),
-        ("array threepid", with(&quoted(&mxid), "[]").into_bytes(), bad, "M_BAD_JSON"),
-        ("no medium", with(&quoted(&mxid), r#"{"address":"zoe@example.org"}"#).into_bytes(), bad, "M_MISSING_PARAMS"),
-        ("numeric medium", with(&quoted(&mxid), r#"{"address":"zoe@example.org","medium":1}"#).into_bytes(), bad, "M_BAD_JSON"),
-        ("unknown medium", with(&quoted(&mxid), r#"{"address":"zoe@example.org","medium":"phone"}"#).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("empty medium", with(&quoted(&mxid), r#"{"address":"zoe@example.org","medium":""}"#).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("upper-case medium", with(&quoted(&mxid), r#"{"address":"zoe@example.org","medium":"EMAIL"}"#).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("no address", with(&quoted(&mxid), r#"{"medium":"email"}"#).into_bytes(), bad, "M_MISSING_PARAMS"),
-        ("numeric address", with(&quoted(&mxid), r#"{"address":7,"medium":"email"}"#).into_bytes(), bad, "M_BAD_JSON"),
-        ("empty address", address("").into_bytes(), bad, "M_INVALID_PARAM"),
-        ("address without @", address("zoe.example.org").into_bytes(), bad, "M_INVALID_PARAM"),
-        ("address without local part", address("@example.org").into_bytes(), bad, "M_INVALID_PARAM"),
-        ("address without domain", address("zoe@").into_bytes(), bad, "M_INVALID_PARAM"),
-        ("address with two @", address("zoe@a@b.org").into_bytes(), bad, "M_INVALID_PARAM"),
-        ("address with space", address("zo e@example.org").into_bytes(), bad, "M_INVALID_PARAM"),
-        ("address with newline", address("zoe@example.org\nBcc: x@y.org").into_bytes(), bad, "M_INVALID_PARAM"),
-        ("address domain with ..", address("zoe@example..org").into_bytes(), bad, "M_INVALID_PARAM"),
-        ("address over 254", address(&format!("zoe@{}.org", "d".repeat(260))).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("local part over 64", address(&format!("{}@example.org", "z".repeat(65))).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("msisdn with +", with(&quoted(&mxid), r#"{"address":"+447700900123","medium":"msisdn"}"#).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("msisdn with letters", with(&quoted(&mxid), r#"{"address":"44770abc","medium":"msisdn"}"#).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("msisdn too long", with(&quoted(&mxid), r#"{"address":"1234567890123456","medium":"msisdn"}"#).into_bytes(), bad, "M_INVALID_PARAM"),
-        ("sid without client_secret", format!(r#"{{"mxid":{},"threepid":{ok_threepid},"sid":"1"}}"#, quoted(&mxid)).into_bytes(), bad, "M_MISSING_PARAMS"),
-        ("client_secret without sid", format!(r#"{{"mxid":{},"threepid":{ok_threepid},"client_secret":"s"}}"#, quoted(&mxid)).into_bytes(), bad, "M_MISSING_PARAMS"),
-        ("numeric sid", format!(r#"{{"mxid":{},"threepid":{ok_threepid},"sid":1,"client_secret":"s"}}"#, quoted(&mxid)).into_bytes(), bad, "M_BAD_JSON"),
-        ("object client_secret", format!(r#"{{"mxid":{},"threepid":{ok_threepid},"sid":"1","client_secret":{{}}}}"#, quoted(&mxid)).into_bytes(), bad, "M_BAD_JSON"),
-        ("body over 16 KiB", big.into_bytes(), StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+        (
+            "no mxid",
+            format!(r#"{{"threepid":{ok_threepid}}}"#).into_bytes(),
+            bad,
+            "M_MISSING_PARAMS",
+        ),
+        (
+            "null mxid",
+            with("null", ok_threepid).into_bytes(),
+            bad,
+            "M_MISSING_PARAMS",
+        ),
+        (
+            "numeric mxid",
+            with("1", ok_threepid).into_bytes(),
+            bad,
+            "M_BAD_JSON",
+        ),
+        (
+            "array mxid",
+            with("[]", ok_threepid).into_bytes(),
+            bad,
+            "M_BAD_JSON",
+        ),
+        (
+            "object mxid",
+            with("{}", ok_threepid).into_bytes(),
+            bad,
+            "M_BAD_JSON",
+        ),
+        (
+            "boolean mxid",
+            with("false", ok_threepid).into_bytes(),
+            bad,
+            "M_BAD_JSON",
+        ),
+        (
+            "empty mxid",
+            with("\"\"", ok_threepid).into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "mxid without @",
+            with(&quoted(&mxid[1..]), ok_threepid).into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "mxid without server",
+            with("\"@zoe\"", ok_threepid).into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "mxid with empty localpart",
+            with(&quoted(&format!("@:{}", h.hs.name)), ok_threepid).into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "mxid with empty server",
+            with("\"@zoe:\"", ok_threepid).into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "mxid with space",
+            with(&quoted(&format!("@z oe:{}", h.hs.name)), ok_threepid).into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "room alias",
+            with(&quoted(&format!("#zoe:{}", h.hs.name)), ok_threepid).into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "mxid with bad server",
+            with("\"@zoe:bad server\"", ok_threepid).into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "mxid over 255 bytes",
+            with(
+                &quoted(&format!("@{long_local}:{}", h.hs.name)),
+                ok_threepid,
+            )
+            .into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "no threepid",
+            format!(r#"{{"mxid":{}}}"#, quoted(&mxid)).into_bytes(),
+            bad,
+            "M_MISSING_PARAMS",
+        ),
+        (
+            "null threepid",
+            with(&quoted(&mxid), "null").into_bytes(),
+            bad,
+            "M_MISSING_PARAMS",
+        ),
+        (
+            "string threepid",
+            with(&quoted(&mxid), "\"zoe@example.org\"").into_bytes(),
+            bad,
+            "M_BAD_JSON",
+        ),
+        (
+            "array threepid",
+            with(&quoted(&mxid), "[]").into_bytes(),
+            bad,
+            "M_BAD_JSON",
+        ),
+        (
+            "no medium",
+            with(&quoted(&mxid), r#"{"address":"zoe@example.org"}"#).into_bytes(),
+            bad,
+            "M_MISSING_PARAMS",
+        ),
+        (
+            "numeric medium",
+            with(
+                &quoted(&mxid),
+                r#"{"address":"zoe@example.org","medium":1}"#,
+            )
+            .into_bytes(),
+            bad,
+            "M_BAD_JSON",
+        ),
+        (
+            "unknown medium",
+            with(
+                &quoted(&mxid),
+                r#"{"address":"zoe@example.org","medium":"phone"}"#,
+            )
+            .into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "empty medium",
+            with(
+                &quoted(&mxid),
+                r#"{"address":"zoe@example.org","medium":""}"#,
+            )
+            .into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "upper-case medium",
+            with(
+                &quoted(&mxid),
+                r#"{"address":"zoe@example.org","medium":"EMAIL"}"#,
+            )
+            .into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "no address",
+            with(&quoted(&mxid), r#"{"medium":"email"}"#).into_bytes(),
+            bad,
+            "M_MISSING_PARAMS",
+        ),
+        (
+            "numeric address",
+            with(&quoted(&mxid), r#"{"address":7,"medium":"email"}"#).into_bytes(),
+            bad,
+            "M_BAD_JSON",
+        ),
+        (
+            "empty address",
+            address("").into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "address without @",
+            address("zoe.example.org").into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "address without local part",
+            address("@example.org").into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "address without domain",
+            address("zoe@").into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "address with two @",
+            address("zoe@a@b.org").into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "address with space",
+            address("zo e@example.org").into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "address with newline",
+            address("zoe@example.org\nBcc: x@y.org").into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "address domain with ..",
+            address("zoe@example..org").into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "address over 254",
+            address(&format!("zoe@{}.org", "d".repeat(260))).into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "local part over 64",
+            address(&format!("{}@example.org", "z".repeat(65))).into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "msisdn with +",
+            with(
+                &quoted(&mxid),
+                r#"{"address":"+447700900123","medium":"msisdn"}"#,
+            )
+            .into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "msisdn with letters",
+            with(
+                &quoted(&mxid),
+                r#"{"address":"44770abc","medium":"msisdn"}"#,
+            )
+            .into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "msisdn too long",
+            with(
+                &quoted(&mxid),
+                r#"{"address":"1234567890123456","medium":"msisdn"}"#,
+            )
+            .into_bytes(),
+            bad,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "sid without client_secret",
+            format!(
+                r#"{{"mxid":{},"threepid":{ok_threepid},"sid":"1"}}"#,
+                quoted(&mxid)
+            )
+            .into_bytes(),
+            bad,
+            "M_MISSING_PARAMS",
+        ),
+        (
+            "client_secret without sid",
+            format!(
+                r#"{{"mxid":{},"threepid":{ok_threepid},"client_secret":"s"}}"#,
+                quoted(&mxid)
+            )
+            .into_bytes(),
+            bad,
+            "M_MISSING_PARAMS",
+        ),
+        (
+            "numeric sid",
+            format!(
+                r#"{{"mxid":{},"threepid":{ok_threepid},"sid":1,"client_secret":"s"}}"#,
+                quoted(&mxid)
+            )
+            .into_bytes(),
+            bad,
+            "M_BAD_JSON",
+        ),
+        (
+            "object client_secret",
+            format!(
+                r#"{{"mxid":{},"threepid":{ok_threepid},"sid":"1","client_secret":{{}}}}"#,
+                quoted(&mxid)
+            )
+            .into_bytes(),
+            bad,
+            "M_BAD_JSON",
+        ),
+        (
+            "body over 16 KiB",
+            big.into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+        ),
     ];
     let good = with(&quoted(&mxid), ok_threepid).into_bytes();
     let good_auth = h.hs.authorization("POST", V2, IS_NAME, &good);
     let unauthorized = StatusCode::UNAUTHORIZED;
     let header_cases: Vec<(&str, Option<String>, StatusCode, &str)> = vec![
         ("no Authorization", None, unauthorized, "M_UNAUTHORIZED"),
-        ("Bearer token", Some("Bearer abc".to_owned()), unauthorized, "M_UNAUTHORIZED"),
-        ("empty X-Matrix", Some("X-Matrix ".to_owned()), unauthorized, "M_UNAUTHORIZED"),
-        ("no sig", Some(format!("X-Matrix origin=\"{}\",key=\"ed25519:hs1\"", h.hs.name)), unauthorized, "M_UNAUTHORIZED"),
-        ("no origin", Some(good_auth.replace(&format!("origin=\"{}\",", h.hs.name), "")), unauthorized, "M_UNAUTHORIZED"),
-        ("no key", Some(good_auth.replace("key=\"ed25519:hs1\",", "")), unauthorized, "M_UNAUTHORIZED"),
-        ("sig not base64", Some(format!("X-Matrix origin=\"{}\",key=\"ed25519:hs1\",sig=\"!!!\"", h.hs.name)), unauthorized, "M_UNAUTHORIZED"),
-        ("other algorithm", Some(good_auth.replace("ed25519:hs1", "curve25519:hs1")), unauthorized, "M_UNAUTHORIZED"),
-        ("wrong signature", Some(h.hs.authorization("POST", V2, IS_NAME, b"{}")), unauthorized, "M_UNAUTHORIZED"),
-        ("signed as GET", Some(h.hs.authorization("GET", V2, IS_NAME, &good)), unauthorized, "M_UNAUTHORIZED"),
-        ("destination elsewhere", Some(good_auth.replace(&format!("destination=\"{IS_NAME}\""), "destination=\"elsewhere.test\"")), unauthorized, "M_UNAUTHORIZED"),
-        ("origin of someone else", Some(good_auth.replace(&h.hs.name, "hs.elsewhere.test")), StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+        (
+            "Bearer token",
+            Some("Bearer abc".to_owned()),
+            unauthorized,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "empty X-Matrix",
+            Some("X-Matrix ".to_owned()),
+            unauthorized,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "no sig",
+            Some(format!(
+                "X-Matrix origin=\"{}\",key=\"ed25519:hs1\"",
+                h.hs.name
+            )),
+            unauthorized,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "no origin",
+            Some(good_auth.replace(&format!("origin=\"{}\",", h.hs.name), "")),
+            unauthorized,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "no key",
+            Some(good_auth.replace("key=\"ed25519:hs1\",", "")),
+            unauthorized,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "sig not base64",
+            Some(format!(
+                "X-Matrix origin=\"{}\",key=\"ed25519:hs1\",sig=\"!!!\"",
+                h.hs.name
+            )),
+            unauthorized,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "other algorithm",
+            Some(good_auth.replace("ed25519:hs1", "curve25519:hs1")),
+            unauthorized,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "wrong signature",
+            Some(h.hs.authorization("POST", V2, IS_NAME, b"{}")),
+            unauthorized,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "signed as GET",
+            Some(h.hs.authorization("GET", V2, IS_NAME, &good)),
+            unauthorized,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "destination elsewhere",
+            Some(good_auth.replace(
+                &format!("destination=\"{IS_NAME}\""),
+                "destination=\"elsewhere.test\"",
+            )),
+            unauthorized,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "origin of someone else",
+            Some(good_auth.replace(&h.hs.name, "hs.elsewhere.test")),
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+        ),
     ];
     let mut cases = 0;
     for (what, body, status, errcode) in body_cases {
         let (got, answer) = h.send(h.signed(V2, &body, IS_NAME)).await;
-        assert_eq!((got, answer["errcode"].as_str()), (status, Some(errcode)), "{what}: {answer}");
-        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}");
+        assert_eq!(
+            (got, answer["errcode"].as_str()),
+            (status, Some(errcode)),
+            "{what}: {answer}"
+        );
+        assert!(
+            answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}"
+        );
         cases += 1;
     }
     for (what, authorization, status, errcode) in header_cases {
-        let (got, answer) = h.send(raw_request(V2, &good, authorization.as_deref())).await;
-        assert_eq!((got, answer["errcode"].as_str()), (status, Some(errcode)), "{what}: {answer}");
+        let (got, answer) = h
+            .send(raw_request(V2, &good, authorization.as_deref()))
+            .await;
+        assert_eq!(
+            (got, answer["errcode"].as_str()),
+            (status, Some(errcode)),
+            "{what}: {answer}"
+        );
         cases += 1;
     }
     assert!(cases >= 50, "{cases} cases");
@@ -677,13 +1075,29 @@ async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
         "reason": "Account deactivated by the server admin",
         "callback_url": "https://is.example.org/assent-callback",
     });
-    let (status, _) = h.send(call("POST", "/_assent/v1/requests", None, new.clone())).await;
+    let (status, _) = h
+        .send(call("POST", "/_assent/v1/requests", None, new.clone()))
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = h.send(call("POST", "/_assent/v1/requests", Some("wrong-token"), new.clone())).await;
+    let (status, _) = h
+        .send(call(
+            "POST",
+            "/_assent/v1/requests",
+            Some("wrong-token"),
+            new.clone(),
+        ))
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(h.count("requests").await, 0);
 
-    let (status, created) = h.send(call("POST", "/_assent/v1/requests", Some(token), new.clone())).await;
+    let (status, created) = h
+        .send(call(
+            "POST",
+            "/_assent/v1/requests",
+            Some(token),
+            new.clone(),
+        ))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["status"], "pending");
     assert_eq!(created["threepid"]["address"], "ivan@example.org");
@@ -693,8 +1107,18 @@ async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
     assert_eq!(h.count("outbox").await, 1);
 
     // The same again joins it.
-    let (status, again) = h.send(call("POST", "/_assent/v1/requests", Some(token), new.clone())).await;
-    assert_eq!((status, again["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    let (status, again) = h
+        .send(call(
+            "POST",
+            "/_assent/v1/requests",
+            Some(token),
+            new.clone(),
+        ))
+        .await;
+    assert_eq!(
+        (status, again["id"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
     assert_eq!(h.count("requests").await, 1);
 
     let path = format!("/_assent/v1/requests/{id}");
@@ -703,7 +1127,12 @@ async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
     assert_eq!(read["decision"], Value::Null);
     // Another identity server's token does not see it.
     let (status, _) = h
-        .send(call("GET", &path, Some("other-token-for-tests-0123456789abcdef0"), Value::Null))
+        .send(call(
+            "GET",
+            &path,
+            Some("other-token-for-tests-0123456789abcdef0"),
+            Value::Null,
+        ))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -716,7 +1145,12 @@ async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
     };
     h.state
         .repo
-        .decide(&id, &decision, &NewAudit::new("decided", None, json!({})), &[])
+        .decide(
+            &id,
+            &decision,
+            &NewAudit::new("decided", None, json!({})),
+            &[],
+        )
         .await
         .unwrap();
     let (_, read) = h.send(call("GET", &path, Some(token), Value::Null)).await;
@@ -727,18 +1161,54 @@ async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
     // Bad bodies get named errors.
     for (body, errcode) in [
         (json!({"mxid": "@ivan:hs.example.org"}), "M_BAD_JSON"),
-        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "x"}, "requesting_server": "hs.example.org"}), "M_INVALID_PARAM"),
-        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "fax", "address": "1"}, "requesting_server": "hs.example.org"}), "M_BAD_JSON"),
-        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "initiator": "cat"}), "M_BAD_JSON"),
-        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "callback_url": "ftp://x"}), "M_INVALID_PARAM"),
-        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "reason": "r".repeat(1001)}), "M_INVALID_PARAM"),
-        (json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "extra": 1}), "M_BAD_JSON"),
+        (
+            json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "x"}, "requesting_server": "hs.example.org"}),
+            "M_INVALID_PARAM",
+        ),
+        (
+            json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "fax", "address": "1"}, "requesting_server": "hs.example.org"}),
+            "M_BAD_JSON",
+        ),
+        (
+            json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "initiator": "cat"}),
+            "M_BAD_JSON",
+        ),
+        (
+            json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "callback_url": "ftp://x"}),
+            "M_INVALID_PARAM",
+        ),
+        (
+            json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "reason": "r".repeat(1001)}),
+            "M_INVALID_PARAM",
+        ),
+        (
+            json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "extra": 1}),
+            "M_BAD_JSON",
+        ),
     ] {
-        let (status, answer) = h.send(call("POST", "/_assent/v1/requests", Some(token), body.clone())).await;
-        assert_eq!((status, answer["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some(errcode)), "{body}: {answer}");
+        let (status, answer) = h
+            .send(call(
+                "POST",
+                "/_assent/v1/requests",
+                Some(token),
+                body.clone(),
+            ))
+            .await;
+        assert_eq!(
+            (status, answer["errcode"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(errcode)),
+            "{body}: {answer}"
+        );
     }
     let other_server = json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "evil.example.org"});
-    let (status, _) = h.send(call("POST", "/_assent/v1/requests", Some(token), other_server)).await;
+    let (status, _) = h
+        .send(call(
+            "POST",
+            "/_assent/v1/requests",
+            Some(token),
+            other_server,
+        ))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(h.count("requests").await, 1);
 }

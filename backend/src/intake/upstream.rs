@@ -85,7 +85,9 @@ pub async fn forward(
     }
     response
         .body(Body::from_stream(answer.bytes_stream()))
-        .unwrap_or_else(|_| ApiError::internal("cannot relay the upstream's answer").into_response())
+        .unwrap_or_else(|_| {
+            ApiError::internal("cannot relay the upstream's answer").into_response()
+        })
 }
 
 /// reqwest errors name the URL, whose query may hold an address.

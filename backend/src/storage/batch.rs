@@ -4,8 +4,8 @@
 //! transaction. Callers still get one answer each, only after the commit.
 
 use super::{
-    AttemptResult, AuditEvent, Decided, Decision, Inserted, IntakeLookup, NewAudit, NewHold, OutboxKind,
-    OutboxRow, Repo, RequestKey, Result, StorageError, StoredRequest,
+    AttemptResult, AuditEvent, Decided, Decision, Inserted, IntakeLookup, NewAudit, NewHold,
+    OutboxKind, OutboxRow, Repo, RequestKey, Result, StorageError, StoredRequest,
 };
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
@@ -40,7 +40,8 @@ impl Batched {
 async fn writer(inner: Repo, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (holds, replies): (Vec<NewHold>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
+        let (holds, replies): (Vec<NewHold>, Vec<_>) =
+            std::mem::take(&mut batch).into_iter().unzip();
         match inner.insert_requests(&holds).await {
             Ok(results) if results.len() == holds.len() => {
                 for (reply, result) in replies.into_iter().zip(results) {
@@ -54,8 +55,9 @@ async fn writer(inner: Repo, mut jobs: mpsc::Receiver<Job>) {
                         .insert_requests(std::slice::from_ref(hold))
                         .await
                         .and_then(|mut r| {
-                            r.pop()
-                                .ok_or_else(|| StorageError::Corrupt("no result for an insert".to_owned()))
+                            r.pop().ok_or_else(|| {
+                                StorageError::Corrupt("no result for an insert".to_owned())
+                            })
                         });
                     let _ = reply.send(result);
                 }
@@ -86,11 +88,9 @@ impl super::Repository for Batched {
         }
         let mut results = Vec::with_capacity(waiting.len());
         for answer in waiting {
-            results.push(
-                answer
-                    .await
-                    .map_err(|_| StorageError::Corrupt("the database writer has stopped".to_owned()))??,
-            );
+            results.push(answer.await.map_err(|_| {
+                StorageError::Corrupt("the database writer has stopped".to_owned())
+            })??);
         }
         Ok(results)
     }

@@ -393,7 +393,9 @@ pub async fn connect(url: &str) -> Result<Repo> {
         Ok(Arc::new(PgRepository::connect(url).await?))
     } else {
         let sqlite: Repo = Arc::new(SqliteRepository::connect(url).await?);
-        Ok(Arc::new(batch::Batched::new(sqlite).map_err(sqlx::Error::Io)?))
+        Ok(Arc::new(
+            batch::Batched::new(sqlite).map_err(sqlx::Error::Io)?,
+        ))
     }
 }
 

@@ -648,12 +648,25 @@ async fn the_intake_lookup_counts_recent_requests_for_the_address_only() {
     };
     let lookup = db.repo.intake_lookup(&key, 2_000).await.unwrap();
     assert_eq!(lookup.latest, None);
-    assert_eq!((lookup.recent_for_address, lookup.oldest_recent), (1, Some(5_000)));
+    assert_eq!(
+        (lookup.recent_for_address, lookup.oldest_recent),
+        (1, Some(5_000))
+    );
     let lookup = db.repo.intake_lookup(&key, 0).await.unwrap();
-    assert_eq!((lookup.recent_for_address, lookup.oldest_recent), (2, Some(1_000)));
+    assert_eq!(
+        (lookup.recent_for_address, lookup.oldest_recent),
+        (2, Some(1_000))
+    );
     let other = RequestKey {
         address: "other@example.org",
         ..key
     };
-    assert_eq!(db.repo.intake_lookup(&other, 0).await.unwrap().recent_for_address, 0);
+    assert_eq!(
+        db.repo
+            .intake_lookup(&other, 0)
+            .await
+            .unwrap()
+            .recent_for_address,
+        0
+    );
 }

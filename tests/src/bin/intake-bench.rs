@@ -132,7 +132,10 @@ async fn worker(
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
         sender.ready().await.map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status();
         response
             .into_body()
@@ -167,7 +170,10 @@ fn main() -> Result<(), String> {
     let config_path = dir.path().join("assent.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
     let port = assent_e2e::free_port();
-    let log_path = args.log.clone().unwrap_or_else(|| dir.path().join("assent.log"));
+    let log_path = args
+        .log
+        .clone()
+        .unwrap_or_else(|| dir.path().join("assent.log"));
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let mut child = Command::new(&args.assent)
         .args(["serve", "--config"])
@@ -249,7 +255,14 @@ fn main() -> Result<(), String> {
             tally.other += t.other;
         }
         let (rss_end, hwm) = rss_kib(pid);
-        Ok((tally, measured, rss_idle, rss_peak.max(rss_end), hwm, next.load(Ordering::Relaxed)))
+        Ok((
+            tally,
+            measured,
+            rss_idle,
+            rss_peak.max(rss_end),
+            hwm,
+            next.load(Ordering::Relaxed),
+        ))
     });
     let _ = child.kill();
     let _ = child.wait();
@@ -273,7 +286,10 @@ fn main() -> Result<(), String> {
         "vm_hwm_mib": hwm as f64 / 1024.0,
         "sent_including_warmup": sent,
     });
-    println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?
+    );
     println!(
         "intake: {:.0} held requests/s, p50 {:.2} ms, p99 {:.2} ms, peak RSS {:.1} MiB (c={}, {:.0} s, {} non-202)",
         rate,
@@ -287,7 +303,10 @@ fn main() -> Result<(), String> {
     if tally.other > 0 {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<_> = log.lines().rev().take(10).collect();
-        eprintln!("some answers were not 202; the server log ends with:\n{}", tail.join("\n"));
+        eprintln!(
+            "some answers were not 202; the server log ends with:\n{}",
+            tail.join("\n")
+        );
     }
     Ok(())
 }
