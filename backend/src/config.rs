@@ -51,6 +51,9 @@ pub struct LimitsConfig {
     pub unbinds_per_origin_per_minute: u32,
     /// New held requests (each one sends an email) for one address per hour.
     pub holds_per_address_per_hour: u32,
+    /// Unbinds refused for their signature (each may have cost a key fetch)
+    /// per client address per minute; past it, that address waits.
+    pub failed_unbinds_per_client_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -58,6 +61,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             unbinds_per_origin_per_minute: 600,
             holds_per_address_per_hour: 5,
+            failed_unbinds_per_client_per_minute: 30,
         }
     }
 }
@@ -368,6 +372,10 @@ impl Config {
             (
                 "limits.holds_per_address_per_hour",
                 self.limits.holds_per_address_per_hour,
+            ),
+            (
+                "limits.failed_unbinds_per_client_per_minute",
+                self.limits.failed_unbinds_per_client_per_minute,
             ),
         ] {
             if value == 0 {

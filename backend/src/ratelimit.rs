@@ -75,6 +75,9 @@ pub struct Limits {
     pub consent: RateLimiter,
     /// Refused admin tokens per client address.
     pub admin_failures: RateLimiter,
+    /// Unbinds refused for their signature (401/403) per client address:
+    /// each may have cost a key fetch.
+    pub unbind_failures: RateLimiter,
     /// Signed unbinds per requesting server. (New holds per address are
     /// counted in the database, which remembers every address anyway.)
     pub origin: RateLimiter<String>,
@@ -85,6 +88,7 @@ impl Limits {
         Limits {
             consent: RateLimiter::new(60, 60_000),
             admin_failures: RateLimiter::new(10, 60_000),
+            unbind_failures: RateLimiter::new(config.failed_unbinds_per_client_per_minute, 60_000),
             origin: RateLimiter::new(config.unbinds_per_origin_per_minute, 60_000),
         }
     }

@@ -1,6 +1,7 @@
 //! Fuzzes what a homeserver controls in an unbind: the `Authorization`
 //! header and the body. Input: the header value, a newline, the body.
-//! Nothing here may panic, and whatever parses must re-verify consistently.
+//! Nothing here may panic, and a body that parses must name a valid Matrix
+//! ID on the server it names.
 
 #![no_main]
 

@@ -9,6 +9,7 @@
 
 use super::body::{self, UnbindBody};
 use super::hold::{self, hold, Held, ToHold};
+use super::key_fetch::KeySource;
 use super::upstream::{self, Binding};
 use super::xmatrix::{self, XMatrixError};
 use crate::app::AppState;
@@ -124,6 +125,10 @@ pub async fn unbind(State(state): State<AppState>, request: Request) -> Response
 
 async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError> {
     let (parts, incoming) = request.into_parts();
+    let client = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -155,13 +160,31 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         let response = forward(
             state,
             is,
+            client,
             &parts.method,
             &path_and_query,
             &parts.headers,
             bytes,
         )
         .await;
-        tracing::info!(identity_server = %is.name, status = response.status().as_u16(), outcome = "owner_proven", "unbind with a validation session forwarded");
+        let status = response.status().as_u16();
+        tracing::info!(identity_server = %is.name, status, outcome = "owner_proven", "unbind with a validation session forwarded");
+        if response.status().is_success() {
+            // The unbind is done at the upstream: its answer goes back even
+            // if the record fails.
+            if let Err(e) = hold::record_owner_proven(
+                state,
+                is,
+                &unbind.mxid,
+                &unbind.mxid_server,
+                &unbind.threepid,
+                status,
+            )
+            .await
+            {
+                tracing::error!(error = %e.error, "an owner-proven unbind was not recorded");
+            }
+        }
         return Ok(response);
     }
     if unbind.threepid.medium == Medium::Msisdn {
@@ -172,6 +195,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
                 return Ok(forward(
                     state,
                     is,
+                    client,
                     &parts.method,
                     &path_and_query,
                     &parts.headers,
@@ -189,38 +213,32 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         }
     }
 
-    let header = parsed_header.map_err(from_xmatrix)?;
-    let origin = header.origin.as_str().to_ascii_lowercase();
-    if !unbind.mxid_server.eq_ignore_ascii_case(&origin) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "M_FORBIDDEN",
-            format!("`{origin}` cannot unbind a Matrix ID on another server"),
-        ));
-    }
+    // Callers whose signatures keep failing are stopped before they cost
+    // key fetches; a homeserver that signs correctly never gets here.
     let now = state.now_ms();
-    if let Some(retry) = state.limits.origin.is_limited(&origin, now) {
+    if let Some(retry) = client.and_then(|ip| state.limits.unbind_failures.is_limited(&ip, now)) {
         return Ok(rate_limited(retry));
     }
-    let key_id = header.key.to_string();
-    let (public_key, key_source) = state
-        .server_keys
-        .key(&origin, &key_id, now)
-        .await
-        .map_err(|e| unauthorized(format!("cannot get the signing key: {e}")))?;
-    xmatrix::verify(
-        &header,
-        &public_key,
-        parts.method.as_str(),
+    let verified = verify_signature(
+        state,
+        &parts,
         &path_and_query,
-        &is.name,
+        is,
+        &unbind,
+        parsed_header,
         &bytes,
+        now,
     )
-    .map_err(from_xmatrix)?;
-    if let Err(retry) = state.limits.origin.hit(origin.clone(), now) {
-        return Ok(rate_limited(retry));
-    }
-
+    .await;
+    let (origin, key_id, key_source) = match verified {
+        Ok(verified) => verified,
+        Err(refusal) => {
+            if let (Some(ip), true) = (client, refusal.is_err()) {
+                let _ = state.limits.unbind_failures.hit(ip, now);
+            }
+            return refusal;
+        }
+    };
     let UnbindBody { mxid, threepid, .. } = unbind;
     let key = RequestKey {
         identity_server: &is.name.to_ascii_lowercase(),
@@ -234,7 +252,15 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         .repo
         .intake_lookup(&key, now - hold::ADDRESS_WINDOW_MS)
         .await?;
-    if let Some(stored) = &lookup.latest {
+    if let Some(stored) = lookup
+        .latest
+        .as_ref()
+        .filter(|s| s.status == RequestStatus::Pending && s.expires_at <= now)
+    {
+        // Past its time with no answer: it expires now, and this repeat is a
+        // new request.
+        hold::expire_overdue(state, stored).await?;
+    } else if let Some(stored) = &lookup.latest {
         if stored.status == RequestStatus::Pending {
             state
                 .repo
@@ -271,6 +297,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         return Ok(forward(
             state,
             is,
+            client,
             &parts.method,
             &path_and_query,
             &parts.headers,
@@ -327,9 +354,64 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     Ok(held_answer(state.config.held_response))
 }
 
+/// The homeserver's signature, checked: the verified origin, key id and where
+/// the key came from. `Err(Ok(_))` is an answer that is not a refusal of the
+/// signature (a rate limit); `Err(Err(_))` is a refusal.
+#[allow(clippy::too_many_arguments)]
+async fn verify_signature(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    path_and_query: &str,
+    is: &IdentityServerConfig,
+    unbind: &UnbindBody,
+    parsed_header: Result<xmatrix::XMatrix, XMatrixError>,
+    bytes: &[u8],
+    now: i64,
+) -> Result<(String, String, KeySource), Result<Response, ApiError>> {
+    let header = parsed_header.map_err(|e| Err(from_xmatrix(e)))?;
+    let origin = header.origin.as_str().to_ascii_lowercase();
+    if !unbind.mxid_server.eq_ignore_ascii_case(&origin) {
+        return Err(Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            format!("`{origin}` cannot unbind a Matrix ID on another server"),
+        )));
+    }
+    if let Some(retry) = state.limits.origin.is_limited(&origin, now) {
+        return Err(Ok(rate_limited(retry)));
+    }
+    let key_id = header.key.to_string();
+    let (public_key, key_source) =
+        state
+            .server_keys
+            .key(&origin, &key_id, now)
+            .await
+            .map_err(|e| {
+                tracing::warn!(%origin, error = %e, "homeserver key unavailable");
+                Err(unauthorized(format!(
+                    "cannot get the signing key: {}",
+                    e.public_message(&origin)
+                )))
+            })?;
+    xmatrix::verify(
+        &header,
+        &public_key,
+        parts.method.as_str(),
+        path_and_query,
+        &is.name,
+        bytes,
+    )
+    .map_err(|e| Err(from_xmatrix(e)))?;
+    if let Err(retry) = state.limits.origin.hit(origin.clone(), now) {
+        return Err(Ok(rate_limited(retry)));
+    }
+    Ok((origin, key_id, key_source))
+}
+
 async fn forward(
     state: &AppState,
     is: &IdentityServerConfig,
+    client: Option<std::net::IpAddr>,
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
@@ -338,6 +420,7 @@ async fn forward(
     upstream::forward(
         state,
         is,
+        client,
         method.clone(),
         path_and_query,
         headers,

@@ -90,6 +90,27 @@ pub fn email_outbox(
     }
 }
 
+/// Records that a pending request past its time has expired (nothing is
+/// unbound), so that a new request for the same address can be held. If it
+/// was decided meanwhile, that decision stands.
+pub async fn expire_overdue(state: &AppState, request: &StoredRequest) -> Result<(), ApiError> {
+    let now = state.now_ms();
+    let decision =
+        crate::decision::decide(state, request, assent_shared::RequestStatus::Expired, now)
+            .map_err(|e| ApiError::internal(format!("cannot sign the expiry: {e}")))?;
+    let audit = NewAudit::new(
+        "decided",
+        Some("system"),
+        serde_json::json!({"decision": "expire", "decision_id": decision.decision_id, "why": "no answer before expires_at"}),
+    );
+    state
+        .repo
+        .decide(&request.id, &decision, &audit, &[])
+        .await?;
+    tracing::info!(request_id = %request.id, "request expired on a repeat after its time");
+    Ok(())
+}
+
 /// Stores the request as pending (or joins the pending one), with its email.
 pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError> {
     let now = state.now_ms();
@@ -134,4 +155,61 @@ pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError>
         }),
         Inserted::JoinedPending(existing) => Ok(Held::Joined(existing)),
     }
+}
+
+/// Records an unbind the owner proved with a validation session and the
+/// upstream accepted: as an approved request (source `owner_proven`), and a
+/// request for the same address still pending as approved by the owner too.
+pub async fn record_owner_proven(
+    state: &AppState,
+    is: &IdentityServerConfig,
+    mxid: &str,
+    mxid_server: &str,
+    threepid: &ThreePid,
+    upstream_status: u16,
+) -> Result<(), ApiError> {
+    let now = state.now_ms();
+    let id = new_request_id(state);
+    // A token no one is ever sent: the column wants one.
+    let token = crate::tokens::encode(&state.random_bytes::<32>());
+    let request = NewRequest {
+        id: id.clone(),
+        source: Source::OwnerProven,
+        identity_server: is.name.to_ascii_lowercase(),
+        origin: mxid_server.to_ascii_lowercase(),
+        origin_key_id: None,
+        verified_at: None,
+        mxid: mxid.to_owned(),
+        medium: threepid.medium,
+        address: threepid.address.clone(),
+        initiator: Initiator::User,
+        reason: None,
+        callback_url: None,
+        token_hash: tokens::hash(&token),
+        created_at: now,
+        expires_at: now.saturating_add(
+            i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX),
+        ),
+        raw: None,
+    };
+    let detail = serde_json::json!({"source": "owner_proven", "upstream_status": upstream_status});
+    let audit = NewAudit::new("received", Some("owner"), detail.clone());
+    let target = match state.repo.insert_request(&request, &audit, &[]).await? {
+        Inserted::Created => state.repo.request(&id).await?,
+        Inserted::JoinedPending(pending) => Some(*pending),
+    };
+    let Some(target) = target else {
+        return Err(ApiError::internal(
+            "the request just stored cannot be read back",
+        ));
+    };
+    let decision =
+        crate::decision::decide(state, &target, assent_shared::RequestStatus::Approved, now)
+            .map_err(|e| ApiError::internal(format!("cannot sign the decision: {e}")))?;
+    let audit = NewAudit::new("owner_proven", Some("owner"), detail);
+    state
+        .repo
+        .decide(&target.id, &decision, &audit, &[])
+        .await?;
+    Ok(())
 }

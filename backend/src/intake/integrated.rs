@@ -21,6 +21,8 @@ use std::net::SocketAddr;
 
 /// Longest `reason` accepted.
 pub const MAX_REASON: usize = 1000;
+/// Longest `callback_url` accepted.
+pub const MAX_CALLBACK_URL: usize = 2048;
 
 /// An identity server calling with one of its `api_tokens`.
 pub struct IsCaller {
@@ -153,10 +155,36 @@ pub async fn create(
         )));
     }
     if let Some(url) = &body.callback_url {
+        if url.len() > MAX_CALLBACK_URL {
+            return Err(invalid(format!(
+                "`callback_url` is longer than {MAX_CALLBACK_URL} bytes"
+            )));
+        }
         let parsed = url::Url::parse(url).map_err(|e| invalid(format!("`callback_url`: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
             return Err(invalid("`callback_url` must be an http(s) URL"));
         }
+        let literal = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        let private_literal = literal.is_some_and(|ip| !super::key_fetch::is_public(ip));
+        let local_name = parsed
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case("localhost") || h.ends_with(".localhost"));
+        if (private_literal || local_name) && !state.config.keys.allow_private_addresses {
+            return Err(invalid(
+                "`callback_url` must be on a public address (keys.allow_private_addresses allows others)",
+            ));
+        }
+    }
+    if threepid.medium == assent_shared::Medium::Msisdn
+        && state.config.msisdn_policy != crate::config::MsisdnPolicy::Hold
+    {
+        return Err(invalid(
+            "phone numbers are not held here (msisdn_policy is not `hold`)",
+        ));
     }
     let now = state.now_ms();
     let held = {
@@ -173,8 +201,17 @@ pub async fn create(
                 now - super::hold::ADDRESS_WINDOW_MS,
             )
             .await?;
+        if let Some(overdue) = lookup
+            .latest
+            .as_ref()
+            .filter(|r| r.status == RequestStatus::Pending && r.expires_at <= now)
+        {
+            super::hold::expire_overdue(&state, overdue).await?;
+        }
         match lookup.latest {
-            Some(pending) if pending.status == RequestStatus::Pending => {
+            Some(pending)
+                if pending.status == RequestStatus::Pending && pending.expires_at > now =>
+            {
                 Held::Joined(Box::new(pending))
             }
             _ => {

@@ -41,7 +41,34 @@ pub enum KeyFetchError {
         "fetching the keys of {server} failed less than a minute ago ({why}); not trying again yet"
     )]
     RecentlyFailed { server: String, why: String },
+    #[error("too many key fetches are under way; try again shortly")]
+    Busy,
 }
+
+impl KeyFetchError {
+    /// What the caller may be told: what went wrong, without what Assent
+    /// saw on the network (which would make it a port scanner).
+    pub fn public_message(&self, server: &str) -> String {
+        match self {
+            KeyFetchError::BadServerName(_)
+            | KeyFetchError::UnknownKey { .. }
+            | KeyFetchError::Expired { .. }
+            | KeyFetchError::Busy => self.to_string(),
+            KeyFetchError::PrivateAddress(_) => {
+                format!("the keys of {server} are not fetched: it is not on a public address")
+            }
+            KeyFetchError::Http { .. }
+            | KeyFetchError::TooLarge { .. }
+            | KeyFetchError::Document { .. }
+            | KeyFetchError::RecentlyFailed { .. } => format!(
+                "the signing keys of {server} could not be fetched and verified from its /_matrix/key/v2/server"
+            ),
+        }
+    }
+}
+
+/// Key fetches under way at once, over all servers.
+pub const MAX_CONCURRENT_FETCHES: usize = 32;
 
 /// How long a server's keys are not fetched again after a fetch, whatever
 /// the requests claim: callers that need not be verified yet choose which
@@ -73,6 +100,9 @@ pub struct KeyFetcher {
     cache: Mutex<HashMap<String, ServerKeySet>>,
     /// Last fetch per server: when, and why it failed if it did.
     recent: Mutex<HashMap<String, (i64, Option<String>)>>,
+    /// One fetch per server at a time: the others wait for its result.
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    permits: tokio::sync::Semaphore,
     /// `https` in production; tests serve plain HTTP on loopback.
     scheme: &'static str,
 }
@@ -102,6 +132,8 @@ impl KeyFetcher {
             allow_private: config.allow_private_addresses,
             cache: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
             scheme,
         })
     }
@@ -120,6 +152,23 @@ impl KeyFetcher {
         if let Some(key) = self.cached(&cache_key, key_id, now_ms) {
             return Ok((key, KeySource::Cached));
         }
+        // A pinned server's keys come from the config only.
+        if self
+            .pinned
+            .keys()
+            .any(|pinned| pinned.eq_ignore_ascii_case(server))
+        {
+            return Err(KeyFetchError::UnknownKey {
+                server: server.to_owned(),
+                key_id: key_id.to_owned(),
+            });
+        }
+        let gate = self.gate(&cache_key);
+        let _turn = gate.lock().await;
+        // Whoever held the gate before may have fetched what we need.
+        if let Some(key) = self.cached(&cache_key, key_id, now_ms) {
+            return Ok((key, KeySource::Cached));
+        }
         if let Some(failure) = self.recent_fetch(&cache_key, now_ms) {
             return Err(match failure {
                 Some(why) => KeyFetchError::RecentlyFailed {
@@ -132,7 +181,13 @@ impl KeyFetcher {
                 },
             });
         }
+        let Ok(_permit) = self.permits.try_acquire() else {
+            return Err(KeyFetchError::Busy);
+        };
         let fetched = self.fetch(server).await;
+        if let Ok(mut inflight) = self.inflight.lock() {
+            inflight.remove(&cache_key);
+        }
         self.remember_fetch(
             cache_key.clone(),
             now_ms,
@@ -167,6 +222,13 @@ impl KeyFetcher {
                 server: server.to_owned(),
                 key_id: key_id.to_owned(),
             })
+    }
+
+    fn gate(&self, server: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.inflight.lock() {
+            Ok(mut inflight) => inflight.entry(server.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
     }
 
     /// `Some(failure)` when the server's keys were fetched under a minute ago.
@@ -250,6 +312,20 @@ impl KeyFetcher {
             url: url.to_owned(),
             why,
         };
+        // The URL parser reads `127.1`, `0x7f.1` or `2130706433` as IPv4
+        // addresses, and such hosts are connected to without the resolver:
+        // check the host as parsed.
+        let parsed = url::Url::parse(url).map_err(|e| http_err(e.to_string()))?;
+        let literal = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal {
+            if !self.allow_private && !is_public(ip) {
+                return Err(KeyFetchError::PrivateAddress(url.to_owned()));
+            }
+        }
         let mut response = self.http.get(url).send().await.map_err(|e| {
             if refused_as_private(&e) {
                 KeyFetchError::PrivateAddress(url.to_owned())
@@ -502,6 +578,60 @@ mod tests {
                 .await,
             Err(KeyFetchError::Http { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn numeric_host_spellings_of_private_addresses_are_refused() {
+        let fetcher = KeyFetcher::with_scheme(&config(false), "http").unwrap();
+        for server in [
+            "127.1:8448",
+            "2130706433:8448",
+            "0x7f.1:8448",
+            "10.1",
+            "192.168.1:80",
+        ] {
+            let refused = fetcher.key(server, "ed25519:a", 1).await;
+            assert!(
+                matches!(refused, Err(KeyFetchError::PrivateAddress(_))),
+                "{server}: {refused:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_fetch_and_pinned_servers_are_never_fetched() {
+        let key = Arc::new(SigningKey::from_seed("a_hs", &[3u8; 32]).unwrap());
+        let hs = homeserver(|addr| addr.to_string(), key.clone(), 1_i64 << 50, 0).await;
+        let fetcher = Arc::new(KeyFetcher::with_scheme(&config(true), "http").unwrap());
+        let server = hs.addr.to_string();
+        let calls: Vec<_> = (0..12)
+            .map(|_| {
+                let fetcher = fetcher.clone();
+                let server = server.clone();
+                let key_id = key.key_id().to_owned();
+                tokio::spawn(async move { fetcher.key(&server, &key_id, 1_000).await })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        assert_eq!(hs.fetches.load(Ordering::SeqCst), 1);
+
+        let mut pinned = config(true);
+        pinned.pinned.insert(
+            server.clone(),
+            BTreeMap::from([("ed25519:other".to_owned(), key.public_key_base64())]),
+        );
+        let fetcher = KeyFetcher::with_scheme(&pinned, "http").unwrap();
+        assert!(matches!(
+            fetcher.key(&server, key.key_id(), 1_000).await,
+            Err(KeyFetchError::UnknownKey { .. })
+        ));
+        assert_eq!(
+            hs.fetches.load(Ordering::SeqCst),
+            1,
+            "no fetch for a pinned server"
+        );
     }
 
     #[tokio::test]

@@ -56,9 +56,14 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
     let body = reqwest::Body::wrap_stream(body.into_data_stream());
+    let client = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     upstream::forward(
         &state,
         is,
+        client,
         parts.method,
         &path_and_query,
         &parts.headers,

@@ -265,6 +265,7 @@ async fn a_validly_signed_unbind_is_held_with_its_raw_intake_audit_and_email() {
 async fn every_changed_byte_of_body_path_origin_or_destination_is_refused_and_nothing_is_stored() {
     let h = Harness::new(|config| {
         config.limits.unbinds_per_origin_per_minute = 100_000;
+        config.limits.failed_unbinds_per_client_per_minute = 100_000;
     })
     .await;
     let body = h.body_for("carol");
@@ -323,6 +324,105 @@ async fn every_changed_byte_of_body_path_origin_or_destination_is_refused_and_no
     let (status, _) = h.send(raw_request(V2, &body, Some(&authorization))).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(h.count("requests").await, 1);
+}
+
+#[tokio::test]
+async fn the_signature_covers_the_origin() {
+    // The same key pinned under a second name: a request signed as one
+    // server and presented as the other must fail on the signature.
+    let h = Harness::new(|config| {
+        config.keys.pinned.insert(
+            "other.test".to_owned(),
+            std::collections::BTreeMap::from([(
+                "ed25519:hs1".to_owned(),
+                SigningKey::from_seed("hs1", &[42; 32])
+                    .unwrap()
+                    .public_key_base64(),
+            )]),
+        );
+    })
+    .await;
+    let body = br#"{"mxid":"@carol:other.test","threepid":{"address":"carol@example.org","medium":"email"}}"#;
+    let signed_as_hs = h.hs.authorization("POST", V2, IS_NAME, body);
+    let presented_as_other = signed_as_hs.replace(&h.hs.name, "other.test");
+    let (status, answer) = h
+        .send(raw_request(V2, body, Some(&presented_as_other)))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert_eq!(h.count("requests").await, 0);
+}
+
+#[tokio::test]
+async fn a_pending_request_past_its_time_expires_and_a_repeat_is_held_anew() {
+    let h = Harness::new(|_| {}).await;
+    let body = h.body_for("olga");
+    h.send(h.signed(V2, &body, IS_NAME)).await;
+    let first = h.stored("olga").await.unwrap();
+    h.clock.0.store(first.expires_at + 1, Ordering::SeqCst);
+    let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(h.count("requests").await, 2);
+    assert_eq!(h.count("outbox").await, 2, "the owner is asked again");
+    let old = h.state.repo.request(&first.id).await.unwrap().unwrap();
+    assert_eq!(old.status, RequestStatus::Expired);
+    // The expiry is a signed decision document that verifies under Assent's key.
+    let doc: Value = serde_json::from_str(old.decision_doc.as_deref().unwrap()).unwrap();
+    assert_eq!(doc["decision"], "expire");
+    assert_eq!(doc["request_id"], first.id.as_str());
+    let object: ruma_common::CanonicalJsonObject = serde_json::from_value(doc).unwrap();
+    let mut keys = ruma_signatures::PublicKeyMap::new();
+    keys.insert(
+        h.state.config.server_name.clone(),
+        std::collections::BTreeMap::from([(
+            h.state.key.key_id().to_owned(),
+            ruma_common::serde::Base64::parse(h.state.key.public_key_base64()).unwrap(),
+        )]),
+    );
+    ruma_signatures::verify_json(&keys, &object).unwrap();
+    let mut forged = object.clone();
+    forged.insert(
+        "decision".to_owned(),
+        ruma_common::CanonicalJsonValue::String("approve".to_owned()),
+    );
+    assert!(ruma_signatures::verify_json(&keys, &forged).is_err());
+}
+
+#[tokio::test]
+async fn an_owner_proven_unbind_the_upstream_accepted_is_recorded_as_approved() {
+    let h = Harness::new(|_| {}).await;
+    // A held request for the same address is settled by the owner's own unbind.
+    h.send(h.signed(V2, &h.body_for("pia"), IS_NAME)).await;
+    let held = h.stored("pia").await.unwrap();
+    let is = h.state.config.identity_servers[0].clone();
+    let threepid = assent_shared::ThreePid::new(Medium::Email, "pia@example.org").unwrap();
+    super::hold::record_owner_proven(&h.state, &is, &h.hs.mxid("pia"), &h.hs.name, &threepid, 200)
+        .await
+        .unwrap();
+    let now = h.state.repo.request(&held.id).await.unwrap().unwrap();
+    assert_eq!(now.status, RequestStatus::Approved);
+    let trail = h.state.repo.audit_trail(&held.id).await.unwrap();
+    assert_eq!(trail.last().unwrap().kind, "owner_proven");
+    assert_eq!(trail.last().unwrap().detail["upstream_status"], 200);
+    // With nothing pending, it is a request of its own, approved at once.
+    let threepid = assent_shared::ThreePid::new(Medium::Email, "quinn@example.org").unwrap();
+    super::hold::record_owner_proven(
+        &h.state,
+        &is,
+        &h.hs.mxid("quinn"),
+        &h.hs.name,
+        &threepid,
+        200,
+    )
+    .await
+    .unwrap();
+    let own = h.stored("quinn").await.unwrap();
+    assert_eq!(own.status, RequestStatus::Approved);
+    assert_eq!(own.source, crate::storage::Source::OwnerProven);
+    assert_eq!(
+        h.count("outbox").await,
+        1,
+        "no email for what the owner did"
+    );
 }
 
 #[tokio::test]
@@ -474,6 +574,20 @@ async fn rate_limits_per_origin_and_per_address_answer_m_limit_exceeded() {
         }
     }
     assert_eq!(h.count("requests").await, 2);
+
+    // A client whose signatures keep failing is stopped before key lookups.
+    let h = Harness::new(|_| {}).await;
+    let body = h.body_for("v1");
+    let wrong = h.hs.authorization("POST", V2, IS_NAME, b"{}");
+    for _ in 0..30 {
+        let (status, _) = h.send(raw_request(V2, &body, Some(&wrong))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, answer) = h.send(raw_request(V2, &body, Some(&wrong))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    // Even a correct request from that address waits out the window.
+    let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]
@@ -579,6 +693,7 @@ async fn the_real_synapse_requests_are_held() {
 async fn malformed_requests_get_the_right_matrix_error_and_store_nothing() {
     let h = Harness::new(|config| {
         config.limits.unbinds_per_origin_per_minute = 100_000;
+        config.limits.failed_unbinds_per_client_per_minute = 100_000;
     })
     .await;
     let mxid = h.hs.mxid("zoe");
@@ -1050,6 +1165,8 @@ async fn malformed_requests_get_the_right_matrix_error_and_store_nothing() {
 #[tokio::test]
 async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
     let h = Harness::new(|config| {
+        // No key fetches here; callback URLs must be public.
+        config.keys.allow_private_addresses = false;
         let mut second = identity_server("other-is.test");
         second.api_tokens = vec!["other-token-for-tests-0123456789abcdef0".to_owned()];
         config.identity_servers.push(second);
@@ -1184,6 +1301,34 @@ async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
         (
             json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "extra": 1}),
             "M_BAD_JSON",
+        ),
+    ] {
+        let (status, answer) = h
+            .send(call(
+                "POST",
+                "/_assent/v1/requests",
+                Some(token),
+                body.clone(),
+            ))
+            .await;
+        assert_eq!(
+            (status, answer["errcode"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(errcode)),
+            "{body}: {answer}"
+        );
+    }
+    for (body, errcode) in [
+        (
+            json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "callback_url": "http://127.1:6379/"}),
+            "M_INVALID_PARAM",
+        ),
+        (
+            json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "callback_url": "http://localhost/"}),
+            "M_INVALID_PARAM",
+        ),
+        (
+            json!({"mxid": "@ivan:hs.example.org", "threepid": {"medium": "email", "address": "i@e.org"}, "requesting_server": "hs.example.org", "callback_url": format!("https://is.example.org/{}", "x".repeat(2100))}),
+            "M_INVALID_PARAM",
         ),
     ] {
         let (status, answer) = h

@@ -26,7 +26,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "trailer"
             | "transfer-encoding"
             | "upgrade"
-            | "host"
     )
 }
 
@@ -39,22 +38,52 @@ pub fn upstream_url(is: &IdentityServerConfig, path_and_query: &str) -> String {
     )
 }
 
-/// Sends a request to the upstream unchanged (method, path, query, headers
-/// except hop-by-hop ones, body) and returns its answer as it is, streamed.
+/// Headers a `Connection` header names, which describe this hop too.
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(axum::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// What is forwarded of `headers`: everything but hop-by-hop headers.
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let named = connection_tokens(headers);
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if !is_hop_by_hop(name) && !named.iter().any(|t| t == name.as_str()) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// Sends a request to the upstream unchanged (method, path, query, `Host`
+/// and the other end-to-end headers, body) and returns its answer as it is,
+/// streamed. `X-Forwarded-For` is replaced by the connecting address, so the
+/// upstream's own per-client limits see clients, and none can claim to be
+/// another.
 pub async fn forward(
     state: &AppState,
     is: &IdentityServerConfig,
+    client: Option<std::net::IpAddr>,
     method: Method,
     path_and_query: &str,
     headers: &HeaderMap,
     body: reqwest::Body,
 ) -> Response {
     let url = upstream_url(is, path_and_query);
-    let mut outgoing = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if !is_hop_by_hop(name) {
-            outgoing.append(name.clone(), value.clone());
-        }
+    let mut outgoing = end_to_end(headers);
+    outgoing.remove("x-forwarded-for");
+    outgoing.remove("forwarded");
+    if let Some(value) =
+        client.and_then(|ip| axum::http::HeaderValue::from_str(&ip.to_string()).ok())
+    {
+        outgoing.insert("x-forwarded-for", value);
     }
     let sent = state
         .upstream
@@ -77,11 +106,7 @@ pub async fn forward(
     };
     let mut response = Response::builder().status(answer.status());
     if let Some(response_headers) = response.headers_mut() {
-        for (name, value) in answer.headers() {
-            if !is_hop_by_hop(name) {
-                response_headers.append(name.clone(), value.clone());
-            }
-        }
+        *response_headers = end_to_end(answer.headers());
     }
     response
         .body(Body::from_stream(answer.bytes_stream()))
@@ -169,4 +194,25 @@ pub async fn check_binding(
         Some(bound) if bound == mxid => Binding::Bound,
         _ => Binding::NotBound,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_dropped_and_host_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "is.example.org".parse().unwrap());
+        headers.insert("connection", "keep-alive, X-Secret-Hop".parse().unwrap());
+        headers.insert("x-secret-hop", "1".parse().unwrap());
+        headers.insert("transfer-encoding", "chunked".parse().unwrap());
+        headers.insert("authorization", "X-Matrix origin=a".parse().unwrap());
+        let kept = end_to_end(&headers);
+        assert_eq!(kept.get("host").unwrap(), "is.example.org");
+        assert_eq!(kept.get("authorization").unwrap(), "X-Matrix origin=a");
+        for gone in ["connection", "x-secret-hop", "transfer-encoding"] {
+            assert!(kept.get(gone).is_none(), "{gone}");
+        }
+    }
 }

@@ -42,14 +42,31 @@ async fn writer(inner: Repo, mut jobs: mpsc::Receiver<Job>) {
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (holds, replies): (Vec<NewHold>, Vec<_>) =
             std::mem::take(&mut batch).into_iter().unzip();
-        match inner.insert_requests(&holds).await {
+        // Run as a task, so that a panic fails this batch, not the writer.
+        let repo = inner.clone();
+        let written = tokio::spawn(async move {
+            let result = repo.insert_requests(&holds).await;
+            (holds, result)
+        })
+        .await;
+        let (holds, result) = match written {
+            Ok(done) => done,
+            Err(panic) => {
+                for reply in replies {
+                    let _ = reply.send(Err(StorageError::Writer(format!("panicked: {panic}"))));
+                }
+                continue;
+            }
+        };
+        match result {
             Ok(results) if results.len() == holds.len() => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
             }
-            // One bad request must not fail the others: write each alone.
-            _ => {
+            // A row the database refused (a constraint): write each alone, so
+            // that one bad request does not fail the others.
+            Err(StorageError::Database(sqlx::Error::Database(_))) if holds.len() > 1 => {
                 for (hold, reply) in holds.iter().zip(replies) {
                     let result = inner
                         .insert_requests(std::slice::from_ref(hold))
@@ -60,6 +77,22 @@ async fn writer(inner: Repo, mut jobs: mpsc::Receiver<Job>) {
                             })
                         });
                     let _ = reply.send(result);
+                }
+            }
+            // Anything else (the database unreachable, a timeout) would fail
+            // each alone too: answer everyone at once.
+            Err(e) => {
+                let why = e.to_string();
+                tracing::error!(error = %why, size = holds.len(), "a batch of new requests was not written");
+                for reply in replies {
+                    let _ = reply.send(Err(StorageError::Writer(why.clone())));
+                }
+            }
+            Ok(_) => {
+                for reply in replies {
+                    let _ = reply.send(Err(StorageError::Corrupt(
+                        "the database answered a batch with the wrong number of results".to_owned(),
+                    )));
                 }
             }
         }
@@ -73,6 +106,11 @@ impl super::Repository for Batched {
     }
 
     async fn ping(&self) -> Result<()> {
+        if self.queue.is_closed() {
+            return Err(StorageError::Writer(
+                "the writer thread has stopped".to_owned(),
+            ));
+        }
         self.inner.ping().await
     }
 

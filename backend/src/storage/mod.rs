@@ -27,6 +27,8 @@ pub enum StorageError {
     Corrupt(String),
     #[error("the same request kept changing under concurrent updates; try again")]
     Contended,
+    #[error("the database writer failed: {0}")]
+    Writer(String),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -38,6 +40,9 @@ pub enum Source {
     Gateway,
     Integrated,
     Demo,
+    /// The owner unbound it themselves through a validation session at the
+    /// identity server; recorded, nothing to ask.
+    OwnerProven,
 }
 
 impl Source {
@@ -46,6 +51,7 @@ impl Source {
             Source::Gateway => "gateway",
             Source::Integrated => "integrated",
             Source::Demo => "demo",
+            Source::OwnerProven => "owner_proven",
         }
     }
 
@@ -54,6 +60,7 @@ impl Source {
             "gateway" => Ok(Source::Gateway),
             "integrated" => Ok(Source::Integrated),
             "demo" => Ok(Source::Demo),
+            "owner_proven" => Ok(Source::OwnerProven),
             other => Err(StorageError::Corrupt(format!("unknown source `{other}`"))),
         }
     }
