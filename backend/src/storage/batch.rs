@@ -8,6 +8,8 @@ use super::{
     OutboxKind, OutboxRow, Repo, RequestKey, Result, StorageError, StoredRequest,
 };
 use async_trait::async_trait;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most requests written in one transaction.
@@ -18,6 +20,8 @@ type Job = (NewHold, oneshot::Sender<Result<Inserted>>);
 pub struct Batched {
     inner: Repo,
     queue: mpsc::Sender<Job>,
+    /// Batches written so far.
+    batches: Arc<AtomicU64>,
 }
 
 impl Batched {
@@ -30,16 +34,28 @@ impl Batched {
             .enable_all()
             .build()?;
         let repo = inner.clone();
+        let batches = Arc::new(AtomicU64::new(0));
+        let counter = batches.clone();
         std::thread::Builder::new()
             .name("assent-db-writer".to_owned())
-            .spawn(move || runtime.block_on(writer(repo, jobs)))?;
-        Ok(Batched { inner, queue })
+            .spawn(move || runtime.block_on(writer(repo, jobs, counter)))?;
+        Ok(Batched {
+            inner,
+            queue,
+            batches,
+        })
+    }
+
+    /// How many batches the writer has taken so far (for metrics and tests).
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 }
 
-async fn writer(inner: Repo, mut jobs: mpsc::Receiver<Job>) {
+async fn writer(inner: Repo, mut jobs: mpsc::Receiver<Job>, batches: Arc<AtomicU64>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        batches.fetch_add(1, Ordering::Relaxed);
         let (holds, replies): (Vec<NewHold>, Vec<_>) =
             std::mem::take(&mut batch).into_iter().unzip();
         // Run as a task, so that a panic fails this batch, not the writer.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-mod batch;
+pub mod batch;
 mod postgres;
 mod sqlite;
 #[cfg(test)]

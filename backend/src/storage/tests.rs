@@ -602,8 +602,111 @@ async fn concurrent_holds_are_grouped_yet_each_gets_its_own_answer() {
     }
 }
 
+/// The SQLite writer queue, with the database's write lock held by another
+/// connection until `release` is sent: whatever is queued meanwhile is
+/// written together once it is released.
+async fn held_writer() -> (
+    std::sync::Arc<batch::Batched>,
+    tempfile::TempDir,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let inner: Repo = Arc::new(SqliteRepository::connect(&url).await.unwrap());
+    let batched = std::sync::Arc::new(batch::Batched::new(inner).unwrap());
+    let mut blocker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = released.await;
+        sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    });
+    (batched, dir, release)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_queued_while_the_writer_is_busy_are_written_together() {
+    let (batched, _dir, release) = held_writer().await;
+    let audit = received();
+    // The first hold takes the writer, which waits for the lock …
+    let first = {
+        let repo = batched.clone();
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            repo.insert_request(&new_request("first", "f@example.org"), &audit, &[])
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // … while twenty more queue up.
+    let queued: Vec<_> = (0..20)
+        .map(|i| {
+            let repo = batched.clone();
+            let audit = audit.clone();
+            tokio::spawn(async move {
+                let mut request = new_request(&format!("q{i}"), &format!("q{i}@example.org"));
+                request.mxid = format!("@q{i}:hs.test");
+                repo.insert_request(&request, &audit, &[email_outbox(&format!("q{i}"))])
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), Inserted::Created);
+    for q in queued {
+        assert_eq!(q.await.unwrap().unwrap(), Inserted::Created);
+    }
+    assert_eq!(
+        batched.batches(),
+        2,
+        "the first alone, then the twenty together"
+    );
+    for i in 0..20 {
+        assert_eq!(batched.outbox_for(&format!("q{i}")).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_request_in_a_batch_fails_alone() {
+    let (batched, _dir, release) = held_writer().await;
+    let audit = received();
+    let first = {
+        let repo = batched.clone();
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            repo.insert_request(&new_request("dup-id", "a@example.org"), &audit, &[])
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Queued behind it, in one batch: the same id again, and a good one.
+    let mut clash = new_request("dup-id", "b@example.org");
+    clash.token_hash = b"another-hash".to_vec();
+    let good = new_request("fine", "c@example.org");
+    let (repo_a, repo_b) = (batched.clone(), batched.clone());
+    let (audit_a, audit_b) = (audit.clone(), audit.clone());
+    let bad = tokio::spawn(async move { repo_a.insert_request(&clash, &audit_a, &[]).await });
+    let ok = tokio::spawn(async move { repo_b.insert_request(&good, &audit_b, &[]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), Inserted::Created);
+    assert!(bad.await.unwrap().is_err());
+    assert_eq!(ok.await.unwrap().unwrap(), Inserted::Created);
+    assert_eq!(batched.batches(), 2, "the pair was one batch");
+    assert_eq!(
+        batched.request("dup-id").await.unwrap().unwrap().address,
+        "a@example.org"
+    );
+    assert!(batched.request("fine").await.unwrap().is_some());
+}
+
 #[tokio::test]
-async fn one_bad_request_in_a_group_fails_alone() {
+async fn a_primary_key_clash_fails_only_that_request() {
     let db = test_db().await;
     let first = new_request("dup-id", "a@example.org");
     db.repo
