@@ -295,10 +295,6 @@ fn bench(args: &[String]) -> Result {
         "assent-backend",
         "--bin",
         "assent",
-    ]))?;
-    run_cmd(command("cargo").args([
-        "build",
-        "--release",
         "--package",
         "assent-e2e",
         "--bin",

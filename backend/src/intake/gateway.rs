@@ -155,9 +155,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         .await
         .map_err(|_| body::too_large())?;
     let unbind = body::parse(&bytes)?;
-
-    if unbind.session.is_some() {
-        let response = forward(
+    // Forwarding to the upstream unchanged, for whatever Assent does not hold.
+    let pass_through = |bytes: Bytes| {
+        forward(
             state,
             is,
             client,
@@ -166,7 +166,10 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             &parts.headers,
             bytes,
         )
-        .await;
+    };
+
+    if unbind.session.is_some() {
+        let response = pass_through(bytes).await;
         let status = response.status().as_u16();
         tracing::info!(identity_server = %is.name, status, outcome = "owner_proven", "unbind with a validation session forwarded");
         if response.status().is_success() {
@@ -192,16 +195,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             MsisdnPolicy::Hold => {}
             MsisdnPolicy::Forward => {
                 tracing::info!(identity_server = %is.name, outcome = "msisdn_forwarded", "phone-number unbind forwarded by policy");
-                return Ok(forward(
-                    state,
-                    is,
-                    client,
-                    &parts.method,
-                    &path_and_query,
-                    &parts.headers,
-                    bytes,
-                )
-                .await);
+                return Ok(pass_through(bytes).await);
             }
             MsisdnPolicy::Reject => {
                 return Err(ApiError::new(
@@ -294,16 +288,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let binding = upstream::check_binding(state, is, &mxid, &threepid).await?;
     if binding == Binding::NotBound {
         tracing::info!(identity_server = %is.name, %origin, outcome = "not_bound_forwarded", "address not bound to that Matrix ID: forwarded untouched");
-        return Ok(forward(
-            state,
-            is,
-            client,
-            &parts.method,
-            &path_and_query,
-            &parts.headers,
-            bytes,
-        )
-        .await);
+        return Ok(pass_through(bytes).await);
     }
 
     let raw = RawIntake {

@@ -87,11 +87,7 @@ async fn writer(inner: Repo, mut jobs: mpsc::Receiver<Job>, batches: Arc<AtomicU
                     let result = inner
                         .insert_requests(std::slice::from_ref(hold))
                         .await
-                        .and_then(|mut r| {
-                            r.pop().ok_or_else(|| {
-                                StorageError::Corrupt("no result for an insert".to_owned())
-                            })
-                        });
+                        .and_then(super::only);
                     let _ = reply.send(result);
                 }
             }

@@ -322,10 +322,7 @@ pub trait Repository: Send + Sync + 'static {
             audit: audit.clone(),
             outbox: outbox.to_vec(),
         };
-        self.insert_requests(std::slice::from_ref(&hold))
-            .await?
-            .pop()
-            .ok_or_else(|| StorageError::Corrupt("no result for an insert".to_owned()))
+        only(self.insert_requests(std::slice::from_ref(&hold)).await?)
     }
 
     async fn request(&self, id: &str) -> Result<Option<StoredRequest>>;
@@ -392,6 +389,16 @@ pub trait Repository: Send + Sync + 'static {
 }
 
 pub type Repo = Arc<dyn Repository>;
+
+/// The one result of a batch call made for one item.
+pub(crate) fn only<T>(mut results: Vec<T>) -> Result<T> {
+    match (results.pop(), results.is_empty()) {
+        (Some(one), true) => Ok(one),
+        _ => Err(StorageError::Corrupt(
+            "a call for one item did not give one result".to_owned(),
+        )),
+    }
+}
 
 /// Opens (creating where needed) the database named by `url` and brings its
 /// schema up to date.
