@@ -62,6 +62,8 @@ pub struct AppState {
     /// Talks to the configured upstream identity servers (trusted addresses).
     pub upstream: reqwest::Client,
     pub tokens: Arc<TokenMinter>,
+    /// Wakes the email worker when a new message is queued.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Longest wait for an upstream identity server's answer.
@@ -107,6 +109,7 @@ impl AppState {
             server_keys: Arc::new(server_keys),
             upstream,
             tokens: Arc::new(tokens),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 

@@ -95,6 +95,40 @@ pub struct EmailConfig {
     pub smtp_url: Option<String>,
     /// Language of the emails: `en` or `de`.
     pub language: String,
+    /// Longest wait for the SMTP server at each step.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Wait before the first retry after a temporary failure; it doubles
+    /// with each further one (with jitter), up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Attempts before a message that keeps failing temporarily is given up.
+    pub max_attempts: u32,
+    /// DKIM signing; off when absent.
+    pub dkim: Option<DkimSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimSettings {
+    /// The selector published in DNS (`<selector>._domainkey.<domain>`).
+    pub selector: String,
+    /// The signing domain (`d=`), usually the domain of `email.from`.
+    pub domain: String,
+    /// PKCS#1 PEM for RSA, or the base64 32-byte seed for Ed25519.
+    pub key_file: PathBuf,
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DkimAlgorithm {
+    #[default]
+    Rsa,
+    Ed25519,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +235,11 @@ impl Default for EmailConfig {
             transport: EmailTransport::File,
             smtp_url: None,
             language: "en".to_owned(),
+            timeout: Duration::from_secs(30),
+            retry_initial: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            max_attempts: 12,
+            dkim: None,
         }
     }
 }
@@ -234,6 +273,15 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
 
 fn problem(
     key: impl Into<String>,
@@ -364,6 +412,7 @@ impl Config {
             ));
         }
         self.validate_email(&mut errors);
+        self.validate_email_delivery(&mut errors);
         for (key, value) in [
             (
                 "limits.unbinds_per_origin_per_minute",
@@ -459,6 +508,17 @@ impl Config {
                 "set smtp_url = \"smtp://user:pass@mail.example.org:587?tls=required\"",
             )),
             (_, Some(url)) => match Url::parse(url) {
+                Ok(url)
+                    if url.scheme() == "smtp"
+                        && !url.query_pairs().any(|(k, _)| k == "tls")
+                        && !is_loopback_host(&url) =>
+                {
+                    errors.push(problem(
+                        "email.smtp_url",
+                        "sends mail and the password unencrypted to a host that is not loopback",
+                        "add ?tls=required (STARTTLS, usually port 587), or use smtps:// (port 465)",
+                    ))
+                }
                 Ok(url) if matches!(url.scheme(), "smtp" | "smtps") && url.host().is_some() => {}
                 _ => errors.push(problem(
                     "email.smtp_url",
@@ -467,6 +527,39 @@ impl Config {
                 )),
             },
             _ => {}
+        }
+    }
+
+    fn validate_email_delivery(&self, errors: &mut Vec<ConfigError>) {
+        let email = &self.email;
+        if email.timeout.is_zero() {
+            errors.push(problem("email.timeout", "is zero", "use e.g. \"30s\""));
+        }
+        if email.retry_initial.is_zero() || email.retry_max < email.retry_initial {
+            errors.push(problem(
+                "email.retry_initial",
+                "must be above zero and at most email.retry_max",
+                "use e.g. retry_initial = \"1m\" and retry_max = \"1h\"",
+            ));
+        }
+        if email.max_attempts == 0 {
+            errors.push(problem("email.max_attempts", "is zero", "use e.g. 12"));
+        }
+        if let Some(dkim) = &email.dkim {
+            if dkim.selector.is_empty() || dkim.domain.is_empty() {
+                errors.push(problem(
+                    "email.dkim",
+                    "needs a selector and a domain",
+                    "set selector = \"assent\" and domain = \"example.org\"",
+                ));
+            }
+            if !dkim.key_file.is_file() {
+                errors.push(problem(
+                    "email.dkim.key_file",
+                    format!("{} is not a readable file", dkim.key_file.display()),
+                    "point it at the private key (PKCS#1 PEM for rsa)",
+                ));
+            }
         }
     }
 

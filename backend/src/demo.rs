@@ -2,6 +2,7 @@
 
 use crate::app::AppState;
 use crate::config::{BindingCheck, Config, IdentityServerConfig, RelaySink};
+use crate::intake::hold::email_outbox;
 use crate::storage::{Inserted, NewAudit, NewRequest, Source, StorageError};
 use crate::tokens;
 use assent_shared::{Initiator, Medium};
@@ -36,7 +37,8 @@ pub fn prepare_config(config: &mut Config) {
 /// Seeds the demo request, or gives the one seeded by an earlier run a fresh
 /// link, and returns the consent link.
 pub async fn seed(state: &AppState) -> Result<String, StorageError> {
-    let token = tokens::encode(&state.random_bytes::<32>());
+    let nonce = state.random_bytes::<32>();
+    let token = state.tokens.token(&nonce);
     let now = state.now_ms();
     let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
     let id = crate::intake::hold::new_request_id(state);
@@ -59,7 +61,18 @@ pub async fn seed(state: &AppState) -> Result<String, StorageError> {
         raw: None,
     };
     let audit = NewAudit::new("received", Some("demo"), json!({"source": "demo"}));
-    match state.repo.insert_request(&request, &audit, &[]).await? {
+    let is = state
+        .config
+        .identity_server(DEMO_IDENTITY_SERVER)
+        .ok_or_else(|| {
+            StorageError::Corrupt("the demo identity server is not configured".to_owned())
+        })?;
+    let email = email_outbox(state, is, &request.id, &nonce, "initial");
+    match state
+        .repo
+        .insert_request(&request, &audit, &[email])
+        .await?
+    {
         Inserted::Created => {}
         Inserted::JoinedPending(existing) => {
             let audit = NewAudit::new(
@@ -69,7 +82,19 @@ pub async fn seed(state: &AppState) -> Result<String, StorageError> {
             );
             state
                 .repo
-                .replace_token(&existing.id, &request.token_hash, now, &audit)
+                .replace_token(
+                    &existing.id,
+                    &request.token_hash,
+                    now,
+                    &audit,
+                    &[email_outbox(
+                        state,
+                        is,
+                        &existing.id,
+                        &nonce,
+                        &format!("demo-{now}"),
+                    )],
+                )
                 .await?;
         }
     }

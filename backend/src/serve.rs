@@ -3,10 +3,11 @@
 
 use crate::app::{self, AppState, SystemClock};
 use crate::config::Config;
+use crate::email::transport::Mailer;
 use crate::keys::SigningKey;
 use crate::storage::{self, Repo};
 use crate::web::WebAssets;
-use crate::{demo, tokens};
+use crate::{demo, outbox, tokens};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,6 +146,14 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
             problem: format!("cannot set up the HTTP client: {e}"),
             fix: "check the system's TLS root certificates",
         })?;
+    let mailer =
+        Mailer::new(&state.config.email, &state.config.data_dir).map_err(|e| StartError {
+            key: e.key,
+            problem: e.problem,
+            fix: "see the [email] section of the README",
+        })?;
+    let mail_dir = mailer.mail_dir().map(|d| d.to_path_buf());
+    outbox::spawn(state.clone(), mailer);
     let listen = state.config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -177,6 +186,11 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
             demo::DEMO_ADDRESS
         );
         println!("    {link}");
+        state.outbox_wake.notify_one();
+        if let Some(dir) = &mail_dir {
+            println!("Its email (open it in a mail program or a text editor) is written to:");
+            println!("    {}", dir.display());
+        }
         match &demo_admin_token {
             Some(token) => println!("Admin console (sign-in link, valid while this process runs):\n    {}admin#token={token}", state.config.public_base()),
             None => println!("Admin console (sign in with a token from [admin] tokens):\n    {}admin", state.config.public_base()),

@@ -149,10 +149,15 @@ pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError>
         Medium::Msisdn => Vec::new(),
     };
     match state.repo.insert_request(&request, &audit, &outbox).await? {
-        Inserted::Created => Ok(Held::Created {
-            id,
-            expires_at: request.expires_at,
-        }),
+        Inserted::Created => {
+            if !outbox.is_empty() {
+                state.outbox_wake.notify_one();
+            }
+            Ok(Held::Created {
+                id,
+                expires_at: request.expires_at,
+            })
+        }
         Inserted::JoinedPending(existing) => Ok(Held::Joined(existing)),
     }
 }

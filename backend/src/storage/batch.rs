@@ -5,7 +5,7 @@
 
 use super::{
     AttemptResult, AuditEvent, Decided, Decision, Inserted, IntakeLookup, NewAudit, NewHold,
-    OutboxKind, OutboxRow, Repo, RequestKey, Result, StorageError, StoredRequest,
+    NewOutbox, OutboxKind, OutboxRow, Repo, RequestKey, Result, StorageError, StoredRequest,
 };
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,9 +173,10 @@ impl super::Repository for Batched {
         token_hash: &[u8],
         at: i64,
         audit: &NewAudit,
+        outbox: &[NewOutbox],
     ) -> Result<bool> {
         self.inner
-            .replace_token(request_id, token_hash, at, audit)
+            .replace_token(request_id, token_hash, at, audit, outbox)
             .await
     }
 
@@ -210,7 +211,10 @@ impl super::Repository for Batched {
         owner: &str,
         result: &AttemptResult,
         now: i64,
+        audit: &NewAudit,
     ) -> Result<bool> {
-        self.inner.finish_outbox(id, owner, result, now).await
+        self.inner
+            .finish_outbox(id, owner, result, now, audit)
+            .await
     }
 }

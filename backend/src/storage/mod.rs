@@ -358,6 +358,7 @@ pub trait Repository: Send + Sync + 'static {
         token_hash: &[u8],
         at: i64,
         audit: &NewAudit,
+        outbox: &[NewOutbox],
     ) -> Result<bool>;
 
     async fn append_audit(&self, request_id: &str, at: i64, event: &NewAudit) -> Result<()>;
@@ -385,6 +386,7 @@ pub trait Repository: Send + Sync + 'static {
         owner: &str,
         result: &AttemptResult,
         now: i64,
+        audit: &NewAudit,
     ) -> Result<bool>;
 }
 
@@ -665,6 +667,7 @@ macro_rules! sql_repository {
                 token_hash: &[u8],
                 at: i64,
                 audit: &$crate::storage::NewAudit,
+                outbox: &[$crate::storage::NewOutbox],
             ) -> $crate::storage::Result<bool> {
                 let mut tx = self.writer.begin().await?;
                 let updated = sqlx::query(
@@ -680,6 +683,9 @@ macro_rules! sql_repository {
                     return Ok(false);
                 }
                 insert_audit(&mut tx, request_id, at, audit).await?;
+                for row in outbox {
+                    insert_outbox(&mut tx, request_id, at, row).await?;
+                }
                 tx.commit().await?;
                 Ok(true)
             }
@@ -756,6 +762,7 @@ macro_rules! sql_repository {
                 owner: &str,
                 result: &$crate::storage::AttemptResult,
                 now: i64,
+                audit: &$crate::storage::NewAudit,
             ) -> $crate::storage::Result<bool> {
                 use $crate::storage::{AttemptResult, OutboxState};
                 let (state, next, error) = match result {
@@ -763,10 +770,11 @@ macro_rules! sql_repository {
                     AttemptResult::RetryAt { at, error } => (OutboxState::Pending, Some(*at), Some(error.as_str())),
                     AttemptResult::GiveUp { error } => (OutboxState::GivenUp, None, Some(error.as_str())),
                 };
+                let mut tx = self.writer.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE outbox SET state = $3, next_attempt_at = COALESCE($4, next_attempt_at), \
                      last_error = COALESCE($5, last_error), lease_owner = NULL, lease_until = NULL, updated_at = $6 \
-                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' RETURNING request_id",
                 )
                 .bind(id)
                 .bind(owner)
@@ -774,9 +782,16 @@ macro_rules! sql_repository {
                 .bind(next)
                 .bind(error)
                 .bind(now)
-                .execute(&self.writer)
+                .fetch_optional(&mut *tx)
                 .await?;
-                Ok(updated.rows_affected() == 1)
+                let Some(row) = updated else {
+                    tx.rollback().await?;
+                    return Ok(false);
+                };
+                let request_id: String = row.try_get("request_id")?;
+                insert_audit(&mut tx, &request_id, now, audit).await?;
+                tx.commit().await?;
+                Ok(true)
             }
         }
 

@@ -83,6 +83,10 @@ fn email_outbox(id: &str) -> NewOutbox {
     }
 }
 
+fn attempt_audit() -> NewAudit {
+    NewAudit::new("email_attempt", Some("worker"), json!({}))
+}
+
 fn received() -> NewAudit {
     NewAudit::new("received", Some("hs.test"), json!({"verified": true}))
 }
@@ -312,12 +316,24 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
     let first = &a[0];
     assert!(db
         .repo
-        .finish_outbox(first.id, owner_a, &AttemptResult::Done, 7_000)
+        .finish_outbox(
+            first.id,
+            owner_a,
+            &AttemptResult::Done,
+            7_000,
+            &attempt_audit()
+        )
         .await
         .unwrap());
     assert!(
         !db.repo
-            .finish_outbox(first.id, owner_a, &AttemptResult::Done, 7_000)
+            .finish_outbox(
+                first.id,
+                owner_a,
+                &AttemptResult::Done,
+                7_000,
+                &attempt_audit()
+            )
             .await
             .unwrap(),
         "a finished row stays finished"
@@ -325,7 +341,13 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
     let second = &a[1];
     assert!(
         !db.repo
-            .finish_outbox(second.id, owner_b, &AttemptResult::Done, 7_000)
+            .finish_outbox(
+                second.id,
+                owner_b,
+                &AttemptResult::Done,
+                7_000,
+                &attempt_audit()
+            )
             .await
             .unwrap(),
         "only the lease owner may finish"
@@ -339,7 +361,8 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
                 at: 9_000,
                 error: "451 try later".to_owned()
             },
-            7_000
+            7_000,
+            &attempt_audit()
         )
         .await
         .unwrap());
@@ -352,7 +375,8 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
             &AttemptResult::GiveUp {
                 error: "550 no such user".to_owned()
             },
-            7_000
+            7_000,
+            &attempt_audit()
         )
         .await
         .unwrap());
@@ -380,7 +404,13 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
     );
     assert!(
         !db.repo
-            .finish_outbox(b[0].id, owner_b, &AttemptResult::Done, 71_000)
+            .finish_outbox(
+                b[0].id,
+                owner_b,
+                &AttemptResult::Done,
+                71_000,
+                &attempt_audit()
+            )
             .await
             .unwrap(),
         "the crashed worker lost its lease"
@@ -393,6 +423,14 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
         (given_up[0].state, given_up[0].last_error.as_deref()),
         (OutboxState::GivenUp, Some("550 no such user"))
     );
+    // Each finished attempt left one audit event on its request; the refused
+    // finishes left none.
+    let mut attempts = 0;
+    for i in 0..6 {
+        let trail = db.repo.audit_trail(&format!("r{i}")).await.unwrap();
+        attempts += trail.iter().filter(|e| e.kind == "email_attempt").count();
+    }
+    assert_eq!(attempts, 3);
 }
 
 #[tokio::test]
@@ -454,7 +492,7 @@ async fn a_new_token_kills_the_old_link_and_only_while_pending() {
     let audit = NewAudit::new("token_replaced", Some("system"), json!({}));
     assert!(db
         .repo
-        .replace_token("r1", b"new-hash", 2_000, &audit)
+        .replace_token("r1", b"new-hash", 2_000, &audit, &[])
         .await
         .unwrap());
     assert!(db
@@ -483,7 +521,7 @@ async fn a_new_token_kills_the_old_link_and_only_while_pending() {
         .unwrap();
     assert!(!db
         .repo
-        .replace_token("r1", b"newer-hash", 4_000, &audit)
+        .replace_token("r1", b"newer-hash", 4_000, &audit, &[])
         .await
         .unwrap());
     assert_eq!(

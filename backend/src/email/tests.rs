@@ -1,0 +1,177 @@
+use super::*;
+use crate::storage::{Source, StoredRequest};
+use assent_shared::{Initiator, Medium, RequestStatus};
+
+fn sample(initiator: Initiator, reason: Option<&str>) -> StoredRequest {
+    StoredRequest {
+        id: "req_0123456789ab0123456789abcdef".to_owned(),
+        source: Source::Gateway,
+        identity_server: "matrix.example.org".to_owned(),
+        origin: "xn--bcher-kva.example:8448".to_owned(),
+        origin_key_id: Some("ed25519:a_AbCd".to_owned()),
+        verified_at: Some(1_790_000_000_000),
+        mxid: "@jürgen:xn--bcher-kva.example".to_owned(),
+        medium: Medium::Email,
+        address: "jürgen.müller@example.org".to_owned(),
+        initiator,
+        reason: reason.map(str::to_owned),
+        callback_url: None,
+        status: RequestStatus::Pending,
+        token_hash: vec![0; 32],
+        created_at: 1_790_000_000_000,
+        expires_at: 1_790_604_800_000,
+        decided_at: None,
+        decision_id: None,
+        decision_doc: None,
+        raw: None,
+        updated_at: 1_790_000_000_000,
+    }
+}
+
+fn is_config() -> IdentityServerConfig {
+    let mut config = Config::default();
+    crate::demo::prepare_config(&mut config);
+    let mut is = config.identity_servers[0].clone();
+    is.display_name = "Beispiel <Identitätsserver> & Co".to_owned();
+    is
+}
+
+const LINK: &str =
+    "https://consent.example.org/consent/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// Every language renders every part with every fact the owner needs, and
+/// each language is its own text (a template copied without translating
+/// fails here).
+#[test]
+fn every_template_in_every_language_says_everything() {
+    assert!(
+        languages_match_config(),
+        "config languages and templates differ"
+    );
+    let is = is_config();
+    let mut seen_texts = Vec::new();
+    for language in Language::ALL {
+        for (initiator, reason) in [
+            (Initiator::Unknown, None),
+            (Initiator::Admin, None),
+            (Initiator::Deactivation, None),
+            (Initiator::User, None),
+            (Initiator::Admin, Some("Spam-Konto <geschlossen>")),
+        ] {
+            let request = sample(initiator, reason);
+            let letter = Letter::new(&request, Some(&is), LINK.to_owned());
+            let (text, html) = letter.render(language).unwrap();
+            let subject = letter.subject(language);
+            assert!(subject.contains("bücher.example") && subject.contains("@jürgen"));
+            for fact in [
+                "bücher.example:8448",
+                "xn--bcher-kva.example:8448",
+                "ed25519:a_AbCd",
+                "@jürgen:xn--bcher-kva.example",
+                "jürgen.müller@example.org",
+                "matrix.example.org",
+                "Example Ltd",
+                "2026-09-21 14:13 UTC",
+                "2026-09-28 14:13 UTC",
+                LINK,
+                "https://example.org/privacy",
+            ] {
+                assert!(
+                    text.contains(fact),
+                    "{language:?} text lacks {fact}:\n{text}"
+                );
+                assert!(
+                    html.contains(fact),
+                    "{language:?} html lacks {fact}:\n{html}"
+                );
+            }
+            assert!(text.contains("Beispiel <Identitätsserver> & Co"));
+            assert!(
+                html.contains("Beispiel &#60;Identitätsserver&#62; &#38; Co"),
+                "{html}"
+            );
+            if let Some(reason) = reason {
+                assert!(text.contains(reason));
+                assert!(!html.contains(reason), "the reason is escaped in HTML");
+            }
+            // No remote content: the only URLs are the link and the policy.
+            for banned in ["<img", "<link", "<script", "src=", "url(", "@import"] {
+                assert!(!html.contains(banned), "{language:?} html has {banned}");
+            }
+            let urls = html.matches("href=").count();
+            assert_eq!(urls, 2, "{language:?}: the button and the privacy policy");
+            assert!(!text.contains("{{") && !html.contains("{%"));
+            seen_texts.push((language, initiator, text));
+        }
+    }
+    // The same case in two languages must differ in every line that carries
+    // words, not just somewhere.
+    let en = &seen_texts[0].2;
+    let de = &seen_texts[5].2;
+    for line in en.lines().filter(|l| l.split_whitespace().count() > 4) {
+        assert!(!de.contains(line), "untranslated line in German: {line}");
+    }
+    // Each initiator has its own explanation.
+    for language in Language::ALL {
+        let whys: std::collections::HashSet<_> = seen_texts
+            .iter()
+            .filter(|(l, _, _)| *l == language)
+            .map(|(_, _, t)| t.clone())
+            .collect();
+        assert_eq!(whys.len(), 5, "{language:?}");
+    }
+}
+
+#[test]
+fn the_message_is_multipart_with_the_headers_mail_systems_need() {
+    let mut config = Config::default();
+    config.email.from = "Identitätsserver Beispiel <noreply@example.org>".to_owned();
+    let is = is_config();
+    let letter = Letter::new(
+        &sample(Initiator::Unknown, None),
+        Some(&is),
+        LINK.to_owned(),
+    );
+    let id = message_id("email:req_x:initial", &config.email.from.parse().unwrap());
+    assert_eq!(id, "<email.req_x.initial@example.org>");
+    let message = compose(&config, &letter, Language::De, id, 1_790_000_000_000).unwrap();
+    let raw = String::from_utf8(message.formatted()).unwrap();
+    for header in [
+        "Auto-Submitted: auto-generated",
+        "Message-ID: <email.req_x.initial@example.org>",
+        "Date: Mon, 21 Sep 2026 14:13:20 +0000",
+        "Content-Type: multipart/alternative",
+        "Content-Language: de",
+        // Non-ASCII names are encoded words, never raw 8-bit headers.
+        "From: =?utf-8?",
+    ] {
+        assert!(raw.contains(header), "missing {header}:\n{raw}");
+    }
+    assert!(raw.contains("Content-Type: text/plain; charset=utf-8"));
+    assert!(raw.contains("Content-Type: text/html; charset=utf-8"));
+    assert!(!raw.to_lowercase().contains("list-id"));
+    let head = raw.split("\r\n\r\n").next().unwrap();
+    // Headers are 7-bit, except an internationalised address itself
+    // (RFC 6531: it has no encoded form).
+    for line in head.lines().filter(|l| !l.starts_with("To: ")) {
+        assert!(line.is_ascii(), "not 7-bit: {line}");
+    }
+}
+
+#[test]
+fn addresses_are_taken_out_of_errors() {
+    assert_eq!(
+        redact(
+            "550 5.1.1 <Bob@Example.org>: no such user",
+            "bob@example.org"
+        ),
+        "550 5.1.1 <<recipient>>: no such user"
+    );
+    assert_eq!(redact("451 later", "bob@example.org"), "451 later");
+}
+
+#[test]
+fn unknown_languages_fall_back_to_english() {
+    assert_eq!(Language::from_code("fr"), Language::En);
+    assert_eq!(Language::from_code("de"), Language::De);
+}

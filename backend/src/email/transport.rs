@@ -1,0 +1,138 @@
+//! Where messages go: `.eml` files in the data folder (the default), or an
+//! SMTP server (lettre, pooled, with timeouts), optionally DKIM-signed.
+
+use crate::config::{DkimAlgorithm, EmailConfig, EmailTransport};
+use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
+use lettre::message::header::HeaderName;
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How an attempt to hand a message over failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// Worth another try later: a 4xx answer, a timeout, a lost connection.
+    Temporary(String),
+    /// Will not work however often it is tried: a 5xx answer.
+    Permanent(String),
+}
+
+pub struct Mailer {
+    kind: Kind,
+    dkim: Option<DkimConfig>,
+}
+
+enum Kind {
+    Files(PathBuf),
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+/// Why the mailer could not be set up; names the config key.
+#[derive(Debug)]
+pub struct SetupError {
+    pub key: &'static str,
+    pub problem: String,
+}
+
+impl Mailer {
+    pub fn new(config: &EmailConfig, data_dir: &Path) -> Result<Mailer, SetupError> {
+        let kind = match config.transport {
+            EmailTransport::File => Kind::Files(data_dir.join("mail")),
+            EmailTransport::Smtp => {
+                let url = config.smtp_url.as_deref().ok_or(SetupError {
+                    key: "email.smtp_url",
+                    problem: "is missing".to_owned(),
+                })?;
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| SetupError {
+                        key: "email.smtp_url",
+                        problem: e.to_string(),
+                    })?
+                    .timeout(Some(config.timeout))
+                    .pool_config(
+                        PoolConfig::new()
+                            .max_size(4)
+                            .idle_timeout(Duration::from_secs(60)),
+                    )
+                    .build();
+                Kind::Smtp(transport)
+            }
+        };
+        let dkim = match &config.dkim {
+            None => None,
+            Some(dkim) => {
+                let key_text = std::fs::read_to_string(&dkim.key_file).map_err(|e| SetupError {
+                    key: "email.dkim.key_file",
+                    problem: format!("cannot read {}: {e}", dkim.key_file.display()),
+                })?;
+                let algorithm = match dkim.algorithm {
+                    DkimAlgorithm::Rsa => DkimSigningAlgorithm::Rsa,
+                    DkimAlgorithm::Ed25519 => DkimSigningAlgorithm::Ed25519,
+                };
+                let key =
+                    DkimSigningKey::new(key_text.trim(), algorithm).map_err(|e| SetupError {
+                        key: "email.dkim.key_file",
+                        problem: format!("not a usable key: {e}"),
+                    })?;
+                let headers = [
+                    "From",
+                    "To",
+                    "Subject",
+                    "Date",
+                    "Message-ID",
+                    "Auto-Submitted",
+                ]
+                .into_iter()
+                .map(HeaderName::new_from_ascii_str)
+                .collect();
+                Some(DkimConfig::new(
+                    dkim.selector.clone(),
+                    dkim.domain.clone(),
+                    key,
+                    headers,
+                    lettre::message::dkim::DkimCanonicalization {
+                        header: lettre::message::dkim::DkimCanonicalizationType::Relaxed,
+                        body: lettre::message::dkim::DkimCanonicalizationType::Relaxed,
+                    },
+                ))
+            }
+        };
+        Ok(Mailer { kind, dkim })
+    }
+
+    /// Where file mail goes, if that is the transport.
+    pub fn mail_dir(&self) -> Option<&Path> {
+        match &self.kind {
+            Kind::Files(dir) => Some(dir),
+            Kind::Smtp(_) => None,
+        }
+    }
+
+    /// Signs (when configured) and hands over `message`. `file_stem` names
+    /// the file for the file transport.
+    pub async fn send(&self, mut message: Message, file_stem: &str) -> Result<(), SendError> {
+        if let Some(dkim) = &self.dkim {
+            message.sign(dkim);
+        }
+        match &self.kind {
+            Kind::Files(dir) => write_file(dir, file_stem, &message.formatted())
+                .await
+                .map_err(|e| SendError::Temporary(format!("cannot write the mail file: {e}"))),
+            Kind::Smtp(smtp) => match smtp.send(message).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                Err(e) => Err(SendError::Temporary(e.to_string())),
+            },
+        }
+    }
+}
+
+/// Writes the message under a temporary name, then renames it, so a reader
+/// of the folder never sees half a message.
+async fn write_file(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    let tmp = dir.join(format!(".{stem}.eml.tmp"));
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, dir.join(format!("{stem}.eml"))).await
+}

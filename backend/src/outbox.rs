@@ -1,0 +1,300 @@
+//! The email outbox worker. Rows are written in the same transaction as the
+//! request that calls for them; this worker leases due rows (so replicas
+//! never work on the same row at once), sends them, and records every
+//! attempt in the request's audit trail together with the row's new state.
+//!
+//! Delivery is at least once: a crash after the SMTP server accepted a
+//! message but before the row was marked sent resends it once the lease runs
+//! out, with the same `Message-ID`. Request handlers never wait for any of it.
+
+use crate::app::AppState;
+use crate::email::transport::{Mailer, SendError};
+use crate::email::{self, Language, Letter};
+use crate::storage::{AttemptResult, NewAudit, OutboxKind, OutboxRow};
+use crate::tokens;
+use assent_shared::{Medium, RequestStatus};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Rows leased per round.
+const BATCH: i64 = 8;
+/// How often the worker looks for due rows when nothing woke it.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// The lease on a row: long enough for a send, which is cut off at half of it.
+pub fn lease(config: &crate::config::EmailConfig) -> Duration {
+    (config.timeout * 4).max(Duration::from_secs(4))
+}
+
+/// Runs the worker until the process ends.
+pub fn spawn(state: AppState, mailer: Mailer) -> tokio::task::JoinHandle<()> {
+    let owner = format!(
+        "{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        crate::demo::hex(&state.random_bytes::<4>())
+    );
+    tokio::spawn(run(state, Arc::new(mailer), owner))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "assent".to_owned())
+}
+
+async fn run(state: AppState, mailer: Arc<Mailer>, owner: String) {
+    let lease = lease(&state.config.email);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let now = state.now_ms();
+        let rows = match state
+            .repo
+            .claim_outbox(OutboxKind::Email, &owner, now, lease_ms, BATCH)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the email outbox; trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        if rows.is_empty() {
+            let _ = tokio::time::timeout(IDLE_POLL, state.outbox_wake.notified()).await;
+            continue;
+        }
+        let mut sends = tokio::task::JoinSet::new();
+        for row in rows {
+            let (state, mailer, owner) = (state.clone(), mailer.clone(), owner.clone());
+            sends.spawn(async move { attempt(&state, &mailer, &owner, row, lease / 2).await });
+        }
+        while sends.join_next().await.is_some() {}
+    }
+}
+
+/// One attempt at one row, recorded whatever happens.
+async fn attempt(
+    state: &AppState,
+    mailer: &Mailer,
+    owner: &str,
+    row: OutboxRow,
+    cut_off: Duration,
+) {
+    let (result, audit) = match prepare(state, &row).await {
+        Err((result, audit)) => (result, audit),
+        Ok((message, stem, address, message_id)) => {
+            let sent = match tokio::time::timeout(cut_off, mailer.send(message, &stem)).await {
+                Ok(sent) => sent,
+                Err(_) => Err(SendError::Temporary(format!(
+                    "no answer within {} s",
+                    cut_off.as_secs()
+                ))),
+            };
+            outcome(state, &row, sent, &address, &message_id)
+        }
+    };
+    let now = state.now_ms();
+    match state
+        .repo
+        .finish_outbox(row.id, owner, &result, now, &audit)
+        .await
+    {
+        Ok(true) => match &result {
+            AttemptResult::Done => {
+                tracing::info!(request = %row.request_id, outbox = row.id, attempt = row.attempts, event = %audit.kind, "email outbox row done")
+            }
+            AttemptResult::RetryAt { at, error } => {
+                tracing::warn!(request = %row.request_id, outbox = row.id, attempt = row.attempts, retry_in_ms = at - now, error = %error, "email not sent; will retry")
+            }
+            AttemptResult::GiveUp { error } => {
+                tracing::error!(request = %row.request_id, outbox = row.id, attempt = row.attempts, error = %error, "email given up")
+            }
+        },
+        Ok(false) => {
+            tracing::warn!(request = %row.request_id, outbox = row.id, "lost the lease on an email row before recording the attempt");
+        }
+        Err(e) => {
+            tracing::error!(request = %row.request_id, outbox = row.id, error = %e, "cannot record an email attempt; it will be retried when the lease ends");
+        }
+    }
+}
+
+type Prepared = (lettre::Message, String, String, String);
+
+/// The message for `row`, or how the row ends without one.
+async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (AttemptResult, NewAudit)> {
+    let give_up = |why: &str| {
+        (
+            AttemptResult::GiveUp {
+                error: why.to_owned(),
+            },
+            NewAudit::new(
+                "email_given_up",
+                Some("email"),
+                json!({"attempt": row.attempts, "error": why}),
+            ),
+        )
+    };
+    let skip = |why: &str| {
+        (
+            AttemptResult::Done,
+            NewAudit::new("email_skipped", Some("email"), json!({"why": why})),
+        )
+    };
+    let request = match state.repo.request(&row.request_id).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return Err(give_up("the request does not exist")),
+        Err(e) => {
+            let error = format!("cannot read the request: {e}");
+            return Err((
+                AttemptResult::RetryAt {
+                    at: state.now_ms() + 5_000,
+                    error: error.clone(),
+                },
+                NewAudit::new(
+                    "email_failed",
+                    Some("email"),
+                    json!({"attempt": row.attempts, "error": error}),
+                ),
+            ));
+        }
+    };
+    if request.status != RequestStatus::Pending {
+        return Err(skip(&format!(
+            "the request is already {}",
+            request.status.as_str()
+        )));
+    }
+    if request.expires_at <= state.now_ms() {
+        return Err(skip("the request has expired"));
+    }
+    if request.medium != Medium::Email {
+        return Err(give_up("only email addresses can be written to"));
+    }
+    let nonce = row
+        .payload
+        .get("nonce")
+        .and_then(|n| n.as_str())
+        .and_then(|n| URL_SAFE_NO_PAD.decode(n).ok())
+        .and_then(|n| <[u8; 32]>::try_from(n).ok());
+    let Some(nonce) = nonce else {
+        return Err(give_up("the outbox row has no valid nonce"));
+    };
+    let token = state.tokens.token(&nonce);
+    if tokens::hash(&token) != request.token_hash {
+        return Err(skip("a newer link replaced this one"));
+    }
+    let language = Language::from_code(
+        row.payload
+            .get("language")
+            .and_then(|l| l.as_str())
+            .unwrap_or("en"),
+    );
+    let is = state.config.identity_server(&request.identity_server);
+    let letter = Letter::new(&request, is, state.config.consent_link(&token));
+    let from = state
+        .config
+        .email
+        .from
+        .parse()
+        .map_err(|_| give_up("email.from is not a mailbox"))?;
+    let message_id = email::message_id(&row.idempotency_key, &from);
+    let message = email::compose(
+        &state.config,
+        &letter,
+        language,
+        message_id.clone(),
+        state.now_ms(),
+    )
+    .map_err(|e| give_up(&e.to_string()))?;
+    let stem = format!(
+        "{}.{}",
+        message_id
+            .trim_start_matches('<')
+            .split('@')
+            .next()
+            .unwrap_or(&request.id),
+        row.attempts
+    );
+    Ok((message, stem, request.address, message_id))
+}
+
+/// What a send's result means for the row.
+fn outcome(
+    state: &AppState,
+    row: &OutboxRow,
+    sent: Result<(), SendError>,
+    address: &str,
+    message_id: &str,
+) -> (AttemptResult, NewAudit) {
+    let config = &state.config.email;
+    match sent {
+        Ok(()) => (
+            AttemptResult::Done,
+            NewAudit::new(
+                "email_sent",
+                Some("email"),
+                json!({"attempt": row.attempts, "message_id": message_id}),
+            ),
+        ),
+        Err(SendError::Permanent(error)) => {
+            let error = email::redact(&error, address);
+            (
+                AttemptResult::GiveUp {
+                    error: error.clone(),
+                },
+                NewAudit::new(
+                    "email_given_up",
+                    Some("email"),
+                    json!({"attempt": row.attempts, "error": error, "permanent": true}),
+                ),
+            )
+        }
+        Err(SendError::Temporary(error)) => {
+            let error = email::redact(&error, address);
+            if row.attempts >= i64::from(config.max_attempts) {
+                let error = format!("{error} (gave up after {} attempts)", row.attempts);
+                return (
+                    AttemptResult::GiveUp {
+                        error: error.clone(),
+                    },
+                    NewAudit::new(
+                        "email_given_up",
+                        Some("email"),
+                        json!({"attempt": row.attempts, "error": error, "permanent": false}),
+                    ),
+                );
+            }
+            let at = state.now_ms() + backoff_ms(state, config, row.attempts);
+            (
+                AttemptResult::RetryAt {
+                    at,
+                    error: error.clone(),
+                },
+                NewAudit::new(
+                    "email_failed",
+                    Some("email"),
+                    json!({"attempt": row.attempts, "error": error, "retry_at": at}),
+                ),
+            )
+        }
+    }
+}
+
+/// `retry_initial` doubled for each attempt after the first, at most
+/// `retry_max`, then spread by ±20 % so that failures do not retry in step.
+fn backoff_ms(state: &AppState, config: &crate::config::EmailConfig, attempts: i64) -> i64 {
+    let initial = config.retry_initial.as_millis() as f64;
+    let max = config.retry_max.as_millis() as f64;
+    let doublings = attempts.saturating_sub(1).clamp(0, 40) as i32;
+    let base = (initial * 2f64.powi(doublings)).min(max);
+    let [a, b] = state.random_bytes::<2>();
+    let unit = f64::from(u16::from_le_bytes([a, b])) / f64::from(u16::MAX);
+    (base * (0.8 + 0.4 * unit)).round() as i64
+}
