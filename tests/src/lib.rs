@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod homeserver;
+pub mod smtp;
 pub mod sydent;
 
 pub fn workspace_root() -> PathBuf {
@@ -68,8 +69,11 @@ pub async fn test_database() -> Option<String> {
 
 /// A running `assent serve`, killed on drop.
 pub struct Assent {
-    child: Child,
+    child: Option<Child>,
     pub base: String,
+    port: u16,
+    config_path: Option<PathBuf>,
+    options: Options,
     pub data_dir: PathBuf,
     /// The PostgreSQL database, when the run uses one (else SQLite in `data_dir`).
     pub database_url: Option<String>,
@@ -107,29 +111,53 @@ impl Assent {
         let data_dir = dir.path().join("data");
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
+        let database_url = test_database().await;
+        let config_path = options.config.as_ref().map(|config| {
+            let path = dir.path().join("assent.toml");
+            std::fs::write(&path, config).expect("write config");
+            path
+        });
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut assent = Assent {
+            child: None,
+            base,
+            port,
+            data_dir,
+            database_url,
+            config_path,
+            options,
+            _dir: dir,
+            stdout,
+            stderr,
+            startup: Duration::ZERO,
+        };
+        assent.spawn().await;
+        assent
+    }
+
+    /// Starts the process (again) on the same port, data and database.
+    async fn spawn(&mut self) {
         let mut command = Command::new(assent_binary());
-        command.current_dir(dir.path()).arg("serve");
-        if options.demo {
+        command.current_dir(self._dir.path()).arg("serve");
+        if self.options.demo {
             command.arg("--demo");
         }
         // Everything through the environment: the run has no config file
         // unless the test gives one.
         command
-            .env("ASSENT_LISTEN", format!("127.0.0.1:{port}"))
-            .env("ASSENT_PUBLIC_URL", &base)
-            .env("ASSENT_DATA_DIR", &data_dir)
+            .env("ASSENT_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("ASSENT_PUBLIC_URL", &self.base)
+            .env("ASSENT_DATA_DIR", &self.data_dir)
             .env("ASSENT_DIST_DIR", workspace_root().join("dist"))
             .env("RUST_LOG", "info");
-        let database_url = test_database().await;
-        if let Some(url) = &database_url {
+        if let Some(url) = &self.database_url {
             command.env("ASSENT_DATABASE_URL", url);
         }
-        if let Some(config) = &options.config {
-            let path = dir.path().join("assent.toml");
-            std::fs::write(&path, config).expect("write config");
+        if let Some(path) = &self.config_path {
             command.arg("--config").arg(path);
         }
-        for (key, value) in &options.env {
+        for (key, value) in &self.options.env {
             command.env(key, value);
         }
         let started = Instant::now();
@@ -143,13 +171,19 @@ impl Assent {
                     assent_binary().display()
                 )
             });
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().expect("stdout"), stdout.clone(), "out");
-        collect(child.stderr.take().expect("stderr"), stderr.clone(), "err");
+        collect(
+            child.stdout.take().expect("stdout"),
+            self.stdout.clone(),
+            "out",
+        );
+        collect(
+            child.stderr.take().expect("stderr"),
+            self.stderr.clone(),
+            "err",
+        );
         let http = reqwest::Client::new();
         loop {
-            if let Ok(response) = http.get(format!("{base}/health")).send().await {
+            if let Ok(response) = http.get(format!("{}/health", self.base)).send().await {
                 if response.status().is_success() {
                     break;
                 }
@@ -157,7 +191,7 @@ impl Assent {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
                     "assent exited with {status} before it was healthy:\n{}",
-                    stderr.lock().expect("lock").join("\n")
+                    self.stderr.lock().expect("lock").join("\n")
                 );
             }
             assert!(
@@ -166,26 +200,30 @@ impl Assent {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let startup = started.elapsed();
-        let assent = Assent {
-            child,
-            base,
-            data_dir,
-            database_url,
-            _dir: dir,
-            stdout,
-            stderr,
-            startup,
-        };
-        if options.demo {
+        self.startup = started.elapsed();
+        self.child = Some(child);
+        if self.options.demo {
             // The links are printed once the demo request is stored.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while assent.stdout_line_containing("/consent/").is_none() {
+            while self.stdout_line_containing("/consent/").is_none() {
                 assert!(Instant::now() < deadline, "no demo link printed");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        assent
+    }
+
+    /// Kills the process at once (SIGKILL: no shutdown of any kind).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the process and starts it again on the same data.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
     }
 
     /// Rows in one of Assent's tables, read straight from its database.
@@ -239,8 +277,7 @@ impl Assent {
 
 impl Drop for Assent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
