@@ -966,6 +966,40 @@ frame_ancestors = ["https://is.example.org/path"]
     }
 
     #[test]
+    fn smtp_in_the_clear_only_to_loopback() {
+        let smtp = |url: &str| {
+            load_str(&format!(
+                "[email]\ntransport = \"smtp\"\nsmtp_url = \"{url}\"\n"
+            ))
+        };
+        for fine in [
+            "smtp://user:pass@mail.example.org:587?tls=required",
+            "smtps://user:pass@mail.example.org",
+            "smtp://127.0.0.1:2525",
+            "smtp://localhost:25",
+            "smtp://[::1]:25",
+        ] {
+            assert!(smtp(fine).is_ok(), "{fine}");
+        }
+        let errors = smtp("smtp://user:secret@mail.example.org:587").unwrap_err();
+        assert_eq!(keys_of(&errors), ["email.smtp_url"]);
+        assert!(errors.to_string().contains("tls=required"), "{errors}");
+        assert!(!errors.to_string().contains("secret"), "{errors}");
+        let errors =
+            load_str("[email]\nretry_initial = \"2h\"\nmax_attempts = 0\ntimeout = \"0s\"\n")
+                .unwrap_err();
+        assert_eq!(
+            keys_of(&errors),
+            ["email.timeout", "email.retry_initial", "email.max_attempts"]
+        );
+        let errors = load_str(
+            "[email.dkim]\nselector = \"assent\"\ndomain = \"example.org\"\nkey_file = \"/nonexistent/dkim.key\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(keys_of(&errors), ["email.dkim.key_file"]);
+    }
+
+    #[test]
     fn secret_values_are_not_repeated_in_errors() {
         let errors = load_str("[admin]\ntokens = \"hunter2-the-admin-token\"\n").unwrap_err();
         assert_eq!(keys_of(&errors), ["admin.tokens"]);

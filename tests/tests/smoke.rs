@@ -149,6 +149,31 @@ async fn the_demo_request_opens_in_chromium_without_errors() {
         "the consent token leaked into the log"
     );
 
+    // Its email is a file in the printed folder, carrying the same link.
+    let mail_dir = assent.stdout_line_containing("/mail").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let eml = loop {
+        let found = std::fs::read_dir(&mail_dir).ok().and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "eml"))
+        });
+        if let Some(path) = found {
+            break std::fs::read_to_string(path).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no demo email in {mail_dir}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(eml.contains("alice@example.org"));
+    assert!(
+        eml.replace("=\r\n", "").contains(&token),
+        "the email carries the printed link"
+    );
+
     // The embed route is framable only where an identity server allows it;
     // the demo's allows no one.
     let embed = reqwest::get(assent.url(&format!("/embed/consent/{token}")))

@@ -136,3 +136,62 @@ async fn write_file(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<()>
     tokio::fs::write(&tmp, bytes).await?;
     tokio::fs::rename(&tmp, dir.join(format!("{stem}.eml"))).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DkimSettings, EmailConfig};
+
+    #[tokio::test]
+    async fn file_mail_is_written_whole_and_dkim_signed_when_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("dkim.key");
+        // An Ed25519 DKIM key: the base64 of its 32-byte seed.
+        std::fs::write(&key_file, "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=\n").unwrap();
+        let config = EmailConfig {
+            dkim: Some(DkimSettings {
+                selector: "assent".to_owned(),
+                domain: "example.org".to_owned(),
+                key_file,
+                algorithm: DkimAlgorithm::Ed25519,
+            }),
+            ..EmailConfig::default()
+        };
+        let mailer = Mailer::new(&config, dir.path()).unwrap();
+        let message = Message::builder()
+            .from("A <a@example.org>".parse().unwrap())
+            .to("b@example.org".parse().unwrap())
+            .subject("s")
+            .body("hello".to_owned())
+            .unwrap();
+        mailer.send(message, "req_1.initial.1").await.unwrap();
+        let mail_dir = dir.path().join("mail");
+        let names: Vec<_> = std::fs::read_dir(&mail_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["req_1.initial.1.eml"], "no temporary file left");
+        let raw = std::fs::read_to_string(mail_dir.join(&names[0])).unwrap();
+        let signature = raw
+            .lines()
+            .find(|l| l.starts_with("DKIM-Signature:"))
+            .unwrap_or_else(|| panic!("not signed:\n{raw}"));
+        for tag in ["a=ed25519-sha256", "d=example.org", "s=assent"] {
+            assert!(signature.contains(tag), "{signature}");
+        }
+
+        let bad_key = dir.path().join("bad.key");
+        std::fs::write(&bad_key, "not a key").unwrap();
+        let config = EmailConfig {
+            dkim: Some(DkimSettings {
+                selector: "assent".to_owned(),
+                domain: "example.org".to_owned(),
+                key_file: bad_key,
+                algorithm: DkimAlgorithm::Rsa,
+            }),
+            ..EmailConfig::default()
+        };
+        let error = Mailer::new(&config, dir.path()).err().unwrap();
+        assert_eq!(error.key, "email.dkim.key_file");
+    }
+}
