@@ -517,12 +517,15 @@ impl Config {
             (_, Some(url)) => match Url::parse(url) {
                 Ok(url)
                     if url.scheme() == "smtp"
-                        && !url.query_pairs().any(|(k, _)| k == "tls")
+                        && url
+                            .query_pairs()
+                            .find(|(k, _)| k == "tls")
+                            .is_none_or(|(_, v)| v != "required")
                         && !is_loopback_host(&url) =>
                 {
                     errors.push(problem(
                         "email.smtp_url",
-                        "sends mail and the password unencrypted to a host that is not loopback",
+                        "may send mail and the password unencrypted (no tls, or tls=opportunistic) to a host that is not loopback",
                         "add ?tls=required (STARTTLS, usually port 587), or use smtps:// (port 465)",
                     ))
                 }
@@ -977,10 +980,11 @@ frame_ancestors = ["https://is.example.org/path"]
             "smtps://user:pass@mail.example.org",
             "smtp://127.0.0.1:2525",
             "smtp://localhost:25",
-            "smtp://[::1]:25",
+            "smtp://127.0.0.1:25?tls=opportunistic",
         ] {
             assert!(smtp(fine).is_ok(), "{fine}");
         }
+        assert!(smtp("smtp://mail.example.org:587?tls=opportunistic").is_err());
         let errors = smtp("smtp://user:secret@mail.example.org:587").unwrap_err();
         assert_eq!(keys_of(&errors), ["email.smtp_url"]);
         assert!(errors.to_string().contains("tls=required"), "{errors}");

@@ -26,7 +26,10 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// The lease on a row: long enough for a send, which is cut off at half of it.
 pub fn lease(config: &crate::config::EmailConfig) -> Duration {
-    (config.timeout * 4).max(Duration::from_secs(4))
+    config
+        .timeout
+        .saturating_mul(4)
+        .clamp(Duration::from_secs(4), Duration::from_secs(3600))
 }
 
 /// Runs the worker until the process ends.
@@ -69,34 +72,41 @@ async fn run(state: AppState, mailer: Arc<Mailer>, owner: String) {
             let _ = tokio::time::timeout(IDLE_POLL, state.outbox_wake.notified()).await;
             continue;
         }
+        // Every send must be over well before the lease ends, counted from
+        // the claim, so that no other worker can take the row meanwhile.
+        let send_by = now.saturating_add(lease_ms / 2);
         let mut sends = tokio::task::JoinSet::new();
         for row in rows {
             let (state, mailer, owner) = (state.clone(), mailer.clone(), owner.clone());
-            sends.spawn(async move { attempt(&state, &mailer, &owner, row, lease / 2).await });
+            sends.spawn(async move { attempt(&state, &mailer, &owner, row, send_by).await });
         }
         while sends.join_next().await.is_some() {}
     }
 }
 
 /// One attempt at one row, recorded whatever happens.
-async fn attempt(
-    state: &AppState,
-    mailer: &Mailer,
-    owner: &str,
-    row: OutboxRow,
-    cut_off: Duration,
-) {
+async fn attempt(state: &AppState, mailer: &Mailer, owner: &str, row: OutboxRow, send_by: i64) {
     let (result, audit) = match prepare(state, &row).await {
         Err((result, audit)) => (result, audit),
-        Ok((message, stem, address, message_id)) => {
-            let sent = match tokio::time::timeout(cut_off, mailer.send(message, &stem)).await {
-                Ok(sent) => sent,
-                Err(_) => Err(SendError::Temporary(format!(
-                    "no answer within {} s",
-                    cut_off.as_secs()
-                ))),
+        Ok(prepared) => {
+            let left = send_by.saturating_sub(state.now_ms());
+            let sent = if left <= 0 {
+                Err(SendError::Temporary(
+                    "not sent: preparing it took up the lease".to_owned(),
+                ))
+            } else {
+                let left = Duration::from_millis(left.unsigned_abs());
+                match tokio::time::timeout(left, mailer.send(prepared.message, &prepared.stem))
+                    .await
+                {
+                    Ok(sent) => sent,
+                    Err(_) => Err(SendError::Temporary(format!(
+                        "no answer within {} ms",
+                        left.as_millis()
+                    ))),
+                }
             };
-            outcome(state, &row, sent, &address, &message_id)
+            outcome(state, &row, sent, &prepared.secrets, &prepared.message_id)
         }
     };
     let now = state.now_ms();
@@ -117,7 +127,12 @@ async fn attempt(
             }
         },
         Ok(false) => {
+            // Another worker has the row now; the attempt still belongs in
+            // the audit trail.
             tracing::warn!(request = %row.request_id, outbox = row.id, "lost the lease on an email row before recording the attempt");
+            if let Err(e) = state.repo.append_audit(&row.request_id, now, &audit).await {
+                tracing::error!(request = %row.request_id, error = %e, "cannot record an email attempt");
+            }
         }
         Err(e) => {
             tracing::error!(request = %row.request_id, outbox = row.id, error = %e, "cannot record an email attempt; it will be retried when the lease ends");
@@ -125,7 +140,15 @@ async fn attempt(
     }
 }
 
-type Prepared = (lettre::Message, String, String, String);
+struct Prepared {
+    message: lettre::Message,
+    /// Names the file for the file transport.
+    stem: String,
+    message_id: String,
+    /// What must never reach a log or an error record: the address, the
+    /// token, the link.
+    secrets: Vec<String>,
+}
 
 /// The message for `row`, or how the row ends without one.
 async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (AttemptResult, NewAudit)> {
@@ -147,6 +170,11 @@ async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (Attempt
             NewAudit::new("email_skipped", Some("email"), json!({"why": why})),
         )
     };
+    // Attempts that never got recorded (crashes, a database gone at the
+    // wrong moment) must not turn into endless resends.
+    if row.attempts > i64::from(state.config.email.max_attempts) {
+        return Err(give_up("too many attempts"));
+    }
     let request = match state.repo.request(&row.request_id).await {
         Ok(Some(request)) => request,
         Ok(None) => return Err(give_up("the request does not exist")),
@@ -197,7 +225,8 @@ async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (Attempt
             .unwrap_or("en"),
     );
     let is = state.config.identity_server(&request.identity_server);
-    let letter = Letter::new(&request, is, state.config.consent_link(&token));
+    let link = state.config.consent_link(&token);
+    let letter = Letter::new(&request, is, link.clone());
     let from = state
         .config
         .email
@@ -222,7 +251,12 @@ async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (Attempt
             .unwrap_or(&request.id),
         row.attempts
     );
-    Ok((message, stem, request.address, message_id))
+    Ok(Prepared {
+        message,
+        stem,
+        message_id,
+        secrets: vec![request.address, link, token],
+    })
 }
 
 /// What a send's result means for the row.
@@ -230,7 +264,7 @@ fn outcome(
     state: &AppState,
     row: &OutboxRow,
     sent: Result<(), SendError>,
-    address: &str,
+    secrets: &[String],
     message_id: &str,
 ) -> (AttemptResult, NewAudit) {
     let config = &state.config.email;
@@ -244,7 +278,7 @@ fn outcome(
             ),
         ),
         Err(SendError::Permanent(error)) => {
-            let error = email::redact(&error, address);
+            let error = email::redact(&error, secrets);
             (
                 AttemptResult::GiveUp {
                     error: error.clone(),
@@ -257,7 +291,7 @@ fn outcome(
             )
         }
         Err(SendError::Temporary(error)) => {
-            let error = email::redact(&error, address);
+            let error = email::redact(&error, secrets);
             if row.attempts >= i64::from(config.max_attempts) {
                 let error = format!("{error} (gave up after {} attempts)", row.attempts);
                 return (
@@ -271,7 +305,9 @@ fn outcome(
                     ),
                 );
             }
-            let at = state.now_ms() + backoff_ms(state, config, row.attempts);
+            let at = state
+                .now_ms()
+                .saturating_add(backoff_ms(state, config, row.attempts));
             (
                 AttemptResult::RetryAt {
                     at,
@@ -296,5 +332,5 @@ fn backoff_ms(state: &AppState, config: &crate::config::EmailConfig, attempts: i
     let base = (initial * 2f64.powi(doublings)).min(max);
     let [a, b] = state.random_bytes::<2>();
     let unit = f64::from(u16::from_le_bytes([a, b])) / f64::from(u16::MAX);
-    (base * (0.8 + 0.4 * unit)).round() as i64
+    (base * (0.8 + 0.4 * unit)).min(max).round() as i64
 }

@@ -52,6 +52,9 @@ pub struct Letter {
     /// Its ASCII (punycode) form, when that differs.
     pub server_ascii: Option<String>,
     pub key_id: Option<String>,
+    /// Whether Assent verified the server's signature itself (gateway
+    /// intake); otherwise the identity server named it (integrated intake).
+    pub verified: bool,
     pub mxid: String,
     pub address: String,
     pub is_name: String,
@@ -73,6 +76,7 @@ impl Letter {
             server,
             server_ascii,
             key_id: request.origin_key_id.clone(),
+            verified: request.verified_at.is_some() && request.origin_key_id.is_some(),
             mxid: request.mxid.clone(),
             address: request.address.clone(),
             is_name: request.identity_server.clone(),
@@ -248,30 +252,28 @@ pub fn compose(
     Ok(message)
 }
 
-/// Replaces every copy of `address` in `text` (SMTP servers often quote the
-/// recipient in their errors), so that what is logged and stored names no
-/// one.
-pub fn redact(text: &str, address: &str) -> String {
-    if address.is_empty() {
-        return text.to_owned();
-    }
-    let lower = text.to_lowercase();
-    let needle = address.to_lowercase();
-    if lower.len() != text.len() {
-        // Lowercasing changed byte offsets; fall back to an exact match.
-        return text.replace(address, "<recipient>");
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = 0;
-    for (i, _) in lower.match_indices(&needle) {
-        if i < rest {
-            continue;
+/// Replaces every copy of each secret in `text` (SMTP servers quote the
+/// recipient, spam filters the links), so that what is logged and stored
+/// names no one and opens nothing. ASCII case is ignored.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        // ASCII lowercasing keeps every byte offset where it was.
+        let lower = out.to_ascii_lowercase();
+        let needle = secret.to_ascii_lowercase();
+        let mut next = String::with_capacity(out.len());
+        let mut rest = 0;
+        for (i, _) in lower.match_indices(&needle) {
+            if i < rest || !out.is_char_boundary(i) || !out.is_char_boundary(i + needle.len()) {
+                continue;
+            }
+            next.push_str(&out[rest..i]);
+            next.push_str("<redacted>");
+            rest = i + needle.len();
         }
-        out.push_str(&text[rest..i]);
-        out.push_str("<recipient>");
-        rest = i + needle.len();
+        next.push_str(&out[rest..]);
+        out = next;
     }
-    out.push_str(&text[rest..]);
     out
 }
 

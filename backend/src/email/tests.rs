@@ -159,19 +159,45 @@ fn the_message_is_multipart_with_the_headers_mail_systems_need() {
 }
 
 #[test]
-fn addresses_are_taken_out_of_errors() {
+fn addresses_and_links_are_taken_out_of_errors() {
+    let secrets = ["bob@example.org".to_owned(), LINK.to_owned()];
     assert_eq!(
-        redact(
-            "550 5.1.1 <Bob@Example.org>: no such user",
-            "bob@example.org"
-        ),
-        "550 5.1.1 <<recipient>>: no such user"
+        redact("550 5.1.1 <Bob@Example.org>: no such user", &secrets),
+        "550 5.1.1 <<redacted>>: no such user"
     );
-    assert_eq!(redact("451 later", "bob@example.org"), "451 later");
+    assert_eq!(
+        redact(&format!("554 URL {LINK} listed"), &secrets),
+        "554 URL <redacted> listed"
+    );
+    assert_eq!(redact("451 later", &secrets), "451 later");
+    // Letters whose lowercase has another length neither panic nor hide
+    // the address.
+    for text in ["İẞ bob@example.org ẞİ", "ẞbob@EXAMPLE.orgİ"] {
+        let out = redact(text, &secrets);
+        assert!(!out.to_lowercase().contains("bob@example.org"), "{out}");
+    }
 }
 
 #[test]
 fn unknown_languages_fall_back_to_english() {
     assert_eq!(Language::from_code("fr"), Language::En);
     assert_eq!(Language::from_code("de"), Language::De);
+}
+
+#[test]
+fn a_server_assent_did_not_verify_is_not_called_proven() {
+    let mut request = sample(Initiator::Deactivation, None);
+    request.verified_at = None;
+    request.origin_key_id = None;
+    let letter = Letter::new(&request, Some(&is_config()), LINK.to_owned());
+    for language in Language::ALL {
+        let (text, html) = letter.render(language).unwrap();
+        for part in [&text, &html] {
+            assert!(
+                !part.contains("signature") && !part.contains("Signatur"),
+                "{part}"
+            );
+        }
+        assert!(text.contains("Beispiel <Identitätsserver> & Co"));
+    }
 }

@@ -4,10 +4,8 @@
 use crate::config::{DkimAlgorithm, EmailConfig, EmailTransport};
 use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
 use lettre::message::header::HeaderName;
-use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// How an attempt to hand a message over failed.
 #[derive(Debug)]
@@ -50,11 +48,6 @@ impl Mailer {
                         problem: e.to_string(),
                     })?
                     .timeout(Some(config.timeout))
-                    .pool_config(
-                        PoolConfig::new()
-                            .max_size(4)
-                            .idle_timeout(Duration::from_secs(60)),
-                    )
                     .build();
                 Kind::Smtp(transport)
             }
@@ -121,11 +114,21 @@ impl Mailer {
                 .map_err(|e| SendError::Temporary(format!("cannot write the mail file: {e}"))),
             Kind::Smtp(smtp) => match smtp.send(message).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                // A 5xx about authentication is Assent's configuration,
+                // not the recipient: worth trying again once it is fixed.
+                Err(e) if e.is_permanent() && !is_auth_failure(&e) => {
+                    Err(SendError::Permanent(e.to_string()))
+                }
                 Err(e) => Err(SendError::Temporary(e.to_string())),
             },
         }
     }
+}
+
+fn is_auth_failure(error: &lettre::transport::smtp::Error) -> bool {
+    error
+        .status()
+        .is_some_and(|code| matches!(code.to_string().as_str(), "530" | "534" | "535" | "538"))
 }
 
 /// Writes the message under a temporary name, then renames it, so a reader
@@ -133,7 +136,9 @@ impl Mailer {
 async fn write_file(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir).await?;
     let tmp = dir.join(format!(".{stem}.eml.tmp"));
-    tokio::fs::write(&tmp, bytes).await?;
+    let mut file = tokio::fs::File::create(&tmp).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
+    file.sync_all().await?;
     tokio::fs::rename(&tmp, dir.join(format!("{stem}.eml"))).await
 }
 
