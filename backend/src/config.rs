@@ -542,8 +542,12 @@ impl Config {
 
     fn validate_email_delivery(&self, errors: &mut Vec<ConfigError>) {
         let email = &self.email;
-        if email.timeout.is_zero() {
-            errors.push(problem("email.timeout", "is zero", "use e.g. \"30s\""));
+        if email.timeout.is_zero() || email.timeout > Duration::from_secs(600) {
+            errors.push(problem(
+                "email.timeout",
+                "must be above zero and at most 10 minutes",
+                "use e.g. \"30s\"",
+            ));
         }
         if email.retry_initial.is_zero() || email.retry_max < email.retry_initial {
             errors.push(problem(

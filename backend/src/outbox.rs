@@ -24,12 +24,25 @@ const BATCH: i64 = 8;
 /// How often the worker looks for due rows when nothing woke it.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// The lease on a row: long enough for a send, which is cut off at half of it.
+/// Most SMTP steps (connect, greeting, EHLO, STARTTLS, EHLO, AUTH in two,
+/// MAIL, RCPT, DATA, the message, a pool check) one send can take, each
+/// bounded by `email.timeout`.
+const SMTP_STEPS: u32 = 12;
+
+/// The lease on a row: time to prepare the message, then a whole send.
 pub fn lease(config: &crate::config::EmailConfig) -> Duration {
     config
         .timeout
-        .saturating_mul(4)
-        .clamp(Duration::from_secs(4), Duration::from_secs(3600))
+        .saturating_mul(SMTP_STEPS + 4)
+        .clamp(Duration::from_secs(4), Duration::from_secs(4 * 3600))
+}
+
+/// The latest a send may start and still end within the lease.
+fn start_by(config: &crate::config::EmailConfig, claimed_at: i64) -> i64 {
+    let lease = i64::try_from(lease(config).as_millis()).unwrap_or(i64::MAX);
+    let send =
+        i64::try_from(config.timeout.saturating_mul(SMTP_STEPS).as_millis()).unwrap_or(i64::MAX);
+    claimed_at.saturating_add(lease.saturating_sub(send).max(0))
 }
 
 /// Runs the worker until the process ends.
@@ -72,9 +85,9 @@ async fn run(state: AppState, mailer: Arc<Mailer>, owner: String) {
             let _ = tokio::time::timeout(IDLE_POLL, state.outbox_wake.notified()).await;
             continue;
         }
-        // Every send must be over well before the lease ends, counted from
-        // the claim, so that no other worker can take the row meanwhile.
-        let send_by = now.saturating_add(lease_ms / 2);
+        // Every send must be over before the lease ends, counted from the
+        // claim, so that no other worker can take the row meanwhile.
+        let send_by = start_by(&state.config.email, now);
         let mut sends = tokio::task::JoinSet::new();
         for row in rows {
             let (state, mailer, owner) = (state.clone(), mailer.clone(), owner.clone());
@@ -89,22 +102,13 @@ async fn attempt(state: &AppState, mailer: &Mailer, owner: &str, row: OutboxRow,
     let (result, audit) = match prepare(state, &row).await {
         Err((result, audit)) => (result, audit),
         Ok(prepared) => {
-            let left = send_by.saturating_sub(state.now_ms());
-            let sent = if left <= 0 {
+            // The send itself ends by itself: every step has a timeout.
+            let sent = if state.now_ms() > send_by {
                 Err(SendError::Temporary(
                     "not sent: preparing it took up the lease".to_owned(),
                 ))
             } else {
-                let left = Duration::from_millis(left.unsigned_abs());
-                match tokio::time::timeout(left, mailer.send(prepared.message, &prepared.stem))
-                    .await
-                {
-                    Ok(sent) => sent,
-                    Err(_) => Err(SendError::Temporary(format!(
-                        "no answer within {} ms",
-                        left.as_millis()
-                    ))),
-                }
+                mailer.send(prepared.message, &prepared.stem).await
             };
             outcome(state, &row, sent, &prepared.secrets, &prepared.message_id)
         }
@@ -333,4 +337,33 @@ fn backoff_ms(state: &AppState, config: &crate::config::EmailConfig, attempts: i
     let [a, b] = state.random_bytes::<2>();
     let unit = f64::from(u16::from_le_bytes([a, b])) / f64::from(u16::MAX);
     (base * (0.8 + 0.4 * unit)).min(max).round() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EmailConfig;
+
+    #[test]
+    fn a_send_that_starts_in_time_ends_within_its_lease() {
+        let mut config = EmailConfig::default();
+        for seconds in [1, 30, 600, u64::MAX / 1000] {
+            config.timeout = Duration::from_secs(seconds);
+            let lease_ms = i64::try_from(lease(&config).as_millis()).unwrap();
+            let claimed = 1_000_000;
+            let latest_start = start_by(&config, claimed);
+            let longest_send = config
+                .timeout
+                .saturating_mul(SMTP_STEPS)
+                .as_millis()
+                .min(i64::MAX as u128) as i64;
+            assert!(latest_start >= claimed, "{seconds}");
+            if longest_send < lease_ms {
+                assert!(latest_start.saturating_add(longest_send) <= claimed + lease_ms);
+            } else {
+                // A timeout beyond the cap leaves no time to start at all.
+                assert_eq!(latest_start, claimed, "{seconds}");
+            }
+        }
+    }
 }

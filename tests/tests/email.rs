@@ -18,7 +18,7 @@ transport = "smtp"
 smtp_url = "{smtp_url}"
 from = "Identitätsdienst Beispiel <noreply@is.example.org>"
 language = "de"
-timeout = "2s"
+timeout = "1s"
 retry_initial = "300ms"
 retry_max = "1s"
 {extra_email}

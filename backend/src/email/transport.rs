@@ -1,11 +1,20 @@
 //! Where messages go: `.eml` files in the data folder (the default), or an
-//! SMTP server (lettre, pooled, with timeouts), optionally DKIM-signed.
+//! SMTP server, optionally DKIM-signed.
+//!
+//! SMTP uses lettre's blocking transport on tokio's blocking threads: it puts
+//! `email.timeout` on every connect, read and write, so a send always ends
+//! by itself, and its connection pool never gets back a connection whose
+//! exchange was cut off half-way (lettre's async transport times out only
+//! the connect; bounding it from outside would cancel sends mid-exchange).
 
 use crate::config::{DkimAlgorithm, EmailConfig, EmailTransport};
 use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
 use lettre::message::header::HeaderName;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{Message, SmtpTransport, Transport};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How an attempt to hand a message over failed.
 #[derive(Debug)]
@@ -23,7 +32,7 @@ pub struct Mailer {
 
 enum Kind {
     Files(PathBuf),
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(Arc<SmtpTransport>),
 }
 
 /// Why the mailer could not be set up; names the config key.
@@ -42,14 +51,19 @@ impl Mailer {
                     key: "email.smtp_url",
                     problem: "is missing".to_owned(),
                 })?;
-                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                let transport = SmtpTransport::from_url(url)
                     .map_err(|e| SetupError {
                         key: "email.smtp_url",
                         problem: e.to_string(),
                     })?
                     .timeout(Some(config.timeout))
+                    .pool_config(
+                        PoolConfig::new()
+                            .max_size(4)
+                            .idle_timeout(Duration::from_secs(60)),
+                    )
                     .build();
-                Kind::Smtp(transport)
+                Kind::Smtp(Arc::new(transport))
             }
         };
         let dkim = match &config.dkim {
@@ -112,16 +126,28 @@ impl Mailer {
             Kind::Files(dir) => write_file(dir, file_stem, &message.formatted())
                 .await
                 .map_err(|e| SendError::Temporary(format!("cannot write the mail file: {e}"))),
-            Kind::Smtp(smtp) => match smtp.send(message).await {
-                Ok(_) => Ok(()),
-                // A 5xx about authentication is Assent's configuration,
-                // not the recipient: worth trying again once it is fixed.
-                Err(e) if e.is_permanent() && !is_auth_failure(&e) => {
-                    Err(SendError::Permanent(e.to_string()))
+            Kind::Smtp(smtp) => {
+                let smtp = smtp.clone();
+                match tokio::task::spawn_blocking(move || smtp.send(&message)).await {
+                    Ok(sent) => classify(sent),
+                    Err(e) => Err(SendError::Temporary(format!("the send task failed: {e}"))),
                 }
-                Err(e) => Err(SendError::Temporary(e.to_string())),
-            },
+            }
         }
+    }
+}
+
+fn classify(
+    sent: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
+) -> Result<(), SendError> {
+    match sent {
+        Ok(_) => Ok(()),
+        // A 5xx about authentication is Assent's configuration, not the
+        // recipient: worth trying again once it is fixed.
+        Err(e) if e.is_permanent() && !is_auth_failure(&e) => {
+            Err(SendError::Permanent(e.to_string()))
+        }
+        Err(e) => Err(SendError::Temporary(e.to_string())),
     }
 }
 
