@@ -134,6 +134,14 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/_assent/v1/keys", get(api::keys))
         .route("/_assent/v1/consent/{token}", get(api::consent_view))
+        .route(
+            "/_assent/v1/consent/{token}/decision",
+            post(crate::consent::decide),
+        )
+        .route(
+            "/_assent/v1/consent/{token}/receipt",
+            get(crate::consent::receipt),
+        )
         .route("/_assent/v1/admin/whoami", get(admin::whoami))
         .route("/_assent/v1/requests", post(intake::integrated::create))
         .route(

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod consent;
 pub mod decision;
 pub mod demo;
 pub mod email;

@@ -90,3 +90,37 @@ pub struct RequestState {
     /// The signed decision document, once decided.
     pub decision: Option<serde_json::Value>,
 }
+
+/// What the owner of the address decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerDecision {
+    Approve,
+    Deny,
+}
+
+impl OwnerDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerDecision::Approve => "approve",
+            OwnerDecision::Deny => "deny",
+        }
+    }
+}
+
+/// `POST /_assent/v1/consent/{token}/decision`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    pub decision: OwnerDecision,
+}
+
+/// The answer to a decision: the request's outcome as stored (also on 409,
+/// when it was decided before).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionOutcome {
+    pub request_id: String,
+    pub status: RequestStatus,
+    pub decided_at_ms: Option<i64>,
+    pub decision_id: Option<String>,
+}

@@ -185,6 +185,19 @@ async fn the_owner_gets_one_readable_message_whose_link_opens_their_request() {
         .await
         .unwrap();
     assert_eq!(view["request_id"], id.as_str());
+    // And the owner can decide through it; the first decision stands.
+    let decide = |word: &'static str| {
+        reqwest::Client::new()
+            .post(assent.url(&format!("/_assent/v1/consent/{token}/decision")))
+            .json(&json!({ "decision": word }))
+            .send()
+    };
+    let first = decide("deny").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = decide("approve").await.unwrap();
+    assert_eq!(second.status(), 409);
+    let outcome: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(outcome["status"], "denied");
 
     let kinds = wait_for_audit(&assent, &id, "email_sent").await;
     assert_eq!(kinds.iter().filter(|k| *k == "email_sent").count(), 1);

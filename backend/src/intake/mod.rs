@@ -16,6 +16,6 @@ pub mod key_fetch;
 pub mod passthrough;
 pub mod server_keys;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod upstream;
 pub mod xmatrix;

@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tower::ServiceExt;
 
-const IS_NAME: &str = "is.test";
-const V2: &str = "/_matrix/identity/v2/3pid/unbind";
+pub(crate) const IS_NAME: &str = "is.test";
+pub(crate) const V2: &str = "/_matrix/identity/v2/3pid/unbind";
 const V1: &str = "/_matrix/identity/api/v1/3pid/unbind";
 const START_MS: i64 = 1_800_000_000_000;
 
-struct TestClock(AtomicI64);
+pub(crate) struct TestClock(pub(crate) AtomicI64);
 
 impl Clock for TestClock {
     fn now_ms(&self) -> i64 {
@@ -81,11 +81,11 @@ impl TestHomeserver {
     }
 }
 
-struct Harness {
-    state: AppState,
-    app: axum::Router,
+pub(crate) struct Harness {
+    pub(crate) state: AppState,
+    pub(crate) app: axum::Router,
     hs: TestHomeserver,
-    clock: Arc<TestClock>,
+    pub(crate) clock: Arc<TestClock>,
     _dir: tempfile::TempDir,
 }
 
@@ -106,7 +106,7 @@ fn identity_server(name: &str) -> IdentityServerConfig {
 }
 
 impl Harness {
-    async fn new(adjust: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn new(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             data_dir: dir.path().to_owned(),
@@ -140,7 +140,7 @@ impl Harness {
         }
     }
 
-    fn body_for(&self, local: &str) -> Vec<u8> {
+    pub(crate) fn body_for(&self, local: &str) -> Vec<u8> {
         format!(
             r#"{{"mxid":"{}","threepid":{{"address":"{local}@example.org","medium":"email"}}}}"#,
             self.hs.mxid(local)
@@ -149,12 +149,12 @@ impl Harness {
     }
 
     /// A request as Synapse sends it, signed for `destination_is`.
-    fn signed(&self, path: &str, body: &[u8], destination_is: &str) -> Request<Body> {
+    pub(crate) fn signed(&self, path: &str, body: &[u8], destination_is: &str) -> Request<Body> {
         let authorization = self.hs.authorization("POST", path, destination_is, body);
         raw_request(path, body, Some(&authorization))
     }
 
-    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+    pub(crate) async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -186,7 +186,7 @@ impl Harness {
         )
     }
 
-    async fn stored(&self, local: &str) -> Option<crate::storage::StoredRequest> {
+    pub(crate) async fn stored(&self, local: &str) -> Option<crate::storage::StoredRequest> {
         let (is, mxid, address) = self.key_for(local);
         self.state
             .repo

@@ -1,0 +1,210 @@
+//! The decision API through the real router, on requests held by a signed
+//! unbind (the intake test harness: test homeserver, test clock, SQLite).
+
+use crate::intake::tests::{Harness, IS_NAME, V2};
+use assent_shared::RequestStatus;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+/// Holds an unbind for `local` and returns (request id, consent token).
+async fn held(h: &Harness, local: &str) -> (String, String) {
+    let (status, _) = h.send(h.signed(V2, &h.body_for(local), IS_NAME)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let stored = h.stored(local).await.unwrap();
+    let outbox = h.state.repo.outbox_for(&stored.id).await.unwrap();
+    let nonce = outbox[0].payload["nonce"].as_str().unwrap();
+    let nonce: [u8; 32] =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
+            .unwrap()
+            .try_into()
+            .unwrap();
+    (stored.id, h.state.tokens.token(&nonce))
+}
+
+fn post(token: &str, body: &str) -> Request<Body> {
+    Request::post(format!("/_assent/v1/consent/{token}/decision"))
+        .header("content-type", "application/json")
+        .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 41000))))
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path)
+        .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 41000))))
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// Status, Content-Disposition and body text.
+async fn raw(h: &Harness, request: Request<Body>) -> (StatusCode, String, String) {
+    use tower::ServiceExt;
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let disposition = response
+        .headers()
+        .get("content-disposition")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        disposition,
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
+}
+
+fn decision(word: &str) -> String {
+    json!({ "decision": word }).to_string()
+}
+
+#[tokio::test]
+async fn the_first_decision_wins_and_later_ones_see_it() {
+    let h = Harness::new(|_| {}).await;
+    let (id, token) = held(&h, "alice").await;
+
+    // Looking never decides.
+    let (status, view) = h.send(get(&format!("/_assent/v1/consent/{token}"))).await;
+    assert_eq!(
+        (status, view["status"].as_str()),
+        (StatusCode::OK, Some("pending"))
+    );
+
+    let (status, outcome) = h.send(post(&token, &decision("approve"))).await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    assert_eq!(outcome["request_id"], id.as_str());
+    assert_eq!(outcome["status"], "approved");
+    let decision_id = outcome["decision_id"].as_str().unwrap().to_owned();
+
+    for word in ["approve", "deny"] {
+        let (status, again) = h.send(post(&token, &decision(word))).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(
+            again["status"], "approved",
+            "the stored outcome, not an error"
+        );
+        assert_eq!(again["decision_id"], decision_id.as_str());
+    }
+    let stored = h.stored("alice").await.unwrap();
+    assert_eq!(stored.status, RequestStatus::Approved);
+    let trail = h.state.repo.audit_trail(&id).await.unwrap();
+    let decided: Vec<_> = trail.iter().filter(|e| e.kind == "decided").collect();
+    assert_eq!(decided.len(), 1);
+    assert_eq!(decided[0].actor.as_deref(), Some("owner"));
+
+    // The receipt is the signed decision document.
+    let response = raw(&h, get(&format!("/_assent/v1/consent/{token}/receipt"))).await;
+    assert_eq!(response.0, StatusCode::OK);
+    assert!(response.1.contains("attachment"), "{}", response.1);
+    let document: Value = serde_json::from_str(&response.2).unwrap();
+    assert_eq!(document["decision"], "approve");
+    assert_eq!(document["request_id"], id.as_str());
+    assert_eq!(document["decision_id"], decision_id.as_str());
+    let server = h.state.config.server_name.as_str();
+    assert!(document["signatures"][server].is_object(), "{document}");
+}
+
+#[tokio::test]
+async fn deny_is_recorded_and_a_race_has_one_winner() {
+    let h = Harness::new(|_| {}).await;
+    let (_, token) = held(&h, "bob").await;
+    let (status, outcome) = h.send(post(&token, &decision("deny"))).await;
+    assert_eq!(
+        (status, outcome["status"].as_str()),
+        (StatusCode::OK, Some("denied"))
+    );
+
+    let (_, token) = held(&h, "carol").await;
+    let (a, b) = tokio::join!(
+        h.send(post(&token, &decision("approve"))),
+        h.send(post(&token, &decision("deny")))
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    let winner = if a.0 == StatusCode::OK { &a.1 } else { &b.1 };
+    let loser = if a.0 == StatusCode::OK { &b.1 } else { &a.1 };
+    assert_eq!(
+        winner["status"], loser["status"],
+        "the loser sees the winner"
+    );
+}
+
+#[tokio::test]
+async fn past_its_time_a_request_answers_410_and_stays_expired() {
+    let h = Harness::new(|_| {}).await;
+    let (_, token) = held(&h, "dave").await;
+    let stored = h.stored("dave").await.unwrap();
+    h.clock.0.store(stored.expires_at, Ordering::SeqCst);
+    let (status, error) = h.send(post(&token, &decision("approve"))).await;
+    assert_eq!(
+        (status, error["errcode"].as_str()),
+        (StatusCode::GONE, Some("M_EXPIRED"))
+    );
+    assert_eq!(
+        h.stored("dave").await.unwrap().status,
+        RequestStatus::Expired
+    );
+    let (status, again) = h.send(post(&token, &decision("approve"))).await;
+    assert_eq!(
+        (status, again["status"].as_str()),
+        (StatusCode::CONFLICT, Some("expired"))
+    );
+}
+
+#[tokio::test]
+async fn bad_decisions_and_unknown_links_change_nothing() {
+    let h = Harness::new(|_| {}).await;
+    let (_, token) = held(&h, "erin").await;
+    for (body, status) in [
+        ("", StatusCode::BAD_REQUEST),
+        ("{}", StatusCode::BAD_REQUEST),
+        (r#"{"decision":"maybe"}"#, StatusCode::BAD_REQUEST),
+        (r#"{"decision":"Approve"}"#, StatusCode::BAD_REQUEST),
+        (
+            r#"{"decision":"approve","extra":1}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("[\"approve\"]", StatusCode::BAD_REQUEST),
+        (&"x".repeat(2048), StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        let (got, error) = h.send(post(&token, body)).await;
+        assert_eq!(got, status, "{body:.40}: {error}");
+    }
+    let mut wrong = token.clone();
+    wrong.replace_range(0..1, if token.starts_with('A') { "B" } else { "A" });
+    for bad in [
+        wrong.as_str(),
+        "short",
+        "not-a-token-at-all-but-43-characters-long!",
+    ] {
+        let (status, error) = h.send(post(bad, &decision("approve"))).await;
+        assert_eq!(
+            (status, error["errcode"].as_str()),
+            (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+        );
+    }
+    let (status, _) = h
+        .send(get(&format!("/_assent/v1/consent/{wrong}/receipt")))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = h
+        .send(get(&format!("/_assent/v1/consent/{token}/receipt")))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no receipt before a decision"
+    );
+    assert_eq!(
+        h.stored("erin").await.unwrap().status,
+        RequestStatus::Pending
+    );
+}
