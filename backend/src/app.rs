@@ -153,7 +153,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(api::health));
 
     let pages = Router::new()
-        .route("/consent/{token}", get(web::consent_page))
+        .route(
+            "/consent/{token}",
+            get(crate::consent::nojs::page).post(crate::consent::nojs::submit),
+        )
         .route("/embed/consent/{token}", get(web::embed_page))
         .route("/", get(web::app_page))
         .route("/admin", get(web::app_page))

@@ -168,5 +168,7 @@ pub async fn receipt(
     }
 }
 
+pub mod nojs;
+
 #[cfg(test)]
 mod tests;

@@ -60,6 +60,29 @@ impl WebAssets {
         )
     }
 
+    /// The app shell with `html` in place of its `<noscript>` block's
+    /// content: what browsers without scripts show instead of the app.
+    pub fn page_with_noscript(
+        &self,
+        frame_ancestors: &str,
+        status: StatusCode,
+        html: &str,
+    ) -> Response {
+        let mut response = self.page(frame_ancestors);
+        let Some(index) = &self.index else {
+            return response;
+        };
+        let replaced = match (index.find("<noscript>"), index.find("</noscript>")) {
+            (Some(start), Some(end)) if start < end => {
+                format!("{}<noscript>{html}{}", &index[..start], &index[end..])
+            }
+            _ => index.clone(),
+        };
+        *response.body_mut() = Body::from(replaced);
+        *response.status_mut() = status;
+        response
+    }
+
     fn page(&self, frame_ancestors: &str) -> Response {
         let Some(index) = &self.index else {
             return (
@@ -112,11 +135,6 @@ fn inline_script_hashes(html: &str) -> Vec<String> {
 
 /// `/admin…` and `/`: the app shell, never framable.
 pub async fn app_page(State(state): State<AppState>) -> Response {
-    state.web.page("'none'")
-}
-
-/// `/consent/{token}`: the app shell, never framable.
-pub async fn consent_page(State(state): State<AppState>) -> Response {
     state.web.page("'none'")
 }
 

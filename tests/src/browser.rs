@@ -87,7 +87,24 @@ impl Browser {
         F: FnOnce(Client) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let client = self.session(true).await;
+        self.with_session_scripts(true, steps).await
+    }
+
+    /// Like [`Browser::with_session`], with JavaScript turned off.
+    pub async fn with_session_without_javascript<F, Fut>(&self, steps: F)
+    where
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.with_session_scripts(false, steps).await
+    }
+
+    async fn with_session_scripts<F, Fut>(&self, javascript: bool, steps: F)
+    where
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let client = self.session(javascript).await;
         let for_steps = client.clone();
         let outcome = tokio::spawn(async move { steps(for_steps).await }).await;
         let _ = client.close().await;

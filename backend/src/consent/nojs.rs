@@ -1,0 +1,335 @@
+//! `/consent/{token}` without JavaScript: the app shell's `<noscript>` block
+//! carries a server-rendered page (askama) with the same disclosure, and
+//! plain forms post the decision back to the same URL, through a
+//! confirmation step. When scripts run, browsers skip the block and the
+//! Leptos app takes the page.
+//!
+//! The forms need no cookie: the confirming form carries an HMAC of the
+//! consent token and the decision under a secret derived from the signing
+//! key, and a browser's `Sec-Fetch-Site` must say the post came from this
+//! site. (Only someone who holds the link can reach the form at all.)
+
+use crate::api::request_for_token;
+use crate::app::AppState;
+use crate::email;
+use crate::storage::StoredRequest;
+use askama::Template;
+use assent_shared::{OwnerDecision, RequestStatus};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::net::SocketAddr;
+
+/// Which view the page shows.
+pub enum NoJsState {
+    Unknown,
+    Pending,
+    /// The confirmation step for `approve` or `deny`.
+    Confirm(String),
+    /// A decided (or expired, or cancelled) request: its status word.
+    Final(String),
+    /// The decision was not recorded, and why.
+    Problem(String),
+}
+
+/// What the page says; all text, escaped by askama.
+pub struct View {
+    pub state: NoJsState,
+    pub server: String,
+    pub server_ascii: Option<String>,
+    pub key_id: Option<String>,
+    pub verified_at: Option<String>,
+    pub mxid: String,
+    pub address: String,
+    pub is_name: String,
+    pub is_display: String,
+    pub operator: String,
+    pub privacy_url: Option<String>,
+    pub initiator: &'static str,
+    pub reason: Option<String>,
+    pub asked_at: String,
+    pub expires_at: String,
+    pub decided_at: String,
+    pub action: String,
+    pub receipt: String,
+    pub has_receipt: bool,
+    pub csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "consent/nojs.html")]
+struct Page<'a> {
+    v: &'a View,
+}
+
+fn view(state: &AppState, token: &str, request: Option<&StoredRequest>, shown: NoJsState) -> View {
+    let base = state.config.public_base();
+    let action = format!("{base}consent/{token}");
+    let receipt = format!("{base}_assent/v1/consent/{token}/receipt");
+    let Some(r) = request else {
+        return View {
+            state: shown,
+            server: String::new(),
+            server_ascii: None,
+            key_id: None,
+            verified_at: None,
+            mxid: String::new(),
+            address: String::new(),
+            is_name: String::new(),
+            is_display: String::new(),
+            operator: String::new(),
+            privacy_url: None,
+            initiator: "unknown",
+            reason: None,
+            asked_at: String::new(),
+            expires_at: String::new(),
+            decided_at: String::new(),
+            action,
+            receipt,
+            has_receipt: false,
+            csrf: String::new(),
+        };
+    };
+    let is = state.config.identity_server(&r.identity_server);
+    let letter = email::Letter::new(r, is, String::new());
+    let csrf = match &shown {
+        NoJsState::Confirm(decision) => csrf_for(state, token, decision),
+        _ => String::new(),
+    };
+    View {
+        state: shown,
+        server: letter.server,
+        server_ascii: letter.server_ascii,
+        key_id: if letter.verified { letter.key_id } else { None },
+        verified_at: r.verified_at.map(email::utc_minutes),
+        mxid: letter.mxid,
+        address: letter.address,
+        is_name: letter.is_name,
+        is_display: letter.is_display,
+        operator: letter.operator,
+        privacy_url: letter.privacy_url,
+        initiator: letter.initiator,
+        reason: letter.reason,
+        asked_at: letter.asked_at,
+        expires_at: letter.expires_at,
+        decided_at: r.decided_at.map(email::utc_minutes).unwrap_or_default(),
+        action,
+        receipt,
+        has_receipt: r.decision_doc.is_some(),
+        csrf,
+    }
+}
+
+/// The confirming form's proof that it came from this page.
+fn csrf_for(state: &AppState, token: &str, decision: &str) -> String {
+    use hmac::Mac;
+    let secret = state.key.derive_secret("consent form");
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret) else {
+        unreachable!("HMAC accepts a 32-byte key")
+    };
+    mac.update(token.as_bytes());
+    mac.update(b"\0");
+    mac.update(decision.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// How a stored request shows when nobody is deciding right now.
+fn resting_state(state: &AppState, request: &StoredRequest) -> NoJsState {
+    match request.status {
+        RequestStatus::Pending if state.now_ms() >= request.expires_at => {
+            NoJsState::Final("expired".to_owned())
+        }
+        RequestStatus::Pending => NoJsState::Pending,
+        other => NoJsState::Final(other.as_str().to_owned()),
+    }
+}
+
+fn render(state: &AppState, status: StatusCode, view: &View) -> Response {
+    let html = Page { v: view }.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot render the consent page");
+        "<p class=\"noscript\">This page cannot be shown right now.</p>".to_owned()
+    });
+    state.web.page_with_noscript("'none'", status, &html)
+}
+
+/// `GET /consent/{token}`.
+#[tracing::instrument(skip_all)]
+pub async fn page(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+) -> Response {
+    if state
+        .limits
+        .consent
+        .hit(client.ip(), state.now_ms())
+        .is_err()
+    {
+        let problem =
+            NoJsState::Problem("Too many attempts from here; wait a minute and reload.".to_owned());
+        return render(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            &view(&state, &token, None, problem),
+        );
+    }
+    match request_for_token(&state, &token).await {
+        Ok(request) => {
+            let shown = resting_state(&state, &request);
+            render(
+                &state,
+                StatusCode::OK,
+                &view(&state, &token, Some(&request), shown),
+            )
+        }
+        Err(e) if e.status == StatusCode::NOT_FOUND => render(
+            &state,
+            StatusCode::NOT_FOUND,
+            &view(&state, &token, None, NoJsState::Unknown),
+        ),
+        Err(e) => render(
+            &state,
+            e.status,
+            &view(&state, &token, None, NoJsState::Problem(e.error)),
+        ),
+    }
+}
+
+/// `POST /consent/{token}`: the form (`decision`, `step`, `csrf`).
+#[tracing::instrument(skip_all)]
+pub async fn submit(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let problem =
+        |state: &AppState, status: StatusCode, request: Option<&StoredRequest>, why: &str| {
+            render(
+                state,
+                status,
+                &view(state, &token, request, NoJsState::Problem(why.to_owned())),
+            )
+        };
+    if state
+        .limits
+        .consent
+        .hit(client.ip(), state.now_ms())
+        .is_err()
+    {
+        return problem(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            "Too many attempts from here; wait a minute and try again.",
+        );
+    }
+    // Browsers say where a post came from; another site may not decide.
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return problem(
+                &state,
+                StatusCode::FORBIDDEN,
+                None,
+                "The form was sent from another site.",
+            );
+        }
+    }
+    let mut decision = None;
+    let mut step = None;
+    let mut csrf = None;
+    for (key, value) in url::form_urlencoded::parse(&body) {
+        match key.as_ref() {
+            "decision" => decision = Some(value.into_owned()),
+            "step" => step = Some(value.into_owned()),
+            "csrf" => csrf = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let request = match request_for_token(&state, &token).await {
+        Ok(request) => request,
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            return render(
+                &state,
+                StatusCode::NOT_FOUND,
+                &view(&state, &token, None, NoJsState::Unknown),
+            )
+        }
+        Err(e) => return problem(&state, e.status, None, &e.error),
+    };
+    let owner_decision = match decision.as_deref() {
+        Some("approve") => OwnerDecision::Approve,
+        Some("deny") => OwnerDecision::Deny,
+        _ => {
+            return problem(
+                &state,
+                StatusCode::BAD_REQUEST,
+                Some(&request),
+                "The form did not say approve or deny.",
+            )
+        }
+    };
+    let word = owner_decision.as_str();
+    match step.as_deref() {
+        Some("review") => {
+            let shown = match resting_state(&state, &request) {
+                NoJsState::Pending => NoJsState::Confirm(word.to_owned()),
+                other => other,
+            };
+            render(
+                &state,
+                StatusCode::OK,
+                &view(&state, &token, Some(&request), shown),
+            )
+        }
+        Some("confirm") => {
+            let expected = csrf_for(&state, &token, word);
+            let given = csrf.unwrap_or_default();
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                given.as_bytes(),
+                expected.as_bytes(),
+            )) {
+                return problem(
+                    &state,
+                    StatusCode::FORBIDDEN,
+                    Some(&request),
+                    "The form was not the one this page gave you.",
+                );
+            }
+            match crate::consent::record(&state, &token, owner_decision).await {
+                Ok(_) => page_after(&state, &token).await,
+                Err(e) if e.status == StatusCode::GONE => page_after(&state, &token).await,
+                Err(e) => problem(&state, e.status, Some(&request), &e.error),
+            }
+        }
+        _ => problem(
+            &state,
+            StatusCode::BAD_REQUEST,
+            Some(&request),
+            "The form was incomplete.",
+        ),
+    }
+}
+
+/// The request as it now stands, after a decision (ours or an earlier one).
+async fn page_after(state: &AppState, token: &str) -> Response {
+    match request_for_token(state, token).await {
+        Ok(request) => {
+            let shown = resting_state(state, &request);
+            render(
+                state,
+                StatusCode::OK,
+                &view(state, token, Some(&request), shown),
+            )
+        }
+        Err(e) => render(
+            state,
+            e.status,
+            &view(state, token, None, NoJsState::Problem(e.error)),
+        ),
+    }
+}
