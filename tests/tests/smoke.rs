@@ -55,13 +55,14 @@ async fn with_no_config_it_serves_health_keys_and_the_app() {
     );
     assert!(ruma_signatures::verify_json(&map, &forged).is_err());
 
-    // The app shell: strict CSP, never framable, no referrer.
+    // The app shell: strict CSP, never framable, no referrer. (An unknown
+    // link is a 404, with the page that says so.)
     let page = http
         .get(assent.url("/consent/not-a-token"))
         .send()
         .await
         .unwrap();
-    assert_eq!(page.status(), 200);
+    assert_eq!(page.status(), 404);
     let csp = page.headers()["content-security-policy"]
         .to_str()
         .unwrap()
