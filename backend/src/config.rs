@@ -108,6 +108,10 @@ pub struct EmailConfig {
     pub max_attempts: u32,
     /// DKIM signing; off when absent.
     pub dkim: Option<DkimSettings>,
+    /// Whether this process sends queued email. With several replicas, some
+    /// may only take requests (false) while others send; rows wait in the
+    /// outbox meanwhile.
+    pub send: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,6 +244,7 @@ impl Default for EmailConfig {
             retry_max: Duration::from_secs(3600),
             max_attempts: 12,
             dkim: None,
+            send: true,
         }
     }
 }

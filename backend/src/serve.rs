@@ -153,7 +153,11 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
             fix: "see the [email] section of the README",
         })?;
     let mail_dir = mailer.mail_dir().map(|d| d.to_path_buf());
-    outbox::spawn(state.clone(), mailer);
+    if state.config.email.send {
+        outbox::spawn(state.clone(), mailer);
+    } else {
+        tracing::info!("email.send is false: this process queues email but does not send it");
+    }
     let listen = state.config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

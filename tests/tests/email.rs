@@ -349,3 +349,21 @@ async fn file_mail_is_one_eml_per_message_named_by_request_and_attempt() {
     );
     assert!(message.body_text(0).unwrap().contains("/consent/"));
 }
+
+#[tokio::test]
+async fn a_process_with_send_off_only_queues() {
+    let assent = Assent::start(Options {
+        config: Some(
+            config("smtp://127.0.0.1:9", "send = false")
+                .replace("transport = \"smtp\"", "transport = \"file\""),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let id = hold(&assent, "queued").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!assent.data_dir.join("mail").exists(), "nothing was written");
+    let kinds = audit_kinds(&assent, &id).await;
+    assert!(!kinds.iter().any(|k| k.starts_with("email_")), "{kinds:?}");
+    assert_eq!(assent.count("outbox").await, 1, "the row waits for a sender");
+}

@@ -283,7 +283,7 @@ fn bench(args: &[String]) -> Result {
         Some("intake") => {}
         _ => {
             return Err(
-                "usage: cargo xtask bench intake [--seconds 15] [--concurrency 16]".to_owned(),
+                "usage: cargo xtask bench intake [--seconds 15] [--concurrency 16] [--send-email false]".to_owned(),
             )
         }
     }

@@ -4,7 +4,13 @@
 //! latency percentiles and the server's memory.
 //!
 //! Usage: intake-bench --assent <binary> [--seconds 15] [--concurrency 16]
-//!        [--warmup 2] [--log <file for the server's log>]
+//!        [--warmup 2] [--log <file for the server's log>] [--send-email false]
+//!
+//! By default the server only queues each request's email (the outbox row is
+//! written in the request's transaction) and does not send it
+//! (`email.send = false`), so the figure is the intake's own; with
+//! `--send-email true` its mail worker writes every message to a file
+//! meanwhile, on the same two cores and the same SQLite writer.
 //!
 //! Each request is a distinct (mxid, address), so every one is a new hold.
 //! The load generator is closed-loop: each of the connections sends its next
@@ -29,6 +35,8 @@ struct Args {
     concurrency: usize,
     /// Where the server's log goes (default: a temporary file).
     log: Option<PathBuf>,
+    /// Whether the server also sends the queued email (to files) meanwhile.
+    send_email: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +46,7 @@ fn parse_args() -> Result<Args, String> {
         warmup: 2,
         concurrency: 16,
         log: None,
+        send_email: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
             "--warmup" => args.warmup = number()?,
             "--concurrency" => args.concurrency = number()? as usize,
             "--log" => args.log = Some(PathBuf::from(&value)),
+            "--send-email" => args.send_email = value == "true",
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -162,10 +172,11 @@ fn main() -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let hs = Homeserver::new("hs.bench", 5);
     let config = format!(
-        "{}\n[limits]\nunbinds_per_origin_per_minute = 100000000\n\n\
+        "{}\n[limits]\nunbinds_per_origin_per_minute = 100000000\n\n[email]\nsend = {}\n\n\
          [[identity_servers]]\nname = \"{IS_NAME}\"\ndisplay_name = \"Benchmark IS\"\noperator = \"Bench\"\n\
          upstream = \"http://127.0.0.1:9/\"\nbinding_check = \"none\"\n",
-        hs.pinned_toml()
+        hs.pinned_toml(),
+        args.send_email
     );
     let config_path = dir.path().join("assent.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
@@ -272,6 +283,7 @@ fn main() -> Result<(), String> {
     let rate = total / measured.as_secs_f64();
     let summary = serde_json::json!({
         "concurrency": args.concurrency,
+        "send_email": args.send_email,
         "seconds": measured.as_secs_f64(),
         "requests": total,
         "held_202": tally.held,
