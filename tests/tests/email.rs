@@ -362,8 +362,15 @@ async fn a_process_with_send_off_only_queues() {
     .await;
     let id = hold(&assent, "queued").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(!assent.data_dir.join("mail").exists(), "nothing was written");
+    assert!(
+        !assent.data_dir.join("mail").exists(),
+        "nothing was written"
+    );
     let kinds = audit_kinds(&assent, &id).await;
     assert!(!kinds.iter().any(|k| k.starts_with("email_")), "{kinds:?}");
-    assert_eq!(assent.count("outbox").await, 1, "the row waits for a sender");
+    assert_eq!(
+        assent.count("outbox").await,
+        1,
+        "the row waits for a sender"
+    );
 }
