@@ -136,7 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_assent/v1/consent/{token}", get(api::consent_view))
         .route(
             "/_assent/v1/consent/{token}/decision",
-            post(crate::consent::decide),
+            post(crate::consent::decide).layer(axum::extract::DefaultBodyLimit::max(4096)),
         )
         .route(
             "/_assent/v1/consent/{token}/receipt",
@@ -155,7 +155,9 @@ pub fn router(state: AppState) -> Router {
     let pages = Router::new()
         .route(
             "/consent/{token}",
-            get(crate::consent::nojs::page).post(crate::consent::nojs::submit),
+            get(crate::consent::nojs::page)
+                .post(crate::consent::nojs::submit)
+                .layer(axum::extract::DefaultBodyLimit::max(4096)),
         )
         .route("/embed/consent/{token}", get(web::embed_page))
         .route("/", get(web::app_page))

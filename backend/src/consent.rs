@@ -64,25 +64,34 @@ pub async fn record(
     token: &str,
     decision: OwnerDecision,
 ) -> Result<(StatusCode, DecisionOutcome), ApiError> {
-    let request = request_for_token(state, token).await?;
-    if request.status != RequestStatus::Pending {
-        return Ok((StatusCode::CONFLICT, outcome_of(&request)));
-    }
-    let now = state.now_ms();
-    if now >= request.expires_at {
-        crate::intake::hold::expire_overdue(state, &request).await?;
-        return Err(ApiError::new(
+    let expired = || {
+        ApiError::new(
             StatusCode::GONE,
             "M_EXPIRED",
             "this request has expired; nothing was changed",
-        ));
+        )
+    };
+    let mut request = request_for_token(state, token).await?;
+    let now = state.now_ms();
+    if request.status == RequestStatus::Pending && now >= request.expires_at {
+        crate::intake::hold::expire_overdue(state, &request).await?;
+        // A decision may have landed just before the expiry: what is stored
+        // is the answer.
+        request = request_for_token(state, token).await?;
+    }
+    match request.status {
+        RequestStatus::Pending => {}
+        RequestStatus::Expired => return Err(expired()),
+        _ => return Ok((StatusCode::CONFLICT, outcome_of(&request))),
     }
     let status = match decision {
         OwnerDecision::Approve => RequestStatus::Approved,
         OwnerDecision::Deny => RequestStatus::Denied,
     };
-    let signed = crate::decision::decide(state, &request, status, now)
-        .map_err(|e| ApiError::internal(format!("cannot sign the decision: {e}")))?;
+    let signed = crate::decision::decide(state, &request, status, now).map_err(|e| {
+        tracing::error!(request_id = %request.id, error = %e, "cannot sign a decision");
+        ApiError::internal("the decision could not be signed; nothing was changed")
+    })?;
     let audit = NewAudit::new(
         "decided",
         Some("owner"),

@@ -80,6 +80,11 @@ impl WebAssets {
         };
         *response.body_mut() = Body::from(replaced);
         *response.status_mut() = status;
+        // It names the owner now: no cache may keep it.
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store, private"),
+        );
         response
     }
 

@@ -90,6 +90,7 @@ async fn without_javascript_the_owner_reads_confirms_and_approves() {
             assert!(done.contains("Download the signed receipt"));
             screenshot(&client, "nojs-approved").await;
             // Reloading shows the outcome, and offers no buttons.
+            // (The page names the owner: nothing may cache it.)
             client.goto(&link).await.unwrap();
             let again = wait_for_source(&client, "id=\"outcome\"").await;
             assert!(!again.contains("Approve…"));
@@ -160,6 +161,18 @@ async fn forged_or_cross_site_forms_decide_nothing() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(status_of(&assent, &token).await, "denied");
+    let page = reqwest::get(&consent).await.unwrap();
+    assert_eq!(page.headers()["cache-control"], "no-store, private");
+    // Hostile-looking links are not echoed into the page's links.
+    let odd = reqwest::get(assent.url("/consent/..%2F..%2Fadmin%22%3E%3Cscript%3E"))
+        .await
+        .unwrap();
+    assert_eq!(odd.status(), 404);
+    let odd = odd.text().await.unwrap();
+    assert!(
+        !odd.contains("<script>") && !odd.contains("admin\""),
+        "{odd}"
+    );
     // An unknown link says so.
     let unknown = reqwest::get(assent.url(&format!("/consent/{}", "A".repeat(43))))
         .await

@@ -67,8 +67,15 @@ struct Page<'a> {
 
 fn view(state: &AppState, token: &str, request: Option<&StoredRequest>, shown: NoJsState) -> View {
     let base = state.config.public_base();
-    let action = format!("{base}consent/{token}");
-    let receipt = format!("{base}_assent/v1/consent/{token}/receipt");
+    // Only something shaped like a token goes back into links.
+    let (action, receipt) = if crate::tokens::looks_valid(token) {
+        (
+            format!("{base}consent/{token}"),
+            format!("{base}_assent/v1/consent/{token}/receipt"),
+        )
+    } else {
+        (base.clone(), base.clone())
+    };
     let Some(r) = request else {
         return View {
             state: shown,

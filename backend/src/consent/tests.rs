@@ -152,10 +152,11 @@ async fn past_its_time_a_request_answers_410_and_stays_expired() {
         h.stored("dave").await.unwrap().status,
         RequestStatus::Expired
     );
+    // Recorded as expired, it stays 410.
     let (status, again) = h.send(post(&token, &decision("approve"))).await;
     assert_eq!(
-        (status, again["status"].as_str()),
-        (StatusCode::CONFLICT, Some("expired"))
+        (status, again["errcode"].as_str()),
+        (StatusCode::GONE, Some("M_EXPIRED"))
     );
 }
 
