@@ -37,14 +37,18 @@ impl SqliteRepository {
                 std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
             }
         }
+        // A file on this machine does not drop connections: no ping before
+        // each use (it costs a round trip to the connection's thread).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
