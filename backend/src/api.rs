@@ -97,6 +97,7 @@ pub fn view_of(state: &AppState, r: &StoredRequest) -> ConsentView {
             display_name: is.display_name.clone(),
             operator: is.operator.clone(),
             privacy_policy_url: is.privacy_policy_url.as_ref().map(|u| u.to_string()),
+            embed_origins: is.frame_ancestors.clone(),
         },
         // Removed from the config since: show what is known.
         None => IdentityServerInfo {
@@ -104,12 +105,15 @@ pub fn view_of(state: &AppState, r: &StoredRequest) -> ConsentView {
             display_name: r.identity_server.clone(),
             operator: String::new(),
             privacy_policy_url: None,
+            embed_origins: Vec::new(),
         },
     };
+    let (requesting_server, requesting_server_ascii) = crate::email::server_names(&r.origin);
     ConsentView {
         request_id: r.id.clone(),
         status,
-        requesting_server: r.origin.clone(),
+        requesting_server,
+        requesting_server_ascii,
         server_key_id: r.origin_key_id.clone(),
         verified_at_ms: r.verified_at,
         mxid: r.mxid.clone(),

@@ -60,11 +60,14 @@ impl WebAssets {
         )
     }
 
-    /// The app shell with `html` in place of its `<noscript>` block's
-    /// content: what browsers without scripts show instead of the app.
-    pub fn page_with_noscript(
+    /// The app shell with a server-rendered page `html` as the body's first
+    /// content, in place of the shell's `<noscript>` notice: what a browser
+    /// shows before the app starts, and for good when scripts or WebAssembly
+    /// are off. The app removes it when it takes over.
+    pub fn page_with_server_html(
         &self,
         frame_ancestors: &str,
+        lang: &str,
         status: StatusCode,
         html: &str,
     ) -> Response {
@@ -72,11 +75,24 @@ impl WebAssets {
         let Some(index) = &self.index else {
             return response;
         };
-        let replaced = match (index.find("<noscript>"), index.find("</noscript>")) {
+        let without_notice = match (index.find("<noscript>"), index.find("</noscript>")) {
             (Some(start), Some(end)) if start < end => {
-                format!("{}<noscript>{html}{}", &index[..start], &index[end..])
+                format!("{}{}", &index[..start], &index[end + "</noscript>".len()..])
             }
             _ => index.clone(),
+        };
+        let without_notice =
+            without_notice.replacen("<html lang=\"en\">", &format!("<html lang=\"{lang}\">"), 1);
+        let replaced = match without_notice.find("<body>") {
+            Some(at) => {
+                let after = at + "<body>".len();
+                format!(
+                    "{}{html}{}",
+                    &without_notice[..after],
+                    &without_notice[after..]
+                )
+            }
+            None => without_notice,
         };
         *response.body_mut() = Body::from(replaced);
         *response.status_mut() = status;

@@ -1,7 +1,7 @@
 //! The one place that talks to the server: typed requests over the shared
 //! types, and the failures a page can show.
 
-use assent_shared::{ApiError, ConsentView};
+use assent_shared::{ApiError, ConsentView, DecisionOutcome, DecisionRequest, OwnerDecision};
 use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
 
@@ -72,6 +72,41 @@ pub async fn consent_view(token: &str) -> Result<ConsentView, ApiFailure> {
         .await
         .map_err(|_| ApiFailure::Network)?;
     read(response).await
+}
+
+/// What became of a decision the owner sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decided {
+    /// This decision was recorded.
+    Now(DecisionOutcome),
+    /// The request had been decided before (another tab, another device):
+    /// the stored outcome, which is the one that counts.
+    Before(DecisionOutcome),
+}
+
+/// `POST /_assent/v1/consent/{token}/decision`
+pub async fn decide(token: &str, decision: OwnerDecision) -> Result<Decided, ApiFailure> {
+    if !is_token(token) {
+        return Err(ApiFailure::NotFound);
+    }
+    let response = Request::post(&format!("/_assent/v1/consent/{token}/decision"))
+        .json(&DecisionRequest { decision })
+        .map_err(|_| ApiFailure::Network)?
+        .send()
+        .await
+        .map_err(|_| ApiFailure::Network)?;
+    if response.status() == 409 {
+        if let Ok(outcome) = response.json::<DecisionOutcome>().await {
+            return Ok(Decided::Before(outcome));
+        }
+        return Err(ApiFailure::Conflict);
+    }
+    read(response).await.map(Decided::Now)
+}
+
+/// Where the signed decision document is downloaded.
+pub fn receipt_url(token: &str) -> String {
+    format!("/_assent/v1/consent/{token}/receipt")
 }
 
 /// `GET /_assent/v1/admin/whoami`: whether an admin token is accepted.

@@ -1,12 +1,23 @@
-//! Dates and times in the reader's own locale and time zone.
+//! Dates and times in the page's language and the reader's time zone.
 
+use assent_shared::i18n::Lang;
 use wasm_bindgen::JsValue;
 
-/// A point in time (ms since the Unix epoch) as the browser's locale writes it.
-pub fn date_time(ms: i64) -> String {
+/// A point in time (ms since the Unix epoch) as `lang` writes it, with the
+/// time zone named.
+pub fn date_time(ms: i64, lang: Lang) -> String {
     let date = js_sys::Date::new(&JsValue::from_f64(ms as f64));
     let options = js_sys::Object::new();
-    let _ = js_sys::Reflect::set(&options, &"dateStyle".into(), &"long".into());
-    let _ = js_sys::Reflect::set(&options, &"timeStyle".into(), &"short".into());
-    date.to_locale_string("default", &options).into()
+    // (`dateStyle`/`timeStyle` cannot be combined with `timeZoneName`.)
+    for (key, value) in [
+        ("year", "numeric"),
+        ("month", "long"),
+        ("day", "numeric"),
+        ("hour", "2-digit"),
+        ("minute", "2-digit"),
+        ("timeZoneName", "short"),
+    ] {
+        let _ = js_sys::Reflect::set(&options, &key.into(), &value.into());
+    }
+    date.to_locale_string(lang.code(), &options).into()
 }

@@ -18,6 +18,10 @@ pub struct IdentityServerInfo {
     pub display_name: String,
     pub operator: String,
     pub privacy_policy_url: Option<String>,
+    /// Origins that may frame its consent pages (`frame_ancestors`); the
+    /// embedded page talks to its parent only at these.
+    #[serde(default)]
+    pub embed_origins: Vec<String>,
 }
 
 /// `GET /_assent/v1/consent/{token}`: everything the owner is shown.
@@ -29,6 +33,10 @@ pub struct ConsentView {
     pub status: RequestStatus,
     /// The requesting homeserver, as verified by its signature.
     pub requesting_server: String,
+    /// Its ASCII (punycode) form, when that differs from the Unicode form
+    /// above: the page shows both, with a warning about lookalike letters.
+    #[serde(default)]
+    pub requesting_server_ascii: Option<String>,
     /// The key that signed the request (`ed25519:…`), when it was signed.
     pub server_key_id: Option<String>,
     /// When the signature was checked (milliseconds since the Unix epoch).

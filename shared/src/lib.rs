@@ -3,6 +3,7 @@
 //! identifiers. No I/O, so it builds for wasm32 as well as natively.
 
 pub mod api;
+pub mod i18n;
 pub mod ids;
 pub mod status;
 

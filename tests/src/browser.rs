@@ -41,7 +41,7 @@ impl Browser {
         }
     }
 
-    async fn session(&self, javascript: bool) -> Client {
+    async fn session(&self, javascript: bool, extra: &[&str]) -> Client {
         let mut args = vec![
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
@@ -64,6 +64,7 @@ impl Browser {
         if !javascript {
             args.push("--blink-settings=scriptEnabled=false".to_owned());
         }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": CHROME, "args": args },
@@ -87,7 +88,17 @@ impl Browser {
         F: FnOnce(Client) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.with_session_scripts(true, steps).await
+        self.with_session_scripts(true, &[], steps).await
+    }
+
+    /// Like [`Browser::with_session`], with extra Chromium flags (e.g.
+    /// `--lang=de-DE`).
+    pub async fn with_session_flags<F, Fut>(&self, flags: &[&str], steps: F)
+    where
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.with_session_scripts(true, flags, steps).await
     }
 
     /// Like [`Browser::with_session`], with JavaScript turned off.
@@ -96,15 +107,15 @@ impl Browser {
         F: FnOnce(Client) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.with_session_scripts(false, steps).await
+        self.with_session_scripts(false, &[], steps).await
     }
 
-    async fn with_session_scripts<F, Fut>(&self, javascript: bool, steps: F)
+    async fn with_session_scripts<F, Fut>(&self, javascript: bool, flags: &[&str], steps: F)
     where
         F: FnOnce(Client) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let client = self.session(javascript).await;
+        let client = self.session(javascript, flags).await;
         let for_steps = client.clone();
         let outcome = tokio::spawn(async move { steps(for_steps).await }).await;
         let _ = client.close().await;
@@ -143,6 +154,47 @@ impl WebDriverCompatibleCommand for BrowserLog {
             Some(json!({"type": "browser"}).to_string()),
         )
     }
+}
+
+/// ChromeDriver's `POST /session/{id}/goog/cdp/execute`: one DevTools
+/// protocol command.
+#[derive(Debug)]
+struct Cdp {
+    command: &'static str,
+    params: Value,
+}
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"cmd": self.command, "params": self.params}).to_string()),
+        )
+    }
+}
+
+/// From the next page on, the browser runs scripts but has no WebAssembly
+/// (as with some hardened or old browsers): `WebAssembly` is gone before
+/// any page script runs.
+pub async fn take_webassembly_away(client: &Client) {
+    client
+        .issue_cmd(Cdp {
+            command: "Page.addScriptToEvaluateOnNewDocument",
+            params: json!({"source": "delete globalThis.WebAssembly;"}),
+        })
+        .await
+        .expect("DevTools: remove WebAssembly");
 }
 
 /// Console entries of level SEVERE (errors, CSP violations) since the last call.
@@ -190,4 +242,42 @@ pub async fn screenshot(client: &Client, name: &str) {
     let png = client.screenshot().await.expect("screenshot");
     std::fs::write(crate::artifact_dir().join(format!("{name}.png")), png)
         .expect("save screenshot");
+}
+
+/// Waits until the Leptos app has taken the page over from the
+/// server-rendered one and shows a heading.
+pub async fn wait_for_app(client: &Client) {
+    let started = Instant::now();
+    loop {
+        let ready = client
+            .execute(
+                "return !document.getElementById('assent-nojs') && !!document.querySelector('#main h1')",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        if ready {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the app never took over the page"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `id` and text of the element that has focus.
+pub async fn focused(client: &Client) -> (String, String) {
+    let value = client
+        .execute(
+            "const e = document.activeElement; return [e ? e.id : '', e ? e.innerText || '' : ''];",
+            vec![],
+        )
+        .await
+        .expect("read the focused element");
+    let part = |i: usize| value[i].as_str().unwrap_or_default().trim().to_owned();
+    (part(0), part(1))
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod homeserver;
+pub mod page_server;
 pub mod smtp;
 pub mod sydent;
 
@@ -226,6 +227,15 @@ impl Assent {
         self.spawn().await;
     }
 
+    /// Like [`Assent::restart`], but without `--demo` this time, so the demo
+    /// request keeps its link (a demo start gives it a fresh one).
+    pub async fn restart_keeping_links(&mut self) {
+        self.kill();
+        let demo = std::mem::replace(&mut self.options.demo, false);
+        self.spawn().await;
+        self.options.demo = demo;
+    }
+
     /// Rows in one of Assent's tables, read straight from its database.
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
@@ -244,6 +254,27 @@ impl Assent {
                 let (n,): (i64,) = sqlx::query_as(&sql).fetch_one(&pool).await.expect("count");
                 pool.close().await;
                 n
+            }
+        }
+    }
+
+    /// Runs one statement straight on Assent's database (to put a request
+    /// into a state the product reaches only through later features or
+    /// time, such as cancelled or past its expiry).
+    pub async fn execute(&self, sql: &str) {
+        match &self.database_url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url)
+                    .await
+                    .expect("connect to PostgreSQL");
+                sqlx::query(sql).execute(&pool).await.expect("execute");
+                pool.close().await;
+            }
+            None => {
+                let url = format!("sqlite://{}/assent.db", self.data_dir.display());
+                let pool = sqlx::SqlitePool::connect(&url).await.expect("open SQLite");
+                sqlx::query(sql).execute(&pool).await.expect("execute");
+                pool.close().await;
             }
         }
     }

@@ -281,9 +281,12 @@ fn build_frontend() -> Result {
 fn bench(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
         Some("intake") => {}
+        Some("consent") => return bench_consent(&args[1..]),
         _ => {
             return Err(
-                "usage: cargo xtask bench intake [--seconds 15] [--concurrency 16] [--send-email false]".to_owned(),
+                "usage: cargo xtask bench intake [--seconds 15] [--concurrency 16] [--send-email false]\n       \
+                 cargo xtask bench consent [--loads 15]"
+                    .to_owned(),
             )
         }
     }
@@ -308,6 +311,35 @@ fn bench(args: &[String]) -> Result {
             .arg("--assent")
             .arg(target.join("assent"))
             .args(&args[1..]),
+    )
+}
+
+/// `cargo xtask bench consent [--loads N]`: cold loads of the consent page
+/// in headless Chromium against the release server and front end.
+fn bench_consent(args: &[String]) -> Result {
+    ensure_tools()?;
+    ensure_test_dependencies()?;
+    build_frontend()?;
+    step("Building the server and the page-load benchmark (release)");
+    run_cmd(command("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "assent-backend",
+        "--bin",
+        "assent",
+        "--package",
+        "assent-e2e",
+        "--bin",
+        "consent-bench",
+    ]))?;
+    step("Benchmark: cold loads of /consent/{token} in headless Chromium");
+    let target = root().join("target").join("release");
+    run_cmd(
+        Command::new(target.join("consent-bench"))
+            .current_dir(root())
+            .env("E2E_ASSENT_BIN", target.join("assent"))
+            .args(args),
     )
 }
 

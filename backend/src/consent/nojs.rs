@@ -1,8 +1,8 @@
-//! `/consent/{token}` without JavaScript: the app shell's `<noscript>` block
+//! `/consent/{token}` without JavaScript (or WebAssembly): the app shell
 //! carries a server-rendered page (askama) with the same disclosure, and
 //! plain forms post the decision back to the same URL, through a
-//! confirmation step. When scripts run, browsers skip the block and the
-//! Leptos app takes the page.
+//! confirmation step. When the Leptos app starts, it removes that page
+//! (`#assent-nojs`) and takes over.
 //!
 //! The forms need no cookie: the confirming form carries an HMAC of the
 //! consent token and the decision under a secret derived from the signing
@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::email;
 use crate::storage::StoredRequest;
 use askama::Template;
+use assent_shared::i18n::{fill, Lang, Texts};
 use assent_shared::{OwnerDecision, RequestStatus};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
@@ -33,11 +34,21 @@ pub enum NoJsState {
     Final(String),
     /// The decision was not recorded, and why.
     Problem(String),
+    /// Too many pages asked for from here.
+    TooMany,
+}
+
+/// A `Retry-After` value in whole seconds, at least one.
+fn retry_after(ms: i64) -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from((ms.max(1).saturating_add(999) / 1000).max(1))
 }
 
 /// What the page says; all text, escaped by askama.
 pub struct View {
     pub state: NoJsState,
+    /// The words, in the reader's language (`Accept-Language`).
+    pub t: &'static Texts,
+    pub lang: Lang,
     pub server: String,
     pub server_ascii: Option<String>,
     pub key_id: Option<String>,
@@ -59,13 +70,59 @@ pub struct View {
     pub csrf: String,
 }
 
+impl View {
+    /// `template` with the request's facts in its holes.
+    pub fn f(&self, template: &str) -> String {
+        fill(
+            template,
+            &[
+                ("server", self.server.as_str()),
+                ("address", self.address.as_str()),
+                ("mxid", self.mxid.as_str()),
+                ("is", self.is_display.as_str()),
+                ("expires", self.expires_at.as_str()),
+                ("at", self.decided_at.as_str()),
+                ("checked", self.verified_at.as_deref().unwrap_or("")),
+                ("key", self.key_id.as_deref().unwrap_or("")),
+                ("ascii", self.server_ascii.as_deref().unwrap_or("")),
+                ("operator", self.operator.as_str()),
+                ("reason", self.reason.as_deref().unwrap_or("")),
+            ],
+        )
+    }
+
+    /// Who started the request, in the page's words.
+    pub fn why(&self) -> &'static str {
+        match self.initiator {
+            "admin" => self.t.why_admin,
+            "deactivation" => self.t.why_deactivation,
+            "user" => self.t.why_user,
+            _ => self.t.why_unknown,
+        }
+    }
+}
+
+/// The reader's language, from `Accept-Language`.
+fn lang_of(headers: &HeaderMap) -> Lang {
+    headers
+        .get(axum::http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Lang::En, Lang::from_accept_language)
+}
+
 #[derive(Template)]
 #[template(path = "consent/nojs.html")]
 struct Page<'a> {
     v: &'a View,
 }
 
-fn view(state: &AppState, token: &str, request: Option<&StoredRequest>, shown: NoJsState) -> View {
+fn view(
+    state: &AppState,
+    lang: Lang,
+    token: &str,
+    request: Option<&StoredRequest>,
+    shown: NoJsState,
+) -> View {
     let base = state.config.public_base();
     // Only something shaped like a token goes back into links.
     let (action, receipt) = if crate::tokens::looks_valid(token) {
@@ -79,6 +136,8 @@ fn view(state: &AppState, token: &str, request: Option<&StoredRequest>, shown: N
     let Some(r) = request else {
         return View {
             state: shown,
+            t: lang.texts(),
+            lang,
             server: String::new(),
             server_ascii: None,
             key_id: None,
@@ -108,6 +167,8 @@ fn view(state: &AppState, token: &str, request: Option<&StoredRequest>, shown: N
     };
     View {
         state: shown,
+        t: lang.texts(),
+        lang,
         server: letter.server,
         server_ascii: letter.server_ascii,
         key_id: if letter.verified { letter.key_id } else { None },
@@ -157,9 +218,11 @@ fn resting_state(state: &AppState, request: &StoredRequest) -> NoJsState {
 fn render(state: &AppState, status: StatusCode, view: &View) -> Response {
     let html = Page { v: view }.render().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot render the consent page");
-        "<p class=\"noscript\">This page cannot be shown right now.</p>".to_owned()
+        format!("<p class=\"noscript\">{}</p>", view.t.unavailable)
     });
-    state.web.page_with_noscript("'none'", status, &html)
+    state
+        .web
+        .page_with_server_html("'none'", view.lang.code(), status, &html)
 }
 
 /// `GET /consent/{token}`.
@@ -168,20 +231,20 @@ pub async fn page(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
-    if state
-        .limits
-        .consent
-        .hit(client.ip(), state.now_ms())
-        .is_err()
-    {
-        let problem =
-            NoJsState::Problem("Too many attempts from here; wait a minute and reload.".to_owned());
-        return render(
+    let lang = lang_of(&headers);
+    if let Err(retry_after_ms) = state.limits.consent.hit(client.ip(), state.now_ms()) {
+        // Only reading was refused: nothing about a decision to say.
+        let mut response = render(
             &state,
             StatusCode::TOO_MANY_REQUESTS,
-            &view(&state, &token, None, problem),
+            &view(&state, lang, &token, None, NoJsState::TooMany),
         );
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, retry_after(retry_after_ms));
+        return response;
     }
     match request_for_token(&state, &token).await {
         Ok(request) => {
@@ -189,18 +252,18 @@ pub async fn page(
             render(
                 &state,
                 StatusCode::OK,
-                &view(&state, &token, Some(&request), shown),
+                &view(&state, lang, &token, Some(&request), shown),
             )
         }
         Err(e) if e.status == StatusCode::NOT_FOUND => render(
             &state,
             StatusCode::NOT_FOUND,
-            &view(&state, &token, None, NoJsState::Unknown),
+            &view(&state, lang, &token, None, NoJsState::Unknown),
         ),
         Err(e) => render(
             &state,
             e.status,
-            &view(&state, &token, None, NoJsState::Problem(e.error)),
+            &view(&state, lang, &token, None, NoJsState::Problem(e.error)),
         ),
     }
 }
@@ -214,36 +277,38 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let lang = lang_of(&headers);
+    let t = lang.texts();
     let problem =
         |state: &AppState, status: StatusCode, request: Option<&StoredRequest>, why: &str| {
             render(
                 state,
                 status,
-                &view(state, &token, request, NoJsState::Problem(why.to_owned())),
+                &view(
+                    state,
+                    lang,
+                    &token,
+                    request,
+                    NoJsState::Problem(why.to_owned()),
+                ),
             )
         };
-    if state
-        .limits
-        .consent
-        .hit(client.ip(), state.now_ms())
-        .is_err()
-    {
-        return problem(
+    if let Err(retry_after_ms) = state.limits.consent.hit(client.ip(), state.now_ms()) {
+        let mut response = problem(
             &state,
             StatusCode::TOO_MANY_REQUESTS,
             None,
-            "Too many attempts from here; wait a minute and try again.",
+            t.problem_too_many,
         );
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, retry_after(retry_after_ms));
+        return response;
     }
     // Browsers say where a post came from; another site may not decide.
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         if !matches!(site, "same-origin" | "none") {
-            return problem(
-                &state,
-                StatusCode::FORBIDDEN,
-                None,
-                "The form was sent from another site.",
-            );
+            return problem(&state, StatusCode::FORBIDDEN, None, t.problem_other_site);
         }
     }
     let mut decision = None;
@@ -263,7 +328,7 @@ pub async fn submit(
             return render(
                 &state,
                 StatusCode::NOT_FOUND,
-                &view(&state, &token, None, NoJsState::Unknown),
+                &view(&state, lang, &token, None, NoJsState::Unknown),
             )
         }
         Err(e) => return problem(&state, e.status, None, &e.error),
@@ -276,7 +341,7 @@ pub async fn submit(
                 &state,
                 StatusCode::BAD_REQUEST,
                 Some(&request),
-                "The form did not say approve or deny.",
+                t.problem_no_decision,
             )
         }
     };
@@ -290,7 +355,7 @@ pub async fn submit(
             render(
                 &state,
                 StatusCode::OK,
-                &view(&state, &token, Some(&request), shown),
+                &view(&state, lang, &token, Some(&request), shown),
             )
         }
         Some("confirm") => {
@@ -304,12 +369,12 @@ pub async fn submit(
                     &state,
                     StatusCode::FORBIDDEN,
                     Some(&request),
-                    "The form was not the one this page gave you.",
+                    t.problem_wrong_form,
                 );
             }
             match crate::consent::record(&state, &token, owner_decision).await {
-                Ok(_) => page_after(&state, &token).await,
-                Err(e) if e.status == StatusCode::GONE => page_after(&state, &token).await,
+                Ok(_) => page_after(&state, lang, &token).await,
+                Err(e) if e.status == StatusCode::GONE => page_after(&state, lang, &token).await,
                 Err(e) => problem(&state, e.status, Some(&request), &e.error),
             }
         }
@@ -317,26 +382,26 @@ pub async fn submit(
             &state,
             StatusCode::BAD_REQUEST,
             Some(&request),
-            "The form was incomplete.",
+            t.problem_incomplete,
         ),
     }
 }
 
 /// The request as it now stands, after a decision (ours or an earlier one).
-async fn page_after(state: &AppState, token: &str) -> Response {
+async fn page_after(state: &AppState, lang: Lang, token: &str) -> Response {
     match request_for_token(state, token).await {
         Ok(request) => {
             let shown = resting_state(state, &request);
             render(
                 state,
                 StatusCode::OK,
-                &view(state, token, Some(&request), shown),
+                &view(state, lang, token, Some(&request), shown),
             )
         }
         Err(e) => render(
             state,
             e.status,
-            &view(state, token, None, NoJsState::Problem(e.error)),
+            &view(state, lang, token, None, NoJsState::Problem(e.error)),
         ),
     }
 }

@@ -209,3 +209,122 @@ async fn bad_decisions_and_unknown_links_change_nothing() {
         RequestStatus::Pending
     );
 }
+
+/// Holds a request through integrated mode, with the requester's own words.
+async fn held_with_reason(h: &Harness, reason: &str) -> String {
+    let request = Request::post("/_assent/v1/requests")
+        .header("content-type", "application/json")
+        .header(
+            "authorization",
+            "Bearer integrated-token-for-tests-0123456789abcdef",
+        )
+        .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 41001))))
+        .body(Body::from(
+            json!({
+                "mxid": "@mallory:hs.example.org",
+                "threepid": {"medium": "email", "address": "m@example.org"},
+                "requesting_server": "hs.example.org",
+                "initiator": "admin",
+                "reason": reason,
+            })
+            .to_string(),
+        ))
+        .unwrap();
+    let (status, created) = h.send(request).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let outbox = h.state.repo.outbox_for(&id).await.unwrap();
+    let nonce = outbox[0].payload["nonce"].as_str().unwrap();
+    let nonce: [u8; 32] =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
+            .unwrap()
+            .try_into()
+            .unwrap();
+    h.state.tokens.token(&nonce)
+}
+
+#[tokio::test]
+async fn a_hostile_reason_is_shown_as_text_on_the_server_page() {
+    let h = Harness::new(|_| {}).await;
+    let token = held_with_reason(&h, "<script>alert(1)</script><b onclick=x>\"bold\"</b>").await;
+    let (status, _, page) = raw(&h, get(&format!("/consent/{token}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("&#60;script&#62;alert(1)&#60;/script&#62;&#60;b onclick=x&#62;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert(1)"), "{page}");
+    assert!(!page.contains("<b onclick"), "{page}");
+    // The shell's own script stays; the notice for browsers without
+    // scripts gives way to the page itself.
+    assert!(page.contains("<script type=\"module\">init()</script>"));
+    assert!(!page.contains("This page needs JavaScript"));
+    assert!(page.contains("id=\"assent-nojs\""));
+}
+
+#[tokio::test]
+async fn the_server_page_speaks_the_reader_s_language() {
+    let h = Harness::new(|_| {}).await;
+    let (_, token) = held(&h, "gerda").await;
+    let german = Request::get(format!("/consent/{token}"))
+        .header("accept-language", "de-DE,de;q=0.9,en;q=0.5")
+        .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 41000))))
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, page) = raw(&h, german).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<html lang=\"de\">"), "{page}");
+    assert!(page.contains("Zustimmen…"), "{page}");
+    assert!(page.contains("Nichts ändert sich"), "{page}");
+    let (_, _, english) = raw(&h, get(&format!("/consent/{token}"))).await;
+    assert!(english.contains("<html lang=\"en\">"));
+    assert!(english.contains("Approve…"));
+}
+
+#[tokio::test]
+async fn a_pending_request_past_its_time_shows_as_expired_on_the_server_page() {
+    let h = Harness::new(|_| {}).await;
+    let (_, token) = held(&h, "olga").await;
+    let ttl = i64::try_from(h.state.config.request_ttl.as_millis()).unwrap();
+    h.clock.0.fetch_add(ttl + 1, Ordering::SeqCst);
+    let (status, _, page) = raw(&h, get(&format!("/consent/{token}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("This request has expired"), "{page}");
+    assert!(!page.contains("Approve…"), "{page}");
+    // Looking decided nothing: the stored request is still pending until
+    // someone acts on it.
+    let (_, view) = h.send(get(&format!("/_assent/v1/consent/{token}"))).await;
+    assert_eq!(view["status"], "expired");
+}
+
+#[tokio::test]
+async fn too_many_page_views_are_told_apart_from_a_failed_decision() {
+    let h = Harness::new(|_| {}).await;
+    let (_, token) = held(&h, "rita").await;
+    let mut last = None;
+    // 60 lookups a minute per client address.
+    for _ in 0..61 {
+        use tower::ServiceExt;
+        last = Some(
+            h.app
+                .clone()
+                .oneshot(get(&format!("/consent/{token}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let response = last.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: i64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let page = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    assert!(page.contains("Too many attempts"), "{page}");
+    assert!(!page.contains("was not recorded"), "{page}");
+}

@@ -144,7 +144,7 @@ struct DeHtml<'a> {
 
 /// A server name in Unicode, and its ASCII form when that differs (or the
 /// name as given when it is not a valid IDN).
-fn server_names(name: &str) -> (String, Option<String>) {
+pub(crate) fn server_names(name: &str) -> (String, Option<String>) {
     let (host, port) = match name.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') && !host.contains(':') => (host, Some(port)),
         _ => (name, None),

@@ -105,6 +105,20 @@ fn identity_server(name: &str) -> IdentityServerConfig {
     }
 }
 
+/// A front end of one page, as Trunk would build it, so that the
+/// server-rendered consent page has a shell to go into.
+fn test_shell(dir: &std::path::Path) -> std::path::PathBuf {
+    let dist = dir.join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(
+        dist.join("index.html"),
+        "<!DOCTYPE html><html lang=\"en\"><head><script type=\"module\">init()</script></head>\
+         <body><noscript><p>This page needs JavaScript.</p></noscript></body></html>",
+    )
+    .unwrap();
+    dist
+}
+
 impl Harness {
     pub(crate) async fn new(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -126,7 +140,7 @@ impl Harness {
             clock.clone(),
             crate::app::os_rng(),
             SigningKey::from_seed("assent", &[7; 32]).unwrap(),
-            WebAssets::load(&dir.path().join("no-dist")),
+            WebAssets::load(&test_shell(dir.path())),
             fetcher,
         )
         .unwrap();

@@ -1,132 +1,396 @@
-//! `/consent/:token` and `/embed/consent/:token`: what was asked, by whom.
+//! `/consent/:token` and `/embed/consent/:token`: what was asked, by whom,
+//! and the owner's answer, through a confirmation step.
 
-use crate::api::{self, ApiFailure};
+use crate::api::{self, ApiFailure, Decided};
 use crate::components::{Fact, Shell};
 use crate::format::date_time;
-use assent_shared::{ConsentView, Initiator, RequestStatus};
+use crate::platform::{self, Parent};
+use assent_shared::i18n::{fill, Lang, Texts};
+use assent_shared::{ConsentView, DecisionOutcome, Initiator, OwnerDecision, RequestStatus};
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
+use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
 
-#[component]
-pub fn ConsentPage() -> impl IntoView {
-    view! { <Shell><Consent /></Shell> }
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Page,
+    Embed,
 }
 
 #[component]
-pub fn EmbedConsentPage() -> impl IntoView {
-    view! { <Shell compact=true><Consent /></Shell> }
+pub fn ConsentPage(token: String) -> impl IntoView {
+    view! { <Shell><Consent token mode=Mode::Page /></Shell> }
 }
 
 #[component]
-fn Consent() -> impl IntoView {
-    let params = use_params_map();
-    let token = move || params.read().get("token").unwrap_or_default();
+pub fn EmbedConsentPage(token: String) -> impl IntoView {
+    view! { <Shell compact=true><Consent token mode=Mode::Embed /></Shell> }
+}
+
+/// Where the page is in the owner's decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Stage {
+    Choose,
+    Confirm(OwnerDecision),
+    Sending(OwnerDecision),
+    NotSent(OwnerDecision, ApiFailure),
+    Final {
+        status: RequestStatus,
+        decided_at: Option<i64>,
+        /// Decided before this page's answer arrived (another tab).
+        meanwhile: bool,
+    },
+}
+
+#[component]
+fn Consent(token: String, mode: Mode) -> impl IntoView {
+    let lang = platform::preferred_lang();
+    platform::set_document_lang(lang);
+    let t = lang.texts();
+    platform::apply_theme(&crate::query_param("theme").unwrap_or_default());
+    let fetch_token = token.clone();
     let view = LocalResource::new(move || {
-        let token = token();
+        let token = fetch_token.clone();
         async move { api::consent_view(&token).await }
     });
+    // The server's page shows the request while this one loads.
+    let fallback = move || {
+        (!platform::has_server_page())
+            .then(|| view! { <p class="loading" role="status">{t.loading}</p> })
+    };
     view! {
-        <Suspense fallback=|| view! { <p class="loading" role="status">"Loading the request…"</p> }>
-            {move || Suspend::new(async move {
-                match view.await {
-                    Ok(request) => view! { <Disclosure request /> }.into_any(),
-                    Err(failure) => view! { <Failure failure retry=move || view.refetch() /> }.into_any(),
-                }
-            })}
+        <Suspense fallback=fallback>
+            {move || {
+                let token = token.clone();
+                Suspend::new(async move {
+                    let loaded = view.await;
+                    platform::remove_server_page();
+                    match loaded {
+                        Ok(request) => view! { <Request request token lang mode /> }.into_any(),
+                        Err(failure) => view! {
+                            <Failure failure t retry=move || view.refetch() />
+                        }
+                        .into_any(),
+                    }
+                })
+            }}
         </Suspense>
     }
 }
 
-#[component]
-fn Disclosure(request: ConsentView) -> impl IntoView {
-    let ConsentView {
-        status,
-        requesting_server,
-        server_key_id,
-        verified_at_ms,
-        mxid,
-        threepid,
-        identity_server,
-        initiator,
-        reason,
-        created_at_ms,
-        expires_at_ms,
-        decided_at_ms,
-        ..
-    } = request;
-    let headline = match status {
-        RequestStatus::Pending => {
-            "A server asks to remove the link between your address and a Matrix account"
+/// The request's facts, as the page words them.
+#[derive(Clone)]
+struct Facts {
+    server: String,
+    server_ascii: Option<String>,
+    signature: String,
+    mxid: String,
+    address: String,
+    is_display: String,
+    is_name: String,
+    operator: Option<String>,
+    privacy_url: Option<String>,
+    why: String,
+    reason: Option<String>,
+    asked_at: String,
+    expires_at: String,
+}
+
+impl Facts {
+    fn new(r: &ConsentView, lang: Lang) -> Self {
+        let t = lang.texts();
+        let server = r.requesting_server.clone();
+        let is_display = r.identity_server.display_name.clone();
+        let signature = match (&r.server_key_id, r.verified_at_ms) {
+            (Some(key), Some(at)) => fill(
+                t.signature_checked,
+                &[("checked", &date_time(at, lang)), ("key", key)],
+            ),
+            _ => fill(t.named_by, &[("is", &is_display)]),
+        };
+        let why = match r.initiator {
+            Initiator::Admin => t.why_admin,
+            Initiator::Deactivation => t.why_deactivation,
+            Initiator::User => t.why_user,
+            Initiator::Unknown => t.why_unknown,
+        };
+        Facts {
+            why: fill(why, &[("server", &server)]),
+            reason: r
+                .reason
+                .as_ref()
+                .map(|reason| fill(t.reason_given, &[("reason", reason)])),
+            server_ascii: r.requesting_server_ascii.clone(),
+            server,
+            signature,
+            mxid: r.mxid.clone(),
+            address: r.threepid.address.clone(),
+            is_name: r.identity_server.name.clone(),
+            operator: (!r.identity_server.operator.is_empty())
+                .then(|| fill(t.run_by, &[("operator", &r.identity_server.operator)])),
+            privacy_url: r.identity_server.privacy_policy_url.clone(),
+            is_display,
+            asked_at: date_time(r.created_at_ms, lang),
+            expires_at: date_time(r.expires_at_ms, lang),
         }
-        RequestStatus::Approved => "You approved this request",
-        RequestStatus::Denied => "You denied this request",
-        RequestStatus::Expired => "This request has expired",
-        RequestStatus::Cancelled => "This request was cancelled",
-    };
-    let who = match initiator {
-        Initiator::User => "The account's owner removed the address.",
-        Initiator::Admin => "An administrator of the homeserver.",
-        Initiator::Deactivation => "The account is being deactivated.",
-        Initiator::Unknown => "The homeserver gave no reason.",
-    };
-    let verified = match (server_key_id, verified_at_ms) {
-        (Some(key), Some(at)) => format!("signed with key {key}, checked {}", date_time(at)),
-        _ => "no server signature".to_owned(),
-    };
-    let operator = (!identity_server.operator.is_empty())
-        .then(|| format!(", run by {}", identity_server.operator));
-    view! {
-        <h1 class="headline">{headline}</h1>
-        <dl class="facts">
-            <Fact label="Asked by">
-                <strong class="server">{requesting_server}</strong>
-                <span class="detail">{verified}</span>
-            </Fact>
-            <Fact label="Your address"><span class="address">{threepid.address}</span></Fact>
-            <Fact label="Matrix account"><span class="mxid">{mxid}</span></Fact>
-            <Fact label="Identity server">
-                {identity_server.display_name}
-                " ("<code>{identity_server.name}</code>")"
-                {operator}
-                {identity_server.privacy_policy_url.map(|url| view! {
-                    " · " <a href=url rel="noreferrer noopener" target="_blank">"privacy policy"</a>
-                })}
-            </Fact>
-            <Fact label="Who started it">
-                {who}
-                {reason.map(|reason| view! { <span class="detail">"Reason given: " {reason}</span> })}
-            </Fact>
-            <Fact label="Asked">{date_time(created_at_ms)}</Fact>
-            {match decided_at_ms {
-                Some(at) => view! { <Fact label="Decided">{date_time(at)}</Fact> }.into_any(),
-                None => view! { <Fact label="Expires">{date_time(expires_at_ms)}</Fact> }.into_any(),
-            }}
-        </dl>
-        {(status == RequestStatus::Pending).then(|| view! {
-            <p class="note">"Nothing changes unless you approve. If you do nothing, the link stays as it is."</p>
-        })}
+    }
+
+    /// The holes every text may have.
+    fn fill(&self, template: &str, at: Option<&str>) -> String {
+        fill(
+            template,
+            &[
+                ("server", self.server.as_str()),
+                ("address", self.address.as_str()),
+                ("mxid", self.mxid.as_str()),
+                ("is", self.is_display.as_str()),
+                ("expires", self.expires_at.as_str()),
+                ("at", at.unwrap_or("")),
+            ],
+        )
     }
 }
 
 #[component]
-fn Failure(failure: ApiFailure, retry: impl Fn() + Send + Sync + 'static) -> impl IntoView {
+fn FactList(facts: Facts, t: &'static Texts, decided: Option<String>) -> impl IntoView {
+    let Facts {
+        server,
+        server_ascii,
+        signature,
+        mxid,
+        address,
+        is_display,
+        is_name,
+        operator,
+        privacy_url,
+        why,
+        reason,
+        asked_at,
+        expires_at,
+    } = facts;
+    view! {
+        <dl class="facts">
+            <Fact label=t.asked_by>
+                <strong class="server">{server}</strong>
+                {server_ascii.clone().map(|ascii| view! { " (" <code>{ascii}</code> ")" })}
+                <span class="detail">{signature}</span>
+                {server_ascii.map(|ascii| view! {
+                    <span class="warning" role="note">{fill(t.idn_warning, &[("ascii", &ascii)])}</span>
+                })}
+            </Fact>
+            <Fact label=t.matrix_id><span class="mxid">{mxid}</span></Fact>
+            <Fact label=t.your_address><span class="address">{address}</span></Fact>
+            <Fact label=t.identity_server>
+                {is_display} " (" <code>{is_name}</code> ")"
+                {operator.map(|o| view! { ", " {o} })}
+                {privacy_url.map(|url| view! {
+                    " · " <a href=url rel="noreferrer noopener" target="_blank">{t.privacy_policy}</a>
+                })}
+            </Fact>
+            <Fact label=t.why>
+                {why}
+                {reason.map(|reason| view! { <span class="detail reason">{reason}</span> })}
+            </Fact>
+            <Fact label=t.asked_at>{asked_at}</Fact>
+            {match decided {
+                Some(at) => view! { <Fact label=t.decided>{at}</Fact> }.into_any(),
+                None => view! { <Fact label=t.expires>{expires_at}</Fact> }.into_any(),
+            }}
+        </dl>
+    }
+}
+
+/// Moves keyboard and screen-reader focus to the element `id` once drawn.
+fn focus_soon(id: &'static str) {
+    request_animation_frame(move || {
+        let element = document()
+            .get_element_by_id(id)
+            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+        if let Some(element) = element {
+            let _ = element.focus();
+        }
+    });
+}
+
+/// What a decision is called in `assent.decision` messages.
+fn decision_word(status: RequestStatus) -> &'static str {
+    match status {
+        RequestStatus::Approved => "approve",
+        RequestStatus::Denied => "deny",
+        RequestStatus::Expired => "expire",
+        RequestStatus::Cancelled => "cancel",
+        RequestStatus::Pending => "pending",
+    }
+}
+
+#[component]
+fn Request(request: ConsentView, token: String, lang: Lang, mode: Mode) -> impl IntoView {
+    let t = lang.texts();
+    let parent = Parent::new(match mode {
+        Mode::Embed => request.identity_server.embed_origins.clone(),
+        Mode::Page => Vec::new(),
+    });
+    if mode == Mode::Embed {
+        parent.start();
+    }
+    let facts = Facts::new(&request, lang);
+    let request_id = request.request_id.clone();
+    let stage = RwSignal::new(match request.status {
+        RequestStatus::Pending => Stage::Choose,
+        status => Stage::Final {
+            status,
+            decided_at: request.decided_at_ms,
+            meanwhile: false,
+        },
+    });
+    let send = {
+        let token = token.clone();
+        move |decision: OwnerDecision| {
+            stage.set(Stage::Sending(decision));
+            let token = token.clone();
+            let parent = parent.clone();
+            let request_id = request_id.clone();
+            spawn_local(async move {
+                let settle = |outcome: DecisionOutcome, meanwhile: bool| {
+                    parent.post(&serde_json::json!({
+                        "type": "assent.decision",
+                        "request_id": request_id,
+                        "decision": decision_word(outcome.status),
+                    }));
+                    Stage::Final {
+                        status: outcome.status,
+                        decided_at: outcome.decided_at_ms,
+                        meanwhile,
+                    }
+                };
+                let next = match api::decide(&token, decision).await {
+                    Ok(Decided::Now(outcome)) => settle(outcome, false),
+                    Ok(Decided::Before(outcome)) => settle(outcome, true),
+                    Err(ApiFailure::Gone) => Stage::Final {
+                        status: RequestStatus::Expired,
+                        decided_at: None,
+                        meanwhile: false,
+                    },
+                    Err(failure) => Stage::NotSent(decision, failure),
+                };
+                let focus = if matches!(next, Stage::Final { .. }) {
+                    "outcome"
+                } else {
+                    "assent-step"
+                };
+                stage.set(next);
+                focus_soon(focus);
+            });
+        }
+    };
+    let choose = move |decision: OwnerDecision| {
+        stage.set(Stage::Confirm(decision));
+        focus_soon("assent-step");
+    };
+    let back = move || {
+        stage.set(Stage::Choose);
+        focus_soon("assent-title");
+    };
+    request_animation_frame(platform::mark_interactive);
+    move || {
+        let facts = facts.clone();
+        let send = send.clone();
+        match stage.get() {
+            Stage::Choose => view! {
+                <h1 class="headline" id="assent-title" tabindex="-1">{facts.fill(t.pending_title, None)}</h1>
+                <p class="note">{t.nothing_changes}</p>
+                <FactList facts=facts.clone() t decided=None />
+                <ul class="effects">
+                    <li><strong>{t.approve_label}</strong> " " {facts.fill(t.approve_effect, None)}</li>
+                    <li><strong>{t.deny_label}</strong> " " {facts.fill(t.deny_effect, None)}</li>
+                    <li><strong>{t.nothing_label}</strong> " " {facts.fill(t.nothing_effect, None)}</li>
+                </ul>
+                <div class="choices">
+                    <button type="button" class="button" on:click=move |_| choose(OwnerDecision::Approve)>
+                        {t.approve_button}
+                    </button>
+                    <button type="button" class="button" on:click=move |_| choose(OwnerDecision::Deny)>
+                        {t.deny_button}
+                    </button>
+                </div>
+            }
+            .into_any(),
+            Stage::Confirm(decision) | Stage::Sending(decision) => {
+                let sending = matches!(stage.get_untracked(), Stage::Sending(_));
+                let (title, text, yes) = match decision {
+                    OwnerDecision::Approve => (t.confirm_approve_title, t.confirm_approve_text, t.yes_approve),
+                    OwnerDecision::Deny => (t.confirm_deny_title, t.confirm_deny_text, t.yes_deny),
+                };
+                view! {
+                    <h1 class="headline" id="assent-step" tabindex="-1">{title}</h1>
+                    <p>{facts.fill(text, None)}</p>
+                    <div class="choices">
+                        <button type="button" class="button" disabled=sending
+                            on:click=move |_| send(decision)>{yes}</button>
+                        <button type="button" class="button secondary" disabled=sending
+                            on:click=move |_| back()>{t.go_back}</button>
+                    </div>
+                    {sending.then(|| view! { <p class="loading" role="status">{t.sending}</p> })}
+                }
+                .into_any()
+            }
+            Stage::NotSent(decision, failure) => {
+                let text = match failure {
+                    ApiFailure::Network => t.not_sent_text,
+                    ApiFailure::RateLimited => t.rate_limited_text,
+                    ApiFailure::NotFound => t.unknown_text,
+                    _ => t.error_text,
+                };
+                view! {
+                    <h1 class="headline" id="assent-step" tabindex="-1">{t.not_sent_title}</h1>
+                    <p role="alert">{text}</p>
+                    <div class="choices">
+                        <button type="button" class="button" on:click=move |_| send(decision)>{t.retry}</button>
+                        <button type="button" class="button secondary" on:click=move |_| back()>{t.go_back}</button>
+                    </div>
+                }
+                .into_any()
+            }
+            Stage::Final { status, decided_at, meanwhile } => {
+                let at = decided_at.map(|ms| date_time(ms, lang));
+                let (title, text) = match status {
+                    RequestStatus::Approved => (t.approved_title, t.approved_text),
+                    RequestStatus::Denied => (t.denied_title, t.denied_text),
+                    RequestStatus::Cancelled => (t.cancelled_title, t.cancelled_text),
+                    RequestStatus::Expired | RequestStatus::Pending => (t.expired_title, t.expired_text),
+                };
+                view! {
+                    <h1 class="headline" id="outcome" tabindex="-1">{title}</h1>
+                    {meanwhile.then(|| view! { <p class="note">{t.decided_meanwhile}</p> })}
+                    <p>{facts.fill(text, at.as_deref())}</p>
+                    {decided_at.is_some().then(|| view! {
+                        <p><a class="receipt" href=api::receipt_url(&token) download>{t.receipt}</a></p>
+                    })}
+                    <FactList facts=facts.clone() t decided=at.clone() />
+                }
+                .into_any()
+            }
+        }
+    }
+}
+
+#[component]
+fn Failure(
+    failure: ApiFailure,
+    t: &'static Texts,
+    retry: impl Fn() + Send + Sync + 'static,
+) -> impl IntoView {
     let (title, text, can_retry) = match failure {
-        ApiFailure::NotFound => (
-            "This link is not known",
-            "Check that the whole link from the email was copied. Links stop working some days after a decision.".to_owned(),
-            false,
-        ),
-        ApiFailure::Network => (
-            "The server could not be reached",
-            "Check your connection and try again.".to_owned(),
-            true,
-        ),
-        ApiFailure::RateLimited => ("Too many attempts", "Wait a minute, then try again.".to_owned(), true),
-        other => ("Something went wrong", format!("{other:?}"), true),
+        ApiFailure::NotFound => (t.unknown_title, t.unknown_text, false),
+        ApiFailure::Network => (t.network_title, t.network_text, true),
+        ApiFailure::RateLimited => (t.rate_limited_title, t.rate_limited_text, true),
+        _ => (t.error_title, t.error_text, true),
     };
     view! {
-        <h1 class="headline">{title}</h1>
+        <h1 class="headline" id="assent-title">{title}</h1>
         <p>{text}</p>
-        {can_retry.then(|| view! { <button type="button" class="button" on:click=move |_| retry()>"Try again"</button> })}
+        {can_retry.then(|| view! {
+            <button type="button" class="button" on:click=move |_| retry()>{t.retry}</button>
+        })}
     }
 }
