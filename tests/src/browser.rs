@@ -197,6 +197,18 @@ pub async fn take_webassembly_away(client: &Client) {
         .expect("DevTools: remove WebAssembly");
 }
 
+/// Makes the page a phone's: `width` CSS pixels wide (Chromium's windows
+/// cannot be narrower than about 500 px, so the viewport is emulated).
+pub async fn emulate_phone(client: &Client, width: u32) {
+    client
+        .issue_cmd(Cdp {
+            command: "Emulation.setDeviceMetricsOverride",
+            params: json!({"width": width, "height": 720, "deviceScaleFactor": 2, "mobile": true}),
+        })
+        .await
+        .expect("DevTools: emulate a phone");
+}
+
 /// Console entries of level SEVERE (errors, CSP violations) since the last call.
 pub async fn console_errors(client: &Client) -> Vec<String> {
     let log = client

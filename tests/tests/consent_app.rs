@@ -4,8 +4,8 @@
 //! embedded in another origin's page.
 
 use assent_e2e::browser::{
-    console_errors, focused, screenshot, take_webassembly_away, wait_for_app, wait_for_text,
-    Browser,
+    console_errors, emulate_phone, focused, screenshot, take_webassembly_away, wait_for_app,
+    wait_for_text, Browser,
 };
 use assent_e2e::page_server::PageServer;
 use assent_e2e::{Assent, Options};
@@ -308,17 +308,19 @@ async fn expired_cancelled_and_unknown_requests_each_say_so() {
     let cancelled_link = link.clone();
     browser
         .with_session(move |client| async move {
-            client.goto(&link).await.unwrap();
-            wait_for_app(&client).await;
-            let shown = wait_for_text(&client, "This request has expired").await;
-            assert!(shown.contains("nothing was changed"), "{shown}");
-            assert!(!shown.contains("Approve…"));
-            screenshot(&client, "app-expired").await;
-            for (url, name) in [(unknown, "app-unknown"), (mistyped, "app-mistyped")] {
-                client.goto(&url).await.unwrap();
-                let shown = wait_for_text(&client, "This link is not known").await;
-                assert!(shown.contains("whole link"), "{shown}");
-                screenshot(&client, name).await;
+            for theme in ["light", "dark"] {
+                client.goto(&format!("{link}?theme={theme}")).await.unwrap();
+                wait_for_app(&client).await;
+                let shown = wait_for_text(&client, "This request has expired").await;
+                assert!(shown.contains("nothing was changed"), "{shown}");
+                assert!(!shown.contains("Approve…"));
+                screenshot(&client, &format!("app-expired-{theme}")).await;
+                for (url, name) in [(&unknown, "app-unknown"), (&mistyped, "app-mistyped")] {
+                    client.goto(&format!("{url}?theme={theme}")).await.unwrap();
+                    let shown = wait_for_text(&client, "This link is not known").await;
+                    assert!(shown.contains("whole link"), "{shown}");
+                    screenshot(&client, &format!("{name}-{theme}")).await;
+                }
             }
         })
         .await;
@@ -332,11 +334,16 @@ async fn expired_cancelled_and_unknown_requests_each_say_so() {
     let browser = Browser::start().await;
     browser
         .with_session(move |client| async move {
-            client.goto(&cancelled_link).await.unwrap();
-            wait_for_app(&client).await;
-            let shown = wait_for_text(&client, "This request was cancelled").await;
-            assert!(shown.contains("An administrator withdrew it"), "{shown}");
-            screenshot(&client, "app-cancelled").await;
+            for theme in ["light", "dark"] {
+                client
+                    .goto(&format!("{cancelled_link}?theme={theme}"))
+                    .await
+                    .unwrap();
+                wait_for_app(&client).await;
+                let shown = wait_for_text(&client, "This request was cancelled").await;
+                assert!(shown.contains("An administrator withdrew it"), "{shown}");
+                screenshot(&client, &format!("app-cancelled-{theme}")).await;
+            }
         })
         .await;
 }
@@ -551,6 +558,78 @@ async fn the_embedded_page_ignores_messages_from_unlisted_origins() {
                 theme, "dark",
                 "a message from an unlisted origin was heeded"
             );
+        })
+        .await;
+}
+
+/// WCAG contrast ratios of every text element's colour against the
+/// background it is drawn on, and the page's width against the window's.
+const CHECK_PAGE: &str = r#"
+function lum(c) {
+  const [r, g, b] = c.match(/[\d.]+/g).slice(0, 3).map(Number).map(v => {
+    v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+function background(e) {
+  for (; e; e = e.parentElement) {
+    const bg = getComputedStyle(e).backgroundColor;
+    if (bg && !bg.endsWith(', 0)') && bg !== 'transparent') return bg;
+  }
+  return getComputedStyle(document.body).backgroundColor;
+}
+const worst = [];
+for (const e of document.querySelectorAll('#main *')) {
+  const own = [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+  if (!own) continue;
+  const fg = getComputedStyle(e).color, bg = background(e);
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+  worst.push({ratio: (a + 0.05) / (b + 0.05), tag: e.tagName, text: e.textContent.trim().slice(0, 30), fg, bg});
+}
+worst.sort((x, y) => x.ratio - y.ratio);
+return {
+  lowest: worst[0],
+  scroll_width: document.documentElement.scrollWidth,
+  window_width: window.innerWidth,
+};
+"#;
+
+#[tokio::test]
+async fn every_text_meets_wcag_aa_contrast_in_both_themes_and_fits_a_phone() {
+    let (_assent, link, _token) = demo(None).await;
+    let browser = Browser::start().await;
+    browser
+        .with_session(move |client| async move {
+            emulate_phone(&client, 320).await;
+            for theme in ["light", "dark"] {
+                client.goto(&format!("{link}?theme={theme}")).await.unwrap();
+                wait_for_app(&client).await;
+                wait_for_text(&client, "Approve…").await;
+                for step in ["pending", "confirm"] {
+                    if step == "confirm" {
+                        click(&client, "Approve…").await;
+                        wait_for_text(&client, "Approve: remove the link?").await;
+                    }
+                    let checked = client.execute(CHECK_PAGE, vec![]).await.unwrap();
+                    let lowest = checked["lowest"]["ratio"].as_f64().unwrap();
+                    assert!(
+                        lowest >= 4.5,
+                        "{theme} {step}: contrast below WCAG AA: {}",
+                        checked["lowest"]
+                    );
+                    println!("{theme} {step}: lowest text contrast {lowest:.2}:1");
+                    let (page, window) = (
+                        checked["scroll_width"].as_f64().unwrap(),
+                        checked["window_width"].as_f64().unwrap(),
+                    );
+                    assert_eq!(window, 320.0, "the phone's viewport");
+                    assert!(
+                        page <= window,
+                        "{theme} {step}: the page is {page}px wide in a {window}px window"
+                    );
+                    screenshot(&client, &format!("phone-{step}-{theme}")).await;
+                }
+            }
         })
         .await;
 }
