@@ -67,7 +67,7 @@ impl WebAssets {
     pub fn page_with_server_html(
         &self,
         frame_ancestors: &str,
-        lang: &str,
+        root: &RootAttributes,
         status: StatusCode,
         html: &str,
     ) -> Response {
@@ -75,25 +75,7 @@ impl WebAssets {
         let Some(index) = &self.index else {
             return response;
         };
-        let without_notice = match (index.find("<noscript>"), index.find("</noscript>")) {
-            (Some(start), Some(end)) if start < end => {
-                format!("{}{}", &index[..start], &index[end + "</noscript>".len()..])
-            }
-            _ => index.clone(),
-        };
-        let without_notice =
-            without_notice.replacen("<html lang=\"en\">", &format!("<html lang=\"{lang}\">"), 1);
-        let replaced = match without_notice.find("<body>") {
-            Some(at) => {
-                let after = at + "<body>".len();
-                format!(
-                    "{}{html}{}",
-                    &without_notice[..after],
-                    &without_notice[after..]
-                )
-            }
-            None => without_notice,
-        };
+        let replaced = with_server_html(index, root, html);
         *response.body_mut() = Body::from(replaced);
         *response.status_mut() = status;
         // It names the owner now: no cache may keep it.
@@ -129,6 +111,56 @@ impl WebAssets {
         }
         response
     }
+}
+
+/// What the server-rendered page sets on `<html>`.
+pub struct RootAttributes<'a> {
+    /// The page's language (`en`, `de`).
+    pub lang: &'a str,
+    /// `light` or `dark` when the page's address fixes it.
+    pub theme: Option<&'a str>,
+}
+
+/// `index` (the app shell as Trunk built it, minified or not) with its
+/// `<noscript>` notice replaced by `html` at the start of the body, and its
+/// `<html>` tag written anew with `root`'s attributes.
+fn with_server_html(index: &str, root: &RootAttributes, html: &str) -> String {
+    let mut page = match (index.find("<noscript>"), index.find("</noscript>")) {
+        (Some(start), Some(end)) if start < end => {
+            format!("{}{}", &index[..start], &index[end + "</noscript>".len()..])
+        }
+        _ => index.to_owned(),
+    };
+    let theme = match root.theme {
+        Some(theme @ ("light" | "dark")) => format!(" data-theme=\"{theme}\""),
+        _ => String::new(),
+    };
+    let lang = if root
+        .lang
+        .bytes()
+        .all(|b| b.is_ascii_alphabetic() || b == b'-')
+    {
+        root.lang
+    } else {
+        "en"
+    };
+    let tag = format!("<html lang=\"{lang}\"{theme}>");
+    match page
+        .find("<html")
+        .and_then(|start| Some((start, start + page[start..].find('>')?)))
+    {
+        Some((start, end)) => page.replace_range(start..=end, &tag),
+        None => page.insert_str(0, &tag),
+    }
+    // Right after `<body>` (with or without attributes), else before
+    // `</body>`, else at the end: the page is never dropped.
+    let at = page
+        .find("<body")
+        .and_then(|start| Some(start + page[start..].find('>')? + 1))
+        .or_else(|| page.find("</body>"))
+        .unwrap_or(page.len());
+    page.insert_str(at, html);
+    page
 }
 
 /// Finds each `<script>` without `src` and hashes its text for the CSP.
@@ -216,6 +248,34 @@ mod tests {
         assert_eq!(hashes.len(), 2);
         let expected = STANDARD.encode(Sha256::digest(b"import init from '/a.js';init();"));
         assert_eq!(hashes[0], format!("'sha256-{expected}'"));
+    }
+
+    #[test]
+    fn the_server_page_goes_into_minified_and_plain_shells_alike() {
+        let root = RootAttributes {
+            lang: "de",
+            theme: Some("dark"),
+        };
+        for shell in [
+            "<!doctype html><html lang=en><meta charset=utf-8><title>A</title><body>\n<noscript>needs JS</noscript>",
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head></head>\n<body>\n<noscript><p>needs JS</p></noscript>\n</body>\n</html>",
+        ] {
+            let page = with_server_html(shell, &root, "<div id=\"assent-nojs\">page</div>");
+            assert!(page.contains("<html lang=\"de\" data-theme=\"dark\">"), "{page}");
+            assert!(!page.contains("lang=en") && !page.contains("needs JS"), "{page}");
+            let body = page.find("<body>").unwrap();
+            assert_eq!(page.find("<div id=\"assent-nojs\">"), Some(body + "<body>".len()), "{page}");
+        }
+        // No body tag at all (a minifier may drop it): the page still goes in.
+        let page = with_server_html("<html><title>A</title>", &root, "<p>page</p>");
+        assert!(page.ends_with("<p>page</p>"), "{page}");
+        // Only a known theme and a tag-shaped language are written.
+        let odd = RootAttributes {
+            lang: "\"><script>",
+            theme: Some("\"><script>"),
+        };
+        let page = with_server_html("<html lang=en><body>", &odd, "");
+        assert!(page.starts_with("<html lang=\"en\"><body>"), "{page}");
     }
 
     #[test]

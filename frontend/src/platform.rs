@@ -57,6 +57,12 @@ pub fn has_server_page() -> bool {
     server_page().is_some()
 }
 
+/// Whether the server-rendered page is the one a plain visit shows, which
+/// the app may replace; not a form's step or a refusal the reader must see.
+pub fn server_page_is_resting() -> bool {
+    server_page().is_some_and(|page| page.get_attribute("data-resting").as_deref() == Some("true"))
+}
+
 /// Removes the server-rendered page (`#assent-nojs`): the app shows the
 /// same request now.
 pub fn remove_server_page() {
@@ -122,17 +128,24 @@ impl Parent {
         }
     }
 
-    /// Tells the parent the page's height now and whenever it changes.
+    /// Tells the parent the page's height now and whenever it changes: the
+    /// body's, which shrinks as well as grows (the document's own height is
+    /// never less than the frame's).
     fn watch_height(&self) {
-        let Some(root) = root() else { return };
+        let Some(body) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.body())
+        else {
+            return;
+        };
         let parent = self.clone();
-        let observed = root.clone();
+        let observed = body.clone();
         let callback = Closure::<dyn FnMut(JsValue)>::new(move |_entries: JsValue| {
-            let height = observed.scroll_height();
+            let height = observed.get_bounding_client_rect().height().ceil();
             parent.post(&serde_json::json!({"type": "assent.resize", "height": height}));
         });
         if let Ok(observer) = web_sys::ResizeObserver::new(callback.as_ref().unchecked_ref()) {
-            observer.observe(&root);
+            observer.observe(&body);
             // Lives as long as the page.
             callback.forget();
         }
@@ -148,6 +161,15 @@ impl Parent {
         let callback = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
             move |event: web_sys::MessageEvent| {
                 if !origins.iter().any(|o| *o == event.origin()) {
+                    return;
+                }
+                // From the framing window itself, not another window that
+                // happens to be on a listed origin.
+                let from_parent = match (event.source(), Self::window()) {
+                    (Some(source), Some(parent)) => js_sys::Object::is(&source, &parent),
+                    _ => false,
+                };
+                if !from_parent {
                     return;
                 }
                 let data = event.data();

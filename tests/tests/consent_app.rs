@@ -315,12 +315,26 @@ async fn expired_cancelled_and_unknown_requests_each_say_so() {
                 assert!(shown.contains("nothing was changed"), "{shown}");
                 assert!(!shown.contains("Approve…"));
                 screenshot(&client, &format!("app-expired-{theme}")).await;
-                for (url, name) in [(&unknown, "app-unknown"), (&mistyped, "app-mistyped")] {
+                // An unknown link keeps the server's page (it says the same,
+                // and the app has nothing to add).
+                for (url, name) in [(&unknown, "unknown"), (&mistyped, "mistyped")] {
                     client.goto(&format!("{url}?theme={theme}")).await.unwrap();
                     let shown = wait_for_text(&client, "This link is not known").await;
                     assert!(shown.contains("whole link"), "{shown}");
                     screenshot(&client, &format!("{name}-{theme}")).await;
                 }
+                // The embedded page has no server page: the app says it.
+                client
+                    .goto(&format!(
+                        "{}?theme={theme}",
+                        unknown.replace("/consent/", "/embed/consent/")
+                    ))
+                    .await
+                    .unwrap();
+                wait_for_app(&client).await;
+                let shown = wait_for_text(&client, "This link is not known").await;
+                assert!(shown.contains("whole link"), "{shown}");
+                screenshot(&client, &format!("app-unknown-embed-{theme}")).await;
             }
         })
         .await;
@@ -351,6 +365,18 @@ async fn expired_cancelled_and_unknown_requests_each_say_so() {
 #[tokio::test]
 async fn german_readers_get_german_and_a_browser_without_webassembly_gets_the_server_page() {
     let (_assent, link, _token) = demo(None).await;
+    // The server's page, in the real (minified) shell, is German too.
+    let page = reqwest::Client::new()
+        .get(&link)
+        .header("accept-language", "de-CH, de;q=0.9")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<html lang=\"de\">"), "{page}");
+    assert!(page.contains("Zustimmen…"), "{page}");
     let browser = Browser::start().await;
     let german = link.clone();
     browser
@@ -436,6 +462,27 @@ async fn wait_for_message(client: &Client, kind: &str) -> Value {
     }
 }
 
+/// Waits until the latest height the frame reported passes `test`.
+async fn wait_for_height(client: &Client, test: impl Fn(f64) -> bool) -> f64 {
+    let started = Instant::now();
+    loop {
+        let last = received(client)
+            .await
+            .into_iter()
+            .filter(|m| m["data"]["type"] == "assent.resize")
+            .filter_map(|m| m["data"]["height"].as_f64())
+            .next_back();
+        if let Some(height) = last.filter(|h| test(*h)) {
+            return height;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no fitting height reported; last: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_embedding_identity_server_is_told_ready_height_and_decision() {
     // The parent page lives on another origin (another port); another page
@@ -466,6 +513,7 @@ async fn an_embedding_identity_server_is_told_ready_height_and_decision() {
             assert!(resize["data"]["height"].as_f64().unwrap() > 100.0, "{resize}");
             screenshot(&client, "embed-pending-dark").await;
             // Inside the frame: the compact page, then the decision.
+            let tall = wait_for_height(&client, |h| h > 300.0).await;
             client.enter_frame(0).await.unwrap();
             wait_for_text(&client, "Approve…").await;
             let theme = client
@@ -475,6 +523,10 @@ async fn an_embedding_identity_server_is_told_ready_height_and_decision() {
             assert_eq!(theme, "dark");
             click(&client, "Approve…").await;
             wait_for_text(&client, "Approve: remove the link?").await;
+            // The shorter step is reported as such: the frame can shrink.
+            client.enter_parent_frame().await.unwrap();
+            wait_for_height(&client, |h| h < tall - 100.0).await;
+            client.enter_frame(0).await.unwrap();
             click(&client, "Yes, approve").await;
             wait_for_text(&client, "You approved on").await;
             client.enter_parent_frame().await.unwrap();
@@ -632,4 +684,42 @@ async fn every_text_meets_wcag_aa_contrast_in_both_themes_and_fits_a_phone() {
             }
         })
         .await;
+}
+
+#[tokio::test]
+async fn a_step_of_the_server_page_s_form_is_not_taken_over_by_the_app() {
+    let (assent, link, token) = demo(None).await;
+    let browser = Browser::start().await;
+    browser
+        .with_session(move |client| async move {
+            client.goto(&link).await.unwrap();
+            wait_for_app(&client).await;
+            // As if the reader pressed the server page's "Approve…" before
+            // the app had started: the confirmation step comes back.
+            client
+                .execute(
+                    "const f = document.createElement('form');
+                     f.method = 'post'; f.action = location.pathname;
+                     for (const [k, v] of [['decision', 'approve'], ['step', 'review']]) {
+                       const i = document.createElement('input');
+                       i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i);
+                     }
+                     document.body.appendChild(f); f.submit(); return true;",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            wait_for_text(&client, "Approve: remove the link?").await;
+            // The app loads on this page too, and leaves the step alone.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let shown = wait_for_text(&client, "Approve: remove the link?").await;
+            assert!(
+                !shown.contains("Deny…"),
+                "the app replaced the step: {shown}"
+            );
+            click(&client, "Yes, approve").await;
+            wait_for_text(&client, "You approved on").await;
+        })
+        .await;
+    assert_eq!(status_of(&assent, &token).await, "approved");
 }

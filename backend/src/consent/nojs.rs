@@ -17,7 +17,7 @@ use askama::Template;
 use assent_shared::i18n::{fill, Lang, Texts};
 use assent_shared::{OwnerDecision, RequestStatus};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +36,8 @@ pub enum NoJsState {
     Problem(String),
     /// Too many pages asked for from here.
     TooMany,
+    /// The page could not be shown (the database did not answer, say).
+    Failed(String),
 }
 
 /// A `Retry-After` value in whole seconds, at least one.
@@ -49,6 +51,8 @@ pub struct View {
     /// The words, in the reader's language (`Accept-Language`).
     pub t: &'static Texts,
     pub lang: Lang,
+    /// `light` or `dark` when the address fixes it (`?theme=`).
+    pub theme: Option<&'static str>,
     pub server: String,
     pub server_ascii: Option<String>,
     pub key_id: Option<String>,
@@ -89,6 +93,26 @@ impl View {
                 ("reason", self.reason.as_deref().unwrap_or("")),
             ],
         )
+    }
+
+    /// Whether this is the page a plain visit shows (not a step of a form
+    /// or a refusal): only then may the app replace it with its own.
+    pub fn resting(&self) -> bool {
+        matches!(
+            self.state,
+            NoJsState::Pending | NoJsState::Final(_) | NoJsState::Unknown
+        )
+    }
+
+    /// The label of the time a request was closed: decided by the owner,
+    /// or closed by expiry or an administrator.
+    pub fn closed_label(&self) -> &'static str {
+        match &self.state {
+            NoJsState::Final(status) if status == "approved" || status == "denied" => {
+                self.t.decided
+            }
+            _ => self.t.closed,
+        }
     }
 
     /// Who started the request, in the page's words.
@@ -138,6 +162,7 @@ fn view(
             state: shown,
             t: lang.texts(),
             lang,
+            theme: None,
             server: String::new(),
             server_ascii: None,
             key_id: None,
@@ -169,6 +194,7 @@ fn view(
         state: shown,
         t: lang.texts(),
         lang,
+        theme: None,
         server: letter.server,
         server_ascii: letter.server_ascii,
         key_id: if letter.verified { letter.key_id } else { None },
@@ -220,9 +246,24 @@ fn render(state: &AppState, status: StatusCode, view: &View) -> Response {
         tracing::error!(error = %e, "cannot render the consent page");
         format!("<p class=\"noscript\">{}</p>", view.t.unavailable)
     });
+    let root = crate::web::RootAttributes {
+        lang: view.lang.code(),
+        theme: view.theme,
+    };
     state
         .web
-        .page_with_server_html("'none'", view.lang.code(), status, &html)
+        .page_with_server_html("'none'", &root, status, &html)
+}
+
+/// `light` or `dark` from `?theme=`, if the address fixes it.
+fn theme_of(query: Option<&str>) -> Option<&'static str> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(key, _)| key == "theme")
+        .and_then(|(_, value)| match value.as_ref() {
+            "light" => Some("light"),
+            "dark" => Some("dark"),
+            _ => None,
+        })
 }
 
 /// `GET /consent/{token}`.
@@ -231,16 +272,19 @@ pub async fn page(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let lang = lang_of(&headers);
+    let theme = theme_of(query.as_deref());
+    let show = |status: StatusCode, request: Option<&StoredRequest>, shown: NoJsState| {
+        let mut page = view(&state, lang, &token, request, shown);
+        page.theme = theme;
+        render(&state, status, &page)
+    };
     if let Err(retry_after_ms) = state.limits.consent.hit(client.ip(), state.now_ms()) {
         // Only reading was refused: nothing about a decision to say.
-        let mut response = render(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            &view(&state, lang, &token, None, NoJsState::TooMany),
-        );
+        let mut response = show(StatusCode::TOO_MANY_REQUESTS, None, NoJsState::TooMany);
         response
             .headers_mut()
             .insert(axum::http::header::RETRY_AFTER, retry_after(retry_after_ms));
@@ -249,22 +293,12 @@ pub async fn page(
     match request_for_token(&state, &token).await {
         Ok(request) => {
             let shown = resting_state(&state, &request);
-            render(
-                &state,
-                StatusCode::OK,
-                &view(&state, lang, &token, Some(&request), shown),
-            )
+            show(StatusCode::OK, Some(&request), shown)
         }
-        Err(e) if e.status == StatusCode::NOT_FOUND => render(
-            &state,
-            StatusCode::NOT_FOUND,
-            &view(&state, lang, &token, None, NoJsState::Unknown),
-        ),
-        Err(e) => render(
-            &state,
-            e.status,
-            &view(&state, lang, &token, None, NoJsState::Problem(e.error)),
-        ),
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            show(StatusCode::NOT_FOUND, None, NoJsState::Unknown)
+        }
+        Err(e) => show(e.status, None, NoJsState::Failed(e.error)),
     }
 }
 

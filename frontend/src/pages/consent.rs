@@ -53,7 +53,10 @@ fn Consent(token: String, mode: Mode) -> impl IntoView {
         let token = fetch_token.clone();
         async move { api::consent_view(&token).await }
     });
-    // The server's page shows the request while this one loads.
+    // The server's page shows the request while this one loads. It stays
+    // when it is a form's step or a refusal (the reader must see that), and
+    // when the request cannot be loaded here (it says the same, and its
+    // forms work).
     let fallback = move || {
         (!platform::has_server_page())
             .then(|| view! { <p class="loading" role="status">{t.loading}</p> })
@@ -64,13 +67,17 @@ fn Consent(token: String, mode: Mode) -> impl IntoView {
                 let token = token.clone();
                 Suspend::new(async move {
                     let loaded = view.await;
-                    platform::remove_server_page();
+                    let server_page = platform::has_server_page();
                     match loaded {
-                        Ok(request) => view! { <Request request token lang mode /> }.into_any(),
-                        Err(failure) => view! {
+                        Ok(request) if !server_page || platform::server_page_is_resting() => {
+                            platform::remove_server_page();
+                            view! { <Request request token lang mode /> }.into_any()
+                        }
+                        Err(failure) if !server_page => view! {
                             <Failure failure t retry=move || view.refetch() />
                         }
                         .into_any(),
+                        _ => ().into_any(),
                     }
                 })
             }}
@@ -152,7 +159,12 @@ impl Facts {
 }
 
 #[component]
-fn FactList(facts: Facts, t: &'static Texts, decided: Option<String>) -> impl IntoView {
+fn FactList(
+    facts: Facts,
+    t: &'static Texts,
+    /// When it was closed, with the label that says how.
+    decided: Option<(&'static str, String)>,
+) -> impl IntoView {
     let Facts {
         server,
         server_ascii,
@@ -193,7 +205,7 @@ fn FactList(facts: Facts, t: &'static Texts, decided: Option<String>) -> impl In
             </Fact>
             <Fact label=t.asked_at>{asked_at}</Fact>
             {match decided {
-                Some(at) => view! { <Fact label=t.decided>{at}</Fact> }.into_any(),
+                Some((label, at)) => view! { <Fact label=label>{at}</Fact> }.into_any(),
                 None => view! { <Fact label=t.expires>{expires_at}</Fact> }.into_any(),
             }}
         </dl>
@@ -247,11 +259,13 @@ fn Request(request: ConsentView, token: String, lang: Lang, mode: Mode) -> impl 
         let token = token.clone();
         move |decision: OwnerDecision| {
             stage.set(Stage::Sending(decision));
+            // The pressed button is redrawn disabled: focus stays on the step.
+            focus_soon("assent-step");
             let token = token.clone();
             let parent = parent.clone();
             let request_id = request_id.clone();
             spawn_local(async move {
-                let settle = |outcome: DecisionOutcome, meanwhile: bool| {
+                let settle = |outcome: DecisionOutcome, before: bool| {
                     parent.post(&serde_json::json!({
                         "type": "assent.decision",
                         "request_id": request_id,
@@ -260,17 +274,30 @@ fn Request(request: ConsentView, token: String, lang: Lang, mode: Mode) -> impl 
                     Stage::Final {
                         status: outcome.status,
                         decided_at: outcome.decided_at_ms,
-                        meanwhile,
+                        // "Decided elsewhere" only for an owner's decision;
+                        // an expiry or a cancellation says so itself.
+                        meanwhile: before
+                            && matches!(
+                                outcome.status,
+                                RequestStatus::Approved | RequestStatus::Denied
+                            ),
                     }
                 };
                 let next = match api::decide(&token, decision).await {
                     Ok(Decided::Now(outcome)) => settle(outcome, false),
                     Ok(Decided::Before(outcome)) => settle(outcome, true),
-                    Err(ApiFailure::Gone) => Stage::Final {
-                        status: RequestStatus::Expired,
-                        decided_at: None,
-                        meanwhile: false,
-                    },
+                    Err(ApiFailure::Gone) => {
+                        parent.post(&serde_json::json!({
+                            "type": "assent.decision",
+                            "request_id": request_id,
+                            "decision": "expire",
+                        }));
+                        Stage::Final {
+                            status: RequestStatus::Expired,
+                            decided_at: None,
+                            meanwhile: false,
+                        }
+                    }
                     Err(failure) => Stage::NotSent(decision, failure),
                 };
                 let focus = if matches!(next, Stage::Final { .. }) {
@@ -353,6 +380,10 @@ fn Request(request: ConsentView, token: String, lang: Lang, mode: Mode) -> impl 
             }
             Stage::Final { status, decided_at, meanwhile } => {
                 let at = decided_at.map(|ms| date_time(ms, lang));
+                let closed_label = match status {
+                    RequestStatus::Approved | RequestStatus::Denied => t.decided,
+                    _ => t.closed,
+                };
                 let (title, text) = match status {
                     RequestStatus::Approved => (t.approved_title, t.approved_text),
                     RequestStatus::Denied => (t.denied_title, t.denied_text),
@@ -366,7 +397,7 @@ fn Request(request: ConsentView, token: String, lang: Lang, mode: Mode) -> impl 
                     {decided_at.is_some().then(|| view! {
                         <p><a class="receipt" href=api::receipt_url(&token) download>{t.receipt}</a></p>
                     })}
-                    <FactList facts=facts.clone() t decided=at.clone() />
+                    <FactList facts=facts.clone() t decided=at.clone().map(|at| (closed_label, at)) />
                 }
                 .into_any()
             }
