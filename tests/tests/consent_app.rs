@@ -69,6 +69,36 @@ async fn timings(client: &Client) -> Value {
         .unwrap()
 }
 
+/// Screenshots of the page as it stands in the light and the dark theme
+/// (`name-light.png`, `name-dark.png`); the page's own theme is restored.
+async fn screenshot_both(client: &Client, name: &str) {
+    let before = client
+        .execute(
+            "return document.documentElement.dataset.theme || ''",
+            vec![],
+        )
+        .await
+        .unwrap();
+    for theme in ["light", "dark"] {
+        client
+            .execute(
+                "document.documentElement.dataset.theme = arguments[0]; return true",
+                vec![Value::from(theme)],
+            )
+            .await
+            .unwrap();
+        screenshot(client, &format!("{name}-{theme}")).await;
+    }
+    client
+        .execute(
+            "const t = arguments[0]; if (t) document.documentElement.dataset.theme = t; \
+             else delete document.documentElement.dataset.theme; return true",
+            vec![before],
+        )
+        .await
+        .unwrap();
+}
+
 /// Waits until the element `id` has focus (focus moves on the next frame).
 async fn wait_for_focus(client: &Client, id: &str) {
     let started = Instant::now();
@@ -118,17 +148,17 @@ async fn the_owner_reads_confirms_and_approves_in_the_app() {
                 assert!(page.contains(fact), "the page lacks {fact:?}:\n{page}");
             }
             println!("consent page timings (ms): {}", timings(&client).await);
-            screenshot(&client, "app-pending-light").await;
+            screenshot_both(&client, "app-pending").await;
             click(&client, "Approve…").await;
             let confirm = wait_for_text(&client, "Approve: remove the link?").await;
             assert!(confirm.contains("cannot be undone"), "{confirm}");
             wait_for_focus(&client, "assent-step").await;
-            screenshot(&client, "app-confirm-approve-light").await;
+            screenshot_both(&client, "app-confirm-approve").await;
             click(&client, "Yes, approve").await;
             let done = wait_for_text(&client, "You approved on").await;
             assert!(done.contains("Download the signed receipt"), "{done}");
             wait_for_focus(&client, "outcome").await;
-            screenshot(&client, "app-approved-light").await;
+            screenshot_both(&client, "app-approved").await;
             let href = client
                 .find(Locator::Css("a.receipt"))
                 .await
@@ -171,10 +201,10 @@ async fn the_owner_goes_back_then_denies_in_dark_mode() {
                 .await
                 .unwrap();
             assert_eq!(theme, "dark");
-            screenshot(&client, "app-pending-dark").await;
+            screenshot_both(&client, "app-pending-themed").await;
             click(&client, "Deny…").await;
             wait_for_text(&client, "Deny: keep the link?").await;
-            screenshot(&client, "app-confirm-deny-dark").await;
+            screenshot_both(&client, "app-confirm-deny").await;
             click(&client, "Go back without deciding").await;
             wait_for_text(&client, "Approve…").await;
             wait_for_focus(&client, "assent-title").await;
@@ -183,7 +213,7 @@ async fn the_owner_goes_back_then_denies_in_dark_mode() {
             click(&client, "Yes, deny").await;
             let done = wait_for_text(&client, "You denied on").await;
             assert!(done.contains("stays"), "{done}");
-            screenshot(&client, "app-denied-dark").await;
+            screenshot_both(&client, "app-denied").await;
             no_console_errors(console_errors(&client).await);
         })
         .await;
@@ -265,7 +295,7 @@ async fn a_decision_made_meanwhile_elsewhere_is_shown_as_the_one_that_counts() {
             let shown = wait_for_text(&client, "already been decided").await;
             assert!(shown.contains("Denied"), "{shown}");
             assert!(!shown.contains("Something went wrong"), "{shown}");
-            screenshot(&client, "app-decided-meanwhile").await;
+            screenshot_both(&client, "app-decided-meanwhile").await;
         })
         .await;
     assert_eq!(status_of(&assent, &token).await, "denied");
@@ -287,7 +317,7 @@ async fn a_lost_connection_is_said_plainly_and_the_decision_can_be_sent_again() 
             let shown = wait_for_text(&client, "Your decision was not recorded").await;
             assert!(shown.contains("could not be reached"), "{shown}");
             wait_for_focus(&client, "assent-step").await;
-            screenshot(&client, "app-network-failure").await;
+            screenshot_both(&client, "app-network-failure").await;
             assent.restart_keeping_links().await;
             click(&client, "Try again").await;
             wait_for_text(&client, "You approved on").await;
@@ -393,7 +423,7 @@ async fn german_readers_get_german_and_a_browser_without_webassembly_gets_the_se
                     .await
                     .unwrap();
                 assert_eq!(lang, "de");
-                screenshot(&client, "app-pending-de").await;
+                screenshot_both(&client, "app-pending-de").await;
             },
         )
         .await;
@@ -414,7 +444,7 @@ async fn german_readers_get_german_and_a_browser_without_webassembly_gets_the_se
             wait_for_text(&client, "Approve: remove the link?").await;
             click(&client, "Yes, approve").await;
             wait_for_text(&client, "Approved").await;
-            screenshot(&client, "server-page-without-wasm").await;
+            screenshot_both(&client, "server-page-without-wasm").await;
         })
         .await;
 }
