@@ -64,6 +64,8 @@ pub struct AppState {
     pub tokens: Arc<TokenMinter>,
     /// Wakes the email worker when a new message is queued.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the relay worker when a decision is recorded.
+    pub relay_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Longest wait for an upstream identity server's answer.
@@ -110,6 +112,7 @@ impl AppState {
             upstream,
             tokens: Arc::new(tokens),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            relay_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 

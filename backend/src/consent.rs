@@ -100,8 +100,16 @@ pub async fn record(
             "decision_id": signed.decision_id,
         }),
     );
-    match state.repo.decide(&request.id, &signed, &audit, &[]).await? {
+    let relay = crate::relay::rows_for(state, &request.identity_server, &signed);
+    match state
+        .repo
+        .decide(&request.id, &signed, &audit, &relay)
+        .await?
+    {
         Decided::Now => {
+            if !relay.is_empty() {
+                state.relay_wake.notify_one();
+            }
             tracing::info!(request_id = %request.id, decision = decision.as_str(), "the owner decided");
             Ok((
                 StatusCode::OK,

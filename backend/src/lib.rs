@@ -14,6 +14,7 @@ pub mod intake;
 pub mod keys;
 pub mod outbox;
 pub mod ratelimit;
+pub mod relay;
 pub mod serve;
 pub mod storage;
 pub mod tokens;

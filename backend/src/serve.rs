@@ -153,6 +153,10 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
             fix: "see the [email] section of the README",
         })?;
     let mail_dir = mailer.mail_dir().map(|d| d.to_path_buf());
+    // Every process relays and expires: leases and the first-decision-wins
+    // rule keep replicas from doing anything twice.
+    crate::relay::spawn(state.clone());
+    crate::relay::spawn_expiry(state.clone(), Duration::from_secs(30));
     if state.config.email.send {
         outbox::spawn(state.clone(), mailer);
     } else {

@@ -103,10 +103,12 @@ pub async fn expire_overdue(state: &AppState, request: &StoredRequest) -> Result
         Some("system"),
         serde_json::json!({"decision": "expire", "decision_id": decision.decision_id, "why": "no answer before expires_at"}),
     );
+    let relay = crate::relay::rows_for(state, &request.identity_server, &decision);
     state
         .repo
-        .decide(&request.id, &decision, &audit, &[])
+        .decide(&request.id, &decision, &audit, &relay)
         .await?;
+    state.relay_wake.notify_one();
     tracing::info!(request_id = %request.id, "request expired on a repeat after its time");
     Ok(())
 }

@@ -157,6 +157,10 @@ impl super::Repository for Batched {
         self.inner.intake_lookup(key, since).await
     }
 
+    async fn overdue(&self, now: i64, limit: i64) -> Result<Vec<StoredRequest>> {
+        self.inner.overdue(now, limit).await
+    }
+
     async fn decide(
         &self,
         request_id: &str,

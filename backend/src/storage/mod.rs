@@ -340,6 +340,9 @@ pub trait Repository: Send + Sync + 'static {
     /// requests for its address were created after `since`.
     async fn intake_lookup(&self, key: &RequestKey<'_>, since: i64) -> Result<IntakeLookup>;
 
+    /// Pending requests whose time ran out before `now`, oldest first.
+    async fn overdue(&self, now: i64, limit: i64) -> Result<Vec<StoredRequest>>;
+
     /// Moves a pending request to a final state, atomically: the first
     /// decision wins; later ones change nothing and get the stored request.
     async fn decide(
@@ -570,6 +573,15 @@ macro_rules! sql_repository {
                     return Ok(results);
                 }
                 Err($crate::storage::StorageError::Contended)
+            }
+
+            async fn overdue(&self, now: i64, limit: i64) -> $crate::storage::Result<Vec<$crate::storage::StoredRequest>> {
+                let sql = format!(
+                    "SELECT {} FROM requests WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
+                    $crate::storage::REQUEST_COLUMNS
+                );
+                let rows = sqlx::query(&sql).bind(now).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(request_from_row).collect()
             }
 
             async fn request(&self, id: &str) -> $crate::storage::Result<Option<$crate::storage::StoredRequest>> {

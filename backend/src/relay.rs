@@ -1,0 +1,358 @@
+//! Decisions carried out. A decision writes one relay outbox row per sink of
+//! its identity server that applies to it, in the decision's own
+//! transaction; this worker leases due rows (replicas never work one row at
+//! once) and delivers them:
+//!
+//! - `replay` (approve only): the homeserver's original request, byte for
+//!   byte, to the identity server's `upstream`, which checks the
+//!   homeserver's signature itself;
+//! - `sydent-internal` (approve only): `POST {url}/_matrix/identity/internal/unbind`;
+//! - `webhook` (every outcome): the signed decision document, with the
+//!   decision id as `Idempotency-Key`.
+//!
+//! A 2xx is delivered; a 4xx is a refusal, recorded with the answer and not
+//! retried; network errors and 5xx are retried with exponential backoff and
+//! jitter, up to [`MAX_ATTEMPTS`]. Every attempt goes into the request's
+//! audit trail. Delivery is at least once: a crash between the send and the
+//! record resends after the lease, which the idempotency key (and an unbind's
+//! own idempotence) makes harmless.
+
+use crate::app::{AppState, UPSTREAM_TIMEOUT};
+use crate::config::RelaySink;
+use crate::storage::{AttemptResult, Decision, NewAudit, NewOutbox, OutboxKind, OutboxRow};
+use assent_shared::RequestStatus;
+use serde_json::json;
+use std::time::Duration;
+
+/// Rows leased per round.
+const BATCH: i64 = 16;
+/// How often the worker looks for due rows when nothing woke it.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// A row's lease: longer than one delivery can take.
+const LEASE: Duration = Duration::from_secs(120);
+/// Attempts before a delivery is given up (with the backoff below, about a
+/// day and a half).
+pub const MAX_ATTEMPTS: i64 = 40;
+/// The first retry's delay, doubled each time up to [`RETRY_MAX`].
+const RETRY_INITIAL: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(3600);
+/// How much of a refusal's body is kept in the audit trail.
+const KEPT_BODY: usize = 2048;
+
+/// Whether `sink` is told of a decision with this outcome.
+fn applies(sink: &RelaySink, status: RequestStatus) -> bool {
+    match sink {
+        RelaySink::Replay | RelaySink::SydentInternal { .. } => status == RequestStatus::Approved,
+        RelaySink::Webhook { .. } => true,
+    }
+}
+
+fn sink_name(sink: &RelaySink) -> &'static str {
+    match sink {
+        RelaySink::Replay => "replay",
+        RelaySink::SydentInternal { .. } => "sydent-internal",
+        RelaySink::Webhook { .. } => "webhook",
+    }
+}
+
+/// The relay rows for `decision` on a request held for `identity_server`:
+/// each carries its sink as configured now, so a later config change does
+/// not redirect a decision already made.
+pub fn rows_for(state: &AppState, identity_server: &str, decision: &Decision) -> Vec<NewOutbox> {
+    let Some(is) = state.config.identity_server(identity_server) else {
+        return Vec::new();
+    };
+    is.relay
+        .iter()
+        .enumerate()
+        .filter(|(_, sink)| applies(sink, decision.status))
+        .filter_map(|(i, sink)| {
+            Some(NewOutbox {
+                kind: OutboxKind::Relay,
+                sink: Some(sink_name(sink).to_owned()),
+                idempotency_key: format!("relay:{}:{i}", decision.decision_id),
+                payload: json!({
+                    "sink": serde_json::to_value(sink).ok()?,
+                    "decision_id": decision.decision_id,
+                }),
+            })
+        })
+        .collect()
+}
+
+/// Runs the worker until the process ends.
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    let owner = format!(
+        "relay-{}-{}",
+        std::process::id(),
+        crate::demo::hex(&state.random_bytes::<4>())
+    );
+    tokio::spawn(run(state, owner))
+}
+
+async fn run(state: AppState, owner: String) {
+    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let now = state.now_ms();
+        let rows = match state
+            .repo
+            .claim_outbox(OutboxKind::Relay, &owner, now, lease_ms, BATCH)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the relay outbox; trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        if rows.is_empty() {
+            let _ = tokio::time::timeout(IDLE_POLL, state.relay_wake.notified()).await;
+            continue;
+        }
+        let mut sends = tokio::task::JoinSet::new();
+        for row in rows {
+            let (state, owner) = (state.clone(), owner.clone());
+            sends.spawn(async move { attempt(&state, &owner, row).await });
+        }
+        while sends.join_next().await.is_some() {}
+    }
+}
+
+/// One attempt at one row, recorded whatever happens.
+pub async fn attempt(state: &AppState, owner: &str, row: OutboxRow) {
+    let (result, audit) = deliver(state, &row).await;
+    let now = state.now_ms();
+    match state
+        .repo
+        .finish_outbox(row.id, owner, &result, now, &audit)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(request = %row.request_id, outbox = row.id, attempt = row.attempts, event = %audit.kind, "relay attempt recorded");
+        }
+        Ok(false) => {
+            tracing::warn!(request = %row.request_id, outbox = row.id, "lost the lease on a relay row before recording the attempt");
+            if let Err(e) = state.repo.append_audit(&row.request_id, now, &audit).await {
+                tracing::error!(request = %row.request_id, error = %e, "cannot record a relay attempt");
+            }
+        }
+        Err(e) => {
+            tracing::error!(request = %row.request_id, outbox = row.id, error = %e, "cannot record a relay attempt; it is retried when the lease ends");
+        }
+    }
+}
+
+/// One delivery of `row`, and how the row ends.
+async fn deliver(state: &AppState, row: &OutboxRow) -> (AttemptResult, NewAudit) {
+    let sink_label = row.sink.clone().unwrap_or_default();
+    let audit = |kind: &str, detail: serde_json::Value| {
+        let mut detail = detail;
+        detail["sink"] = json!(sink_label);
+        detail["attempt"] = json!(row.attempts);
+        NewAudit::new(kind, Some("relay"), detail)
+    };
+    let give_up = |why: String| {
+        (
+            AttemptResult::GiveUp { error: why.clone() },
+            audit("relay_given_up", json!({"error": why})),
+        )
+    };
+    if row.attempts > MAX_ATTEMPTS {
+        return give_up("too many attempts".to_owned());
+    }
+    let Some(sink) = row
+        .payload
+        .get("sink")
+        .and_then(|s| serde_json::from_value::<RelaySink>(s.clone()).ok())
+    else {
+        return give_up("the outbox row names no sink".to_owned());
+    };
+    let request = match state.repo.request(&row.request_id).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return give_up("the request does not exist".to_owned()),
+        Err(e) => return retry(state, row, format!("cannot read the request: {e}"), &audit),
+    };
+    let Some(document) = request.decision_doc.clone() else {
+        return give_up("the request has no decision document".to_owned());
+    };
+    let decision_id = request.decision_id.clone().unwrap_or_default();
+    let http = state.upstream.clone();
+    let call = match &sink {
+        RelaySink::Replay => {
+            let Some(raw) = &request.raw else {
+                return give_up("no original request is stored to replay".to_owned());
+            };
+            let Some(is) = state.config.identity_server(&request.identity_server) else {
+                return give_up("the identity server is no longer configured".to_owned());
+            };
+            let Ok(method) = reqwest::Method::from_bytes(raw.method.as_bytes()) else {
+                return give_up(format!("the stored method {:?} is not valid", raw.method));
+            };
+            let url = crate::intake::upstream::upstream_url(is, &raw.path);
+            let mut call = http.request(method, url).body(raw.body.clone());
+            for (name, value) in &raw.headers {
+                if name == "authorization" || name == "content-type" {
+                    call = call.header(name.as_str(), value.as_str());
+                }
+            }
+            call
+        }
+        RelaySink::SydentInternal { url } => {
+            let url = format!(
+                "{}/_matrix/identity/internal/unbind",
+                url.as_str().trim_end_matches('/')
+            );
+            http.post(url).json(&json!({
+                "medium": request.medium.as_str(),
+                "address": request.address,
+                "mxid": request.mxid,
+            }))
+        }
+        RelaySink::Webhook { url } => http
+            .post(url.clone())
+            .header("content-type", "application/json")
+            .header("idempotency-key", decision_id.as_str())
+            .body(document),
+    };
+    match call.timeout(UPSTREAM_TIMEOUT).send().await {
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            let kept: String = body.chars().take(KEPT_BODY).collect();
+            if status.is_success() {
+                (
+                    AttemptResult::Done,
+                    audit(
+                        "relay_delivered",
+                        json!({"status": status.as_u16(), "decision_id": decision_id}),
+                    ),
+                )
+            } else if status.is_client_error() {
+                let why = format!("refused with {status}");
+                (
+                    AttemptResult::GiveUp { error: why },
+                    audit(
+                        "relay_refused",
+                        json!({"status": status.as_u16(), "body": kept}),
+                    ),
+                )
+            } else {
+                retry(state, row, format!("answered {status}: {kept}"), &audit)
+            }
+        }
+        Err(e) => retry(state, row, without_url(&e), &audit),
+    }
+}
+
+/// A failure worth another try: later, or given up past [`MAX_ATTEMPTS`].
+fn retry(
+    state: &AppState,
+    row: &OutboxRow,
+    error: String,
+    audit: &dyn Fn(&str, serde_json::Value) -> NewAudit,
+) -> (AttemptResult, NewAudit) {
+    if row.attempts >= MAX_ATTEMPTS {
+        return (
+            AttemptResult::GiveUp {
+                error: error.clone(),
+            },
+            audit("relay_given_up", json!({"error": error})),
+        );
+    }
+    let at = state
+        .now_ms()
+        .saturating_add(backoff_ms(state, row.attempts));
+    (
+        AttemptResult::RetryAt {
+            at,
+            error: error.clone(),
+        },
+        audit("relay_failed", json!({"error": error, "retry_at": at})),
+    )
+}
+
+/// [`RETRY_INITIAL`] doubled per attempt, at most [`RETRY_MAX`], spread by
+/// ±20 % so that many failed deliveries do not retry in step.
+fn backoff_ms(state: &AppState, attempts: i64) -> i64 {
+    let initial = RETRY_INITIAL.as_millis() as f64;
+    let max = RETRY_MAX.as_millis() as f64;
+    let doublings = attempts.saturating_sub(1).clamp(0, 40) as i32;
+    let base = (initial * 2f64.powi(doublings)).min(max);
+    let [a, b] = state.random_bytes::<2>();
+    let unit = f64::from(u16::from_le_bytes([a, b])) / f64::from(u16::MAX);
+    (base * (0.8 + 0.4 * unit)).min(max).round() as i64
+}
+
+/// An error without its URL (a webhook's URL may carry a secret).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    format!("the request {kind}")
+}
+
+/// Decides `expire` for pending requests past their time, at most `limit`
+/// per call, with their webhook rows; returns how many. Nothing is unbound.
+pub async fn expire_due(state: &AppState, limit: i64) -> Result<usize, String> {
+    let now = state.now_ms();
+    let due = state
+        .repo
+        .overdue(now, limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut expired = 0;
+    for request in due {
+        let decision = crate::decision::decide(state, &request, RequestStatus::Expired, now)?;
+        let audit = NewAudit::new(
+            "decided",
+            Some("system"),
+            json!({"decision": "expire", "decision_id": decision.decision_id, "why": "no answer before expires_at"}),
+        );
+        let rows = rows_for(state, &request.identity_server, &decision);
+        match state
+            .repo
+            .decide(&request.id, &decision, &audit, &rows)
+            .await
+        {
+            Ok(crate::storage::Decided::Now) => {
+                expired += 1;
+                tracing::info!(request_id = %request.id, "request expired");
+            }
+            Ok(crate::storage::Decided::AlreadyFinal(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if expired > 0 {
+        state.relay_wake.notify_one();
+    }
+    Ok(expired)
+}
+
+/// Runs [`expire_due`] every `every` until the process ends.
+pub fn spawn_expiry(state: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            loop {
+                match expire_due(&state, 100).await {
+                    Ok(100) => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the expiry job failed; trying again");
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;
