@@ -120,3 +120,274 @@ async fn with_the_sydent_internal_sink_approve_unbinds_at_sydent_and_deny_does_n
         1
     );
 }
+
+/// Forwards every connection on `port` to `to` (host:port), from now on.
+async fn forward_port(port: u16, to: String) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the forwarder");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_relay_cut_short_by_a_crash_completes_after_a_restart() {
+    let sydent = Sydent::start(IS_NAME).await;
+    let hs = Homeserver::new("hs.test", 5);
+    // The sink's address answers nothing yet: the first delivery fails.
+    let port = assent_e2e::free_port();
+    let config = format!(
+        "{}\n[[identity_servers]]\nname = \"{IS_NAME}\"\ndisplay_name = \"Test identity server\"\n\
+         operator = \"Tests\"\nupstream = \"{}\"\nbinding_check = \"v1_lookup\"\n\
+         relay = [{{ kind = \"sydent-internal\", url = \"http://127.0.0.1:{port}\" }}]\n",
+        hs.pinned_toml(),
+        sydent.base
+    );
+    let mut assent = Assent::start(Options {
+        config: Some(config),
+        ..Options::default()
+    })
+    .await;
+    sydent.bind("erin@example.org", &hs.mxid("erin")).await;
+    hold(&assent, &hs, "erin", "erin@example.org").await;
+    let token = token_mailed_to(&assent.data_dir.join("mail"), "erin@example.org").await;
+    decide(&assent, &token, "approve").await;
+    let started = Instant::now();
+    while assent
+        .count("audit_events WHERE kind = 'relay_failed'")
+        .await
+        == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no failed attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SIGKILL: no shutdown of any kind, with the relay still to do.
+    assent.kill();
+    assert_eq!(
+        sydent.lookup("erin@example.org").await,
+        Some(hs.mxid("erin"))
+    );
+    let internal = sydent.internal.trim_start_matches("http://").to_owned();
+    let _forward = forward_port(port, internal).await;
+    assent.restart_keeping_links().await;
+    let started = Instant::now();
+    while sydent.lookup("erin@example.org").await.is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the relay did not complete after the restart:\n{}",
+            assent.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        assent
+            .count("audit_events WHERE kind = 'relay_delivered'")
+            .await,
+        1
+    );
+}
+
+/// A webhook receiver that counts deliveries per `Idempotency-Key`.
+async fn webhook_counter() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+        Default::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let counts = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    // Headers, then as much body as Content-Length says.
+                    if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if data.len() >= end + 4 + length {
+                            let key = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("idempotency-key:"))
+                                .map(|v| v.trim().to_owned())
+                                .unwrap_or_default();
+                            *counts.lock().unwrap().entry(key).or_insert(0) += 1;
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// The consent token mailed to `address` by whichever replica sent it.
+async fn token_in_any(dirs: &[std::path::PathBuf], address: &str) -> String {
+    let started = Instant::now();
+    loop {
+        for dir in dirs {
+            let mailed = std::fs::read_dir(dir).ok().is_some_and(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .any(|text| text.contains(&format!("To: {address}")))
+            });
+            if mailed {
+                return token_mailed_to(dir, address).await;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no email to {address}; {}",
+            {
+                let mut listing = String::new();
+                for dir in dirs {
+                    for entry in std::fs::read_dir(dir)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Result::ok)
+                    {
+                        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                        if text.contains(address) {
+                            let to = text
+                                .lines()
+                                .find(|l| l.starts_with("To:"))
+                                .unwrap_or("")
+                                .to_owned();
+                            listing.push_str(&format!("{} {to:?}\n", entry.path().display()));
+                        }
+                    }
+                }
+                listing
+            }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_postgresql_relay_each_of_200_decisions_once() {
+    if std::env::var_os("TEST_POSTGRES_URL").is_none() {
+        eprintln!("runs in the PostgreSQL pass of `cargo xtask test` (TEST_POSTGRES_URL)");
+        return;
+    }
+    let hs = Homeserver::new("hs.test", 6);
+    let (hook, deliveries) = webhook_counter().await;
+    let config = format!(
+        "{}\n[limits]\nunbinds_per_origin_per_minute = 100000\n\n\
+         [[identity_servers]]\nname = \"{IS_NAME}\"\ndisplay_name = \"Test identity server\"\n\
+         operator = \"Tests\"\nupstream = \"http://127.0.0.1:9/\"\nbinding_check = \"none\"\n\
+         relay = [{{ kind = \"webhook\", url = \"{hook}\" }}]\n",
+        hs.pinned_toml()
+    );
+    let first = Assent::start(Options {
+        config: Some(config.clone()),
+        ..Options::default()
+    })
+    .await;
+    let url = first.database_url.clone().expect("a PostgreSQL database");
+    // Replicas share the signing key (it also makes the consent links):
+    // the second gets a copy of the first's.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        first.data_dir.join("signing.key"),
+        shared.path().join("signing.key"),
+    )
+    .unwrap();
+    let second = Assent::start(Options {
+        config: Some(config),
+        env: vec![
+            ("ASSENT_DATABASE_URL".to_owned(), url),
+            (
+                "ASSENT_DATA_DIR".to_owned(),
+                shared.path().display().to_string(),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let replicas = [&first, &second];
+    const N: usize = 200;
+    for i in 0..N {
+        hold(
+            replicas[i % 2],
+            &hs,
+            &format!("u{i}"),
+            &format!("u{i}@example.org"),
+        )
+        .await;
+    }
+    // Decisions from several client addresses (each may look up 60 links a
+    // minute per process), alternating between the replicas.
+    let clients: Vec<reqwest::Client> = (2..6)
+        .map(|last| {
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for i in 0..N {
+        let address = format!("u{i}@example.org");
+        let dirs = [first.data_dir.join("mail"), shared.path().join("mail")];
+        let token = token_in_any(&dirs, &address).await;
+        let word = if i % 3 == 0 { "deny" } else { "approve" };
+        let response = clients[(i / 2) % clients.len()]
+            .post(replicas[i % 2].url(&format!("/_assent/v1/consent/{token}/decision")))
+            .json(&serde_json::json!({ "decision": word }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "decision {i}");
+    }
+    let started = Instant::now();
+    while deliveries.lock().unwrap().len() < N {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} of {N} decisions delivered",
+            deliveries.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time for any duplicate to arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = deliveries.lock().unwrap().clone();
+    assert_eq!(counts.len(), N);
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(
+        first
+            .count("outbox WHERE kind = 'relay' AND state = 'done'")
+            .await,
+        N as i64
+    );
+}
