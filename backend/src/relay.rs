@@ -56,28 +56,54 @@ fn sink_name(sink: &RelaySink) -> &'static str {
 }
 
 /// The relay rows for `decision` on a request held for `identity_server`:
-/// each carries its sink as configured now, so a later config change does
-/// not redirect a decision already made.
+/// one per webhook, and one for the unbinding sinks (`replay`,
+/// `sydent-internal`) together: the first as configured, the others as its
+/// fallbacks in order, tried when the one before refuses. Each row carries
+/// its sinks as configured now, so a later config change does not redirect
+/// a decision already made.
 pub fn rows_for(state: &AppState, identity_server: &str, decision: &Decision) -> Vec<NewOutbox> {
     let Some(is) = state.config.identity_server(identity_server) else {
         return Vec::new();
     };
-    is.relay
+    let applying: Vec<(usize, &RelaySink)> = is
+        .relay
         .iter()
         .enumerate()
         .filter(|(_, sink)| applies(sink, decision.status))
-        .filter_map(|(i, sink)| {
-            Some(NewOutbox {
-                kind: OutboxKind::Relay,
-                sink: Some(sink_name(sink).to_owned()),
-                idempotency_key: format!("relay:{}:{i}", decision.decision_id),
-                payload: json!({
-                    "sink": serde_json::to_value(sink).ok()?,
-                    "decision_id": decision.decision_id,
-                }),
-            })
+        .collect();
+    let row = |i: usize, chain: &[&RelaySink]| -> Option<NewOutbox> {
+        let (first, fallbacks) = chain.split_first()?;
+        Some(NewOutbox {
+            kind: OutboxKind::Relay,
+            sink: Some(sink_name(first).to_owned()),
+            idempotency_key: format!("relay:{}:{i}", decision.decision_id),
+            payload: json!({
+                "sink": serde_json::to_value(first).ok()?,
+                "fallbacks": fallbacks
+                    .iter()
+                    .map(|s| serde_json::to_value(s).ok())
+                    .collect::<Option<Vec<_>>>()?,
+                "decision_id": decision.decision_id,
+            }),
         })
-        .collect()
+    };
+    let unbinding: Vec<&RelaySink> = applying
+        .iter()
+        .filter(|(_, sink)| !matches!(sink, RelaySink::Webhook { .. }))
+        .map(|(_, sink)| *sink)
+        .collect();
+    let mut rows: Vec<NewOutbox> = applying
+        .iter()
+        .filter(|(_, sink)| matches!(sink, RelaySink::Webhook { .. }))
+        .filter_map(|(i, sink)| row(*i, &[sink]))
+        .collect();
+    if let Some(first) = applying
+        .iter()
+        .find(|(_, sink)| !matches!(sink, RelaySink::Webhook { .. }))
+    {
+        rows.extend(row(first.0, &unbinding));
+    }
+    rows
 }
 
 /// Runs the worker until the process ends.
@@ -161,33 +187,105 @@ async fn deliver(state: &AppState, row: &OutboxRow) -> (AttemptResult, NewAudit)
     if row.attempts > MAX_ATTEMPTS {
         return give_up("too many attempts".to_owned());
     }
-    let Some(sink) = row
-        .payload
-        .get("sink")
-        .and_then(|s| serde_json::from_value::<RelaySink>(s.clone()).ok())
-    else {
-        return give_up("the outbox row names no sink".to_owned());
+    let chain: Option<Vec<RelaySink>> = std::iter::once(row.payload.get("sink"))
+        .chain(
+            row.payload
+                .get("fallbacks")
+                .and_then(|f| f.as_array())
+                .into_iter()
+                .flatten()
+                .map(Some),
+        )
+        .map(|s| s.and_then(|s| serde_json::from_value::<RelaySink>(s.clone()).ok()))
+        .collect();
+    let Some(chain) = chain.filter(|c| !c.is_empty()) else {
+        return give_up("the outbox row names no valid sink".to_owned());
     };
     let request = match state.repo.request(&row.request_id).await {
         Ok(Some(request)) => request,
         Ok(None) => return give_up("the request does not exist".to_owned()),
         Err(e) => return retry(state, row, format!("cannot read the request: {e}"), &audit),
     };
+    let mut refused = None;
+    for (position, sink) in chain.iter().enumerate() {
+        let sink_audit = |kind: &str, detail: serde_json::Value| {
+            let mut event = audit(kind, detail);
+            event.detail["sink"] = json!(sink_name(sink));
+            if position > 0 {
+                event.detail["fallback"] = json!(position);
+            }
+            event
+        };
+        match send(state, &request, sink).await {
+            Sent::Delivered(status) => {
+                return (
+                    AttemptResult::Done,
+                    sink_audit(
+                        "relay_delivered",
+                        json!({"status": status, "decision_id": request.decision_id}),
+                    ),
+                );
+            }
+            Sent::Refused(status, body) => {
+                let event = sink_audit("relay_refused", json!({"status": status, "body": body}));
+                // A refusal with a fallback left: recorded, then the next.
+                if position + 1 < chain.len() {
+                    if let Err(e) = state
+                        .repo
+                        .append_audit(&row.request_id, state.now_ms(), &event)
+                        .await
+                    {
+                        tracing::error!(request = %row.request_id, error = %e, "cannot record a refused relay");
+                    }
+                }
+                refused = Some((status, event));
+            }
+            Sent::Unusable(why) => return give_up(why),
+            Sent::Failed(why) => {
+                // Tried again later from the first sink: a fallback is for
+                // refusals, not for a sink that is down for a while.
+                return retry(state, row, why, &sink_audit);
+            }
+        }
+    }
+    match refused {
+        Some((status, event)) => (
+            AttemptResult::GiveUp {
+                error: format!("refused with {status}"),
+            },
+            event,
+        ),
+        None => give_up("no sink was tried".to_owned()),
+    }
+}
+
+/// What one sink made of one delivery.
+enum Sent {
+    Delivered(u16),
+    /// A 4xx, with the answer's first [`KEPT_BODY`] characters.
+    Refused(u16, String),
+    /// Never deliverable (nothing to replay, say).
+    Unusable(String),
+    /// Worth another try later (network, 5xx).
+    Failed(String),
+}
+
+async fn send(state: &AppState, request: &crate::storage::StoredRequest, sink: &RelaySink) -> Sent {
     let Some(document) = request.decision_doc.clone() else {
-        return give_up("the request has no decision document".to_owned());
+        return Sent::Unusable("the request has no decision document".to_owned());
     };
     let decision_id = request.decision_id.clone().unwrap_or_default();
     let http = state.upstream.clone();
-    let call = match &sink {
+    let call = match sink {
         RelaySink::Replay => {
             let Some(raw) = &request.raw else {
-                return give_up("no original request is stored to replay".to_owned());
+                return Sent::Unusable("no original request is stored to replay".to_owned());
             };
             let Some(is) = state.config.identity_server(&request.identity_server) else {
-                return give_up("the identity server is no longer configured".to_owned());
+                return Sent::Unusable("the identity server is no longer configured".to_owned());
             };
             let Ok(method) = reqwest::Method::from_bytes(raw.method.as_bytes()) else {
-                return give_up(format!("the stored method {:?} is not valid", raw.method));
+                return Sent::Unusable(format!("the stored method {:?} is not valid", raw.method));
             };
             let url = crate::intake::upstream::upstream_url(is, &raw.path);
             let mut call = http.request(method, url).body(raw.body.clone());
@@ -221,27 +319,14 @@ async fn deliver(state: &AppState, row: &OutboxRow) -> (AttemptResult, NewAudit)
             let body = response.text().await.unwrap_or_default();
             let kept: String = body.chars().take(KEPT_BODY).collect();
             if status.is_success() {
-                (
-                    AttemptResult::Done,
-                    audit(
-                        "relay_delivered",
-                        json!({"status": status.as_u16(), "decision_id": decision_id}),
-                    ),
-                )
+                Sent::Delivered(status.as_u16())
             } else if status.is_client_error() {
-                let why = format!("refused with {status}");
-                (
-                    AttemptResult::GiveUp { error: why },
-                    audit(
-                        "relay_refused",
-                        json!({"status": status.as_u16(), "body": kept}),
-                    ),
-                )
+                Sent::Refused(status.as_u16(), kept)
             } else {
-                retry(state, row, format!("answered {status}: {kept}"), &audit)
+                Sent::Failed(format!("answered {status}: {kept}"))
             }
         }
-        Err(e) => retry(state, row, without_url(&e), &audit),
+        Err(e) => Sent::Failed(without_url(&e)),
     }
 }
 

@@ -154,6 +154,11 @@ impl Harness {
         }
     }
 
+    /// The test homeserver's Matrix ID for `local`.
+    pub(crate) fn hs_mxid(&self, local: &str) -> String {
+        self.hs.mxid(local)
+    }
+
     pub(crate) fn body_for(&self, local: &str) -> Vec<u8> {
         format!(
             r#"{{"mxid":"{}","threepid":{{"address":"{local}@example.org","medium":"email"}}}}"#,

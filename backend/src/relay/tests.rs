@@ -269,3 +269,66 @@ async fn the_expiry_job_expires_overdue_requests_and_tells_webhooks_only() {
     assert_eq!(doc["decision"], "expire");
     assert_eq!(doc["request_id"], old.as_str());
 }
+
+#[tokio::test]
+async fn a_refused_replay_falls_back_to_the_next_unbinding_sink_and_a_delivered_one_does_not() {
+    let (upstream, replayed) = receiver(0, 403).await;
+    let (internal, unbound) = receiver(0, 200).await;
+    let h = Harness::new(|c| {
+        let is = &mut c.identity_servers[0];
+        is.upstream = url::Url::parse(&upstream).unwrap();
+        is.relay = vec![
+            RelaySink::Replay,
+            RelaySink::SydentInternal {
+                url: url::Url::parse(&internal).unwrap(),
+            },
+        ];
+    })
+    .await;
+    let (id, token) = held(&h, "frank").await;
+    assert_eq!(decide(&h, &token, "approve").await, StatusCode::OK);
+    relay_all(&h).await;
+    assert_eq!(
+        replayed.lock().unwrap().len(),
+        1,
+        "the replay was tried once"
+    );
+    let calls = unbound.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "then the fallback, once");
+    let (_, path, _, body) = &calls[0];
+    assert_eq!(path, "/_matrix/identity/internal/unbind");
+    let body: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(body["medium"], "email");
+    assert_eq!(body["mxid"], h.hs_mxid("frank"));
+    let rows = h.state.repo.outbox_for(&id).await.unwrap();
+    let relay_rows = relays(&rows);
+    assert_eq!(relay_rows.len(), 1, "one row for the unbinding sinks");
+    assert_eq!(relay_rows[0].state, OutboxState::Done);
+    let trail = h.state.repo.audit_trail(&id).await.unwrap();
+    let refused = trail.iter().find(|e| e.kind == "relay_refused").unwrap();
+    assert_eq!(refused.detail["sink"], "replay");
+    assert_eq!(refused.detail["status"], 403);
+    let delivered = trail.iter().find(|e| e.kind == "relay_delivered").unwrap();
+    assert_eq!(delivered.detail["sink"], "sydent-internal");
+    assert_eq!(delivered.detail["fallback"], 1);
+
+    // When the first unbinding sink delivers, the fallback is left alone.
+    let (upstream, replayed) = receiver(0, 200).await;
+    let (internal, unbound) = receiver(0, 200).await;
+    let h = Harness::new(|c| {
+        let is = &mut c.identity_servers[0];
+        is.upstream = url::Url::parse(&upstream).unwrap();
+        is.relay = vec![
+            RelaySink::Replay,
+            RelaySink::SydentInternal {
+                url: url::Url::parse(&internal).unwrap(),
+            },
+        ];
+    })
+    .await;
+    let (_, token) = held(&h, "gina").await;
+    assert_eq!(decide(&h, &token, "approve").await, StatusCode::OK);
+    relay_all(&h).await;
+    assert_eq!(replayed.lock().unwrap().len(), 1);
+    assert!(unbound.lock().unwrap().is_empty());
+}
