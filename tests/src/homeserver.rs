@@ -44,6 +44,27 @@ impl Homeserver {
         )
     }
 
+    /// Its `/_matrix/key/v2/server` document, self-signed, valid for a day.
+    pub fn key_document(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let value = serde_json::json!({
+            "server_name": self.name,
+            "verify_keys": {self.key_id(): {"key": self.public_key()}},
+            "old_verify_keys": {},
+            "valid_until_ts": now + 86_400_000,
+        });
+        let ruma_common::CanonicalJsonValue::Object(mut object) =
+            ruma_common::canonical_json::to_canonical_value(value).expect("canonical JSON")
+        else {
+            unreachable!("an object")
+        };
+        ruma_signatures::sign_json(&self.name, &self.key, &mut object).expect("sign");
+        serde_json::to_string(&object).expect("JSON")
+    }
+
     pub fn mxid(&self, local: &str) -> String {
         format!("@{local}:{}", self.name)
     }

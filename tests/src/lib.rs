@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod homeserver;
+pub mod key_server;
 pub mod page_server;
 pub mod smtp;
 pub mod sydent;

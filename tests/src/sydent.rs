@@ -43,7 +43,8 @@ impl Sydent {
         let port = crate::free_port();
         let internal_port = crate::free_port();
         let config = format!(
-            "[general]\nserver.name = {name}\nlog.path =\npidfile.path = {dir}/sydent.pid\n\n\
+            "[general]\nserver.name = {name}\nlog.path =\npidfile.path = {dir}/sydent.pid\n\
+             ip.whitelist = 127.0.0.0/8\n\n\
              [db]\ndb.file = {dir}/sydent.db\n\n\
              [http]\nclientapi.http.bind_address = 127.0.0.1\nclientapi.http.port = {port}\n\
              internalapi.http.bind_address = 127.0.0.1\ninternalapi.http.port = {internal_port}\n\

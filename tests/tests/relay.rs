@@ -391,3 +391,62 @@ async fn two_replicas_on_one_postgresql_relay_each_of_200_decisions_once() {
         N as i64
     );
 }
+
+#[tokio::test]
+async fn with_the_replay_sink_sydent_itself_accepts_the_homeserver_s_request_once_approved() {
+    let sydent = Sydent::start(IS_NAME).await;
+    // The homeserver is named by its key server's address, so sydent finds
+    // its keys there (over TLS; the test config skips certificate checks).
+    let listener = assent_e2e::key_server::KeyServer::reserve().await;
+    let name = listener.local_addr().unwrap().to_string();
+    let hs = Homeserver::new(&name, 7);
+    let _keys = assent_e2e::key_server::KeyServer::start(listener, &hs);
+    let config = format!(
+        "{}\n[[identity_servers]]\nname = \"{IS_NAME}\"\ndisplay_name = \"Test identity server\"\n\
+         operator = \"Tests\"\nupstream = \"{}\"\nbinding_check = \"v1_lookup\"\n\
+         relay = [{{ kind = \"replay\" }}]\n",
+        hs.pinned_toml(),
+        sydent.base
+    );
+    let assent = Assent::start(Options {
+        config: Some(config),
+        ..Options::default()
+    })
+    .await;
+    let mail = assent.data_dir.join("mail");
+    for (local, address) in [("hana", "hana@example.org"), ("ivo", "ivo@example.org")] {
+        sydent.bind(address, &hs.mxid(local)).await;
+        hold(&assent, &hs, local, address).await;
+        assert_eq!(sydent.lookup(address).await, Some(hs.mxid(local)));
+    }
+    decide(
+        &assent,
+        &token_mailed_to(&mail, "ivo@example.org").await,
+        "deny",
+    )
+    .await;
+    decide(
+        &assent,
+        &token_mailed_to(&mail, "hana@example.org").await,
+        "approve",
+    )
+    .await;
+    let started = Instant::now();
+    while sydent.lookup("hana@example.org").await.is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "sydent never took the replayed unbind:\n{}\n--- sydent:\n{}",
+            assent.stderr_text(),
+            sydent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sydent.lookup("ivo@example.org").await, Some(hs.mxid("ivo")));
+    assert_eq!(
+        assent
+            .count("audit_events WHERE kind = 'relay_delivered'")
+            .await,
+        1
+    );
+}
