@@ -32,6 +32,10 @@ pub struct Config {
     /// How long a request waits for the owner before it expires.
     #[serde(with = "humantime_serde")]
     pub request_ttl: Duration,
+    /// How long after a decision its relay keeps trying a sink that fails
+    /// (network errors, 5xx) before it gives up.
+    #[serde(with = "humantime_serde")]
+    pub relay_give_up_after: Duration,
     /// What a homeserver is told while its request is held.
     pub held_response: HeldResponse,
     /// What happens to phone-number unbinds, which have no owner to ask.
@@ -221,6 +225,7 @@ impl Default for Config {
             database_url: None,
             dist_dir: PathBuf::from("./dist"),
             request_ttl: Duration::from_secs(7 * 24 * 3600),
+            relay_give_up_after: Duration::from_secs(36 * 3600),
             held_response: HeldResponse::Accepted,
             msisdn_policy: MsisdnPolicy::Hold,
             email: EmailConfig::default(),
@@ -409,6 +414,18 @@ impl Config {
                 "database_url",
                 "is neither a sqlite: nor a postgres:// URL",
                 "use sqlite://./data/assent.db or postgres://user:pass@host/db",
+            ));
+        }
+        if self.relay_give_up_after < Duration::from_secs(60)
+            || self.relay_give_up_after > Duration::from_secs(90 * 24 * 3600)
+        {
+            errors.push(problem(
+                "relay_give_up_after",
+                format!(
+                    "{} is outside 1 minute to 90 days",
+                    humantime::format_duration(self.relay_give_up_after)
+                ),
+                "use a duration such as \"36h\"",
             ));
         }
         if self.request_ttl < Duration::from_secs(60)
@@ -673,7 +690,7 @@ impl Config {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
     "listen",
     "public_url",
     "server_name",
@@ -681,6 +698,7 @@ const TOP_LEVEL_KEYS: [&str; 13] = [
     "database_url",
     "dist_dir",
     "request_ttl",
+    "relay_give_up_after",
     "held_response",
     "msisdn_policy",
     "email",
@@ -827,7 +845,7 @@ fn fix_for(key: &str) -> String {
         "public_url" | "upstream" | "privacy_policy_url" | "url" => {
             "write a full URL, e.g. \"https://consent.example.org\""
         }
-        "request_ttl" => "write a duration, e.g. \"7d\" or \"48h\"",
+        "request_ttl" | "relay_give_up_after" => "write a duration, e.g. \"7d\" or \"48h\"",
         "held_response" => "use \"accepted\", \"forbidden\" or \"not_supported\"",
         "msisdn_policy" => "use \"hold\", \"forward\" or \"reject\"",
         "transport" => "use \"file\" or \"smtp\"",

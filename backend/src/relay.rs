@@ -12,7 +12,7 @@
 //!
 //! A 2xx is delivered; a 4xx is a refusal, recorded with the answer and not
 //! retried; network errors and 5xx are retried with exponential backoff and
-//! jitter, up to [`MAX_ATTEMPTS`]. Every attempt goes into the request's
+//! jitter, for `relay_give_up_after` from the decision. Every attempt goes into the request's
 //! audit trail. Delivery is at least once: a crash between the send and the
 //! record resends after the lease, which the idempotency key (and an unbind's
 //! own idempotence) makes harmless.
@@ -30,9 +30,10 @@ const BATCH: i64 = 16;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// A row's lease: longer than one delivery can take.
 const LEASE: Duration = Duration::from_secs(120);
-/// Attempts before a delivery is given up (with the backoff below, about a
-/// day and a half).
-pub const MAX_ATTEMPTS: i64 = 40;
+/// Attempts before a delivery is given up whatever the time (a row whose
+/// attempts keep crashing the process, say); the time limit is
+/// `relay_give_up_after`.
+pub const MAX_ATTEMPTS: i64 = 1000;
 /// The first retry's delay, doubled each time up to [`RETRY_MAX`].
 const RETRY_INITIAL: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(3600);
@@ -204,7 +205,15 @@ async fn deliver(state: &AppState, row: &OutboxRow) -> (AttemptResult, NewAudit)
     let request = match state.repo.request(&row.request_id).await {
         Ok(Some(request)) => request,
         Ok(None) => return give_up("the request does not exist".to_owned()),
-        Err(e) => return retry(state, row, format!("cannot read the request: {e}"), &audit),
+        Err(e) => {
+            return retry(
+                state,
+                row,
+                None,
+                format!("cannot read the request: {e}"),
+                &audit,
+            )
+        }
     };
     let mut refused = None;
     for (position, sink) in chain.iter().enumerate() {
@@ -244,7 +253,7 @@ async fn deliver(state: &AppState, row: &OutboxRow) -> (AttemptResult, NewAudit)
             Sent::Failed(why) => {
                 // Tried again later from the first sink: a fallback is for
                 // refusals, not for a sink that is down for a while.
-                return retry(state, row, why, &sink_audit);
+                return retry(state, row, request.decided_at, why, &sink_audit);
             }
         }
     }
@@ -330,14 +339,19 @@ async fn send(state: &AppState, request: &crate::storage::StoredRequest, sink: &
     }
 }
 
-/// A failure worth another try: later, or given up past [`MAX_ATTEMPTS`].
+/// A failure worth another try: later, or given up once
+/// `relay_give_up_after` has passed since the decision (or past
+/// [`MAX_ATTEMPTS`]).
 fn retry(
     state: &AppState,
     row: &OutboxRow,
+    decided_at: Option<i64>,
     error: String,
     audit: &dyn Fn(&str, serde_json::Value) -> NewAudit,
 ) -> (AttemptResult, NewAudit) {
-    if row.attempts >= MAX_ATTEMPTS {
+    let horizon = i64::try_from(state.config.relay_give_up_after.as_millis()).unwrap_or(i64::MAX);
+    let too_late = decided_at.is_some_and(|at| state.now_ms() >= at.saturating_add(horizon));
+    if row.attempts >= MAX_ATTEMPTS || too_late {
         return (
             AttemptResult::GiveUp {
                 error: error.clone(),

@@ -414,11 +414,28 @@ async fn with_the_replay_sink_sydent_itself_accepts_the_homeserver_s_request_onc
     })
     .await;
     let mail = assent.data_dir.join("mail");
-    for (local, address) in [("hana", "hana@example.org"), ("ivo", "ivo@example.org")] {
+    for (local, address) in [
+        ("hana", "hana@example.org"),
+        ("ivo", "ivo@example.org"),
+        ("jo", "jo@example.org"),
+    ] {
         sydent.bind(address, &hs.mxid(local)).await;
         hold(&assent, &hs, local, address).await;
         assert_eq!(sydent.lookup(address).await, Some(hs.mxid(local)));
     }
+    // Jo's request runs out of time: an approval then comes too late, the
+    // request is expired instead, and nothing is unbound.
+    let jo = token_mailed_to(&mail, "jo@example.org").await;
+    assent
+        .execute("UPDATE requests SET expires_at = 1 WHERE address = 'jo@example.org'")
+        .await;
+    let late = reqwest::Client::new()
+        .post(assent.url(&format!("/_assent/v1/consent/{jo}/decision")))
+        .json(&serde_json::json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 410);
     decide(
         &assent,
         &token_mailed_to(&mail, "ivo@example.org").await,
@@ -443,6 +460,7 @@ async fn with_the_replay_sink_sydent_itself_accepts_the_homeserver_s_request_onc
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sydent.lookup("ivo@example.org").await, Some(hs.mxid("ivo")));
+    assert_eq!(sydent.lookup("jo@example.org").await, Some(hs.mxid("jo")));
     assert_eq!(
         assent
             .count("audit_events WHERE kind = 'relay_delivered'")

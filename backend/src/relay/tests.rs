@@ -332,3 +332,35 @@ async fn a_refused_replay_falls_back_to_the_next_unbinding_sink_and_a_delivered_
     assert_eq!(replayed.lock().unwrap().len(), 1);
     assert!(unbound.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_sink_that_keeps_failing_is_given_up_after_the_configured_horizon() {
+    let (hook, hooked) = receiver(usize::MAX, 200).await;
+    let h = Harness::new(|c| {
+        c.relay_give_up_after = std::time::Duration::from_secs(3 * 3600);
+        c.identity_servers[0].relay = vec![RelaySink::Webhook {
+            url: url::Url::parse(&hook).unwrap(),
+        }];
+    })
+    .await;
+    let (id, token) = held(&h, "kim").await;
+    assert_eq!(decide(&h, &token, "deny").await, StatusCode::OK);
+    // Each round moves the clock two hours: tried at 0 h and 2 h, given up
+    // at 4 h, past the three hours configured.
+    relay_all(&h).await;
+    assert_eq!(hooked.lock().unwrap().len(), 3);
+    let rows = h.state.repo.outbox_for(&id).await.unwrap();
+    assert_eq!(relays(&rows)[0].state, OutboxState::GivenUp);
+    let trail = h.state.repo.audit_trail(&id).await.unwrap();
+    let kinds: Vec<&str> = trail.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "relay_failed").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "relay_given_up").count(),
+        1,
+        "{kinds:?}"
+    );
+}
