@@ -417,12 +417,12 @@ impl Config {
             ));
         }
         if self.relay_give_up_after < Duration::from_secs(60)
-            || self.relay_give_up_after > Duration::from_secs(90 * 24 * 3600)
+            || self.relay_give_up_after > Duration::from_secs(30 * 24 * 3600)
         {
             errors.push(problem(
                 "relay_give_up_after",
                 format!(
-                    "{} is outside 1 minute to 90 days",
+                    "{} is outside 1 minute to 30 days",
                     humantime::format_duration(self.relay_give_up_after)
                 ),
                 "use a duration such as \"36h\"",

@@ -140,15 +140,15 @@ async fn run(state: AppState, owner: String) {
         let mut sends = tokio::task::JoinSet::new();
         for row in rows {
             let (state, owner) = (state.clone(), owner.clone());
-            sends.spawn(async move { attempt(&state, &owner, row).await });
+            sends.spawn(async move { attempt(&state, &owner, row, now).await });
         }
         while sends.join_next().await.is_some() {}
     }
 }
 
-/// One attempt at one row, recorded whatever happens.
-pub async fn attempt(state: &AppState, owner: &str, row: OutboxRow) {
-    let (result, audit) = deliver(state, &row).await;
+/// One attempt at one row leased at `claimed_at`, recorded whatever happens.
+pub async fn attempt(state: &AppState, owner: &str, row: OutboxRow, claimed_at: i64) {
+    let (result, audit) = deliver(state, &row, claimed_at).await;
     let now = state.now_ms();
     match state
         .repo
@@ -171,7 +171,12 @@ pub async fn attempt(state: &AppState, owner: &str, row: OutboxRow) {
 }
 
 /// One delivery of `row`, and how the row ends.
-async fn deliver(state: &AppState, row: &OutboxRow) -> (AttemptResult, NewAudit) {
+async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (AttemptResult, NewAudit) {
+    // A sink is tried only if its whole request fits in what is left of the
+    // lease, so that no other replica can take the row meanwhile.
+    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+    let send_ms = i64::try_from(UPSTREAM_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+    let start_by = claimed_at.saturating_add(lease_ms - send_ms - 10_000);
     let sink_label = row.sink.clone().unwrap_or_default();
     let audit = |kind: &str, detail: serde_json::Value| {
         let mut detail = detail;
@@ -215,6 +220,14 @@ async fn deliver(state: &AppState, row: &OutboxRow) -> (AttemptResult, NewAudit)
             )
         }
     };
+    // Past the horizon nothing more is sent, whatever ended the last try.
+    let horizon = i64::try_from(state.config.relay_give_up_after.as_millis()).unwrap_or(i64::MAX);
+    if request
+        .decided_at
+        .is_some_and(|at| state.now_ms() >= at.saturating_add(horizon))
+    {
+        return give_up("relay_give_up_after has passed since the decision".to_owned());
+    }
     let mut refused = None;
     for (position, sink) in chain.iter().enumerate() {
         let sink_audit = |kind: &str, detail: serde_json::Value| {
@@ -225,6 +238,15 @@ async fn deliver(state: &AppState, row: &OutboxRow) -> (AttemptResult, NewAudit)
             }
             event
         };
+        if state.now_ms() > start_by {
+            return (
+                AttemptResult::RetryAt {
+                    at: state.now_ms(),
+                    error: "the lease ran short; continued in a new attempt".to_owned(),
+                },
+                sink_audit("relay_failed", json!({"error": "the lease ran short"})),
+            );
+        }
         match send(state, &request, sink).await {
             Sent::Delivered(status) => {
                 return (
@@ -236,7 +258,10 @@ async fn deliver(state: &AppState, row: &OutboxRow) -> (AttemptResult, NewAudit)
                 );
             }
             Sent::Refused(status, body) => {
-                let event = sink_audit("relay_refused", json!({"status": status, "body": body}));
+                let event = sink_audit(
+                    "relay_refused",
+                    json!({"status": status, "body": redact_sink(sink, &body)}),
+                );
                 // A refusal with a fallback left: recorded, then the next.
                 if position + 1 < chain.len() {
                     if let Err(e) = state
@@ -247,23 +272,34 @@ async fn deliver(state: &AppState, row: &OutboxRow) -> (AttemptResult, NewAudit)
                         tracing::error!(request = %row.request_id, error = %e, "cannot record a refused relay");
                     }
                 }
-                refused = Some((status, event));
+                refused = Some((format!("refused with {status}"), event));
             }
-            Sent::Unusable(why) => return give_up(why),
+            Sent::Unusable(why) => {
+                // This sink can never take this request (nothing stored to
+                // replay, say): recorded, then the next one.
+                let event = sink_audit("relay_unusable", json!({"error": why}));
+                if position + 1 < chain.len() {
+                    if let Err(e) = state
+                        .repo
+                        .append_audit(&row.request_id, state.now_ms(), &event)
+                        .await
+                    {
+                        tracing::error!(request = %row.request_id, error = %e, "cannot record an unusable relay sink");
+                    }
+                }
+                refused = Some((why, event));
+            }
             Sent::Failed(why) => {
                 // Tried again later from the first sink: a fallback is for
                 // refusals, not for a sink that is down for a while.
+                let why = redact_sink(sink, &why);
                 return retry(state, row, request.decided_at, why, &sink_audit);
             }
         }
     }
     match refused {
-        Some((status, event)) => (
-            AttemptResult::GiveUp {
-                error: format!("refused with {status}"),
-            },
-            event,
-        ),
+        // The last sink's refusal (or why it could not be used) ends the row.
+        Some((why, event)) => (AttemptResult::GiveUp { error: why }, event),
         None => give_up("no sink was tried".to_owned()),
     }
 }
@@ -325,18 +361,57 @@ async fn send(state: &AppState, request: &crate::storage::StoredRequest, sink: &
     match call.timeout(UPSTREAM_TIMEOUT).send().await {
         Ok(response) => {
             let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            let kept: String = body.chars().take(KEPT_BODY).collect();
             if status.is_success() {
-                Sent::Delivered(status.as_u16())
-            } else if status.is_client_error() {
-                Sent::Refused(status.as_u16(), kept)
-            } else {
-                Sent::Failed(format!("answered {status}: {kept}"))
+                return Sent::Delivered(status.as_u16());
+            }
+            let kept = first_bytes(response).await;
+            match status.as_u16() {
+                // Busy or slow, not a refusal: later.
+                408 | 425 | 429 => Sent::Failed(format!("answered {status}: {kept}")),
+                // Redirects are not followed, and do not go away by waiting.
+                300..=499 => Sent::Refused(status.as_u16(), kept),
+                _ => Sent::Failed(format!("answered {status}: {kept}")),
             }
         }
         Err(e) => Sent::Failed(without_url(&e)),
     }
+}
+
+/// The first [`KEPT_BODY`] bytes of an answer's body, as text; the rest is
+/// never read.
+async fn first_bytes(mut response: reqwest::Response) -> String {
+    let mut kept = Vec::new();
+    while kept.len() < KEPT_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                kept.extend_from_slice(&chunk[..chunk.len().min(KEPT_BODY - kept.len())])
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// `text` without the sink's URL or its query values (a webhook's URL often
+/// carries a secret, and error pages like to echo it).
+fn redact_sink(sink: &RelaySink, text: &str) -> String {
+    let url = match sink {
+        RelaySink::Webhook { url } | RelaySink::SydentInternal { url } => url,
+        RelaySink::Replay => return text.to_owned(),
+    };
+    let mut secrets: Vec<String> = vec![url.as_str().to_owned()];
+    if let Some(query) = url.query() {
+        secrets.push(query.to_owned());
+    }
+    secrets.extend(
+        url.query_pairs()
+            .map(|(_, value)| value.into_owned())
+            .filter(|v| v.len() >= 4),
+    );
+    if let Some(password) = url.password() {
+        secrets.push(password.to_owned());
+    }
+    crate::email::redact(text, &secrets)
 }
 
 /// A failure worth another try: later, or given up once
@@ -406,7 +481,13 @@ pub async fn expire_due(state: &AppState, limit: i64) -> Result<usize, String> {
         .map_err(|e| e.to_string())?;
     let mut expired = 0;
     for request in due {
-        let decision = crate::decision::decide(state, &request, RequestStatus::Expired, now)?;
+        let decision = match crate::decision::decide(state, &request, RequestStatus::Expired, now) {
+            Ok(decision) => decision,
+            Err(e) => {
+                tracing::error!(request_id = %request.id, error = %e, "cannot sign an expiry; skipped");
+                continue;
+            }
+        };
         let audit = NewAudit::new(
             "decided",
             Some("system"),
@@ -423,7 +504,9 @@ pub async fn expire_due(state: &AppState, limit: i64) -> Result<usize, String> {
                 tracing::info!(request_id = %request.id, "request expired");
             }
             Ok(crate::storage::Decided::AlreadyFinal(_)) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => {
+                tracing::error!(request_id = %request.id, error = %e, "cannot record an expiry; skipped");
+            }
         }
     }
     if expired > 0 {

@@ -214,9 +214,18 @@ pub async fn record_owner_proven(
         crate::decision::decide(state, &target, assent_shared::RequestStatus::Approved, now)
             .map_err(|e| ApiError::internal(format!("cannot sign the decision: {e}")))?;
     let audit = NewAudit::new("owner_proven", Some("owner"), detail);
+    // The unbind is done already: only webhooks are told.
+    let webhooks: Vec<NewOutbox> =
+        crate::relay::rows_for(state, &target.identity_server, &decision)
+            .into_iter()
+            .filter(|row| row.sink.as_deref() == Some("webhook"))
+            .collect();
     state
         .repo
-        .decide(&target.id, &decision, &audit, &[])
+        .decide(&target.id, &decision, &audit, &webhooks)
         .await?;
+    if !webhooks.is_empty() {
+        state.relay_wake.notify_one();
+    }
     Ok(())
 }

@@ -85,7 +85,7 @@ async fn relay_all(h: &Harness) -> usize {
             return round;
         }
         for row in rows {
-            attempt(&h.state, "test", row).await;
+            attempt(&h.state, "test", row, now).await;
         }
         h.clock.0.fetch_add(2 * 3_600_000, Ordering::SeqCst);
     }
@@ -345,10 +345,10 @@ async fn a_sink_that_keeps_failing_is_given_up_after_the_configured_horizon() {
     .await;
     let (id, token) = held(&h, "kim").await;
     assert_eq!(decide(&h, &token, "deny").await, StatusCode::OK);
-    // Each round moves the clock two hours: tried at 0 h and 2 h, given up
-    // at 4 h, past the three hours configured.
+    // Each round moves the clock two hours: tried at 0 h and 2 h, and at
+    // 4 h, past the three hours configured, given up without another send.
     relay_all(&h).await;
-    assert_eq!(hooked.lock().unwrap().len(), 3);
+    assert_eq!(hooked.lock().unwrap().len(), 2);
     let rows = h.state.repo.outbox_for(&id).await.unwrap();
     assert_eq!(relays(&rows)[0].state, OutboxState::GivenUp);
     let trail = h.state.repo.audit_trail(&id).await.unwrap();
@@ -363,4 +363,85 @@ async fn a_sink_that_keeps_failing_is_given_up_after_the_configured_horizon() {
         1,
         "{kinds:?}"
     );
+}
+
+#[tokio::test]
+async fn a_request_with_nothing_to_replay_falls_back_and_busy_answers_are_retried() {
+    let (internal, unbound) = receiver(0, 200).await;
+    let (hook, hooked) = receiver(0, 429).await;
+    let h = Harness::new(|c| {
+        c.identity_servers[0].relay = vec![
+            RelaySink::Replay,
+            RelaySink::SydentInternal {
+                url: url::Url::parse(&internal).unwrap(),
+            },
+            RelaySink::Webhook {
+                url: url::Url::parse(&format!("{hook}/?key=sekrit")).unwrap(),
+            },
+        ];
+    })
+    .await;
+    // Integrated mode: the identity server asked, so there is no original
+    // homeserver request to replay.
+    let request = Request::post("/_assent/v1/requests")
+        .header("content-type", "application/json")
+        .header(
+            "authorization",
+            "Bearer integrated-token-for-tests-0123456789abcdef",
+        )
+        .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 41002))))
+        .body(Body::from(
+            json!({
+                "mxid": "@lena:hs.example.org",
+                "threepid": {"medium": "email", "address": "lena@example.org"},
+                "requesting_server": "hs.example.org",
+            })
+            .to_string(),
+        ))
+        .unwrap();
+    let (status, created) = h.send(request).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let outbox = h.state.repo.outbox_for(&id).await.unwrap();
+    let nonce = outbox[0].payload["nonce"].as_str().unwrap();
+    let nonce: [u8; 32] =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let token = h.state.tokens.token(&nonce);
+    assert_eq!(decide(&h, &token, "approve").await, StatusCode::OK);
+    let now = h.state.now_ms();
+    let claimed = h
+        .state
+        .repo
+        .claim_outbox(OutboxKind::Relay, "test", now, 60_000, 16)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.len(),
+        2,
+        "the unbinding sinks' row and the webhook's"
+    );
+    for row in claimed {
+        attempt(&h.state, "test", row, now).await;
+    }
+    assert_eq!(
+        unbound.lock().unwrap().len(),
+        1,
+        "replay unusable: sydent-internal instead"
+    );
+    assert_eq!(hooked.lock().unwrap().len(), 1);
+    let rows = h.state.repo.outbox_for(&id).await.unwrap();
+    let hook_row = relays(&rows)
+        .into_iter()
+        .find(|r| r.sink.as_deref() == Some("webhook"))
+        .unwrap();
+    assert_eq!(hook_row.state, OutboxState::Pending, "429 is retried later");
+    let trail = h.state.repo.audit_trail(&id).await.unwrap();
+    assert!(trail.iter().any(|e| e.kind == "relay_unusable"));
+    let delivered = trail.iter().find(|e| e.kind == "relay_delivered").unwrap();
+    assert_eq!(delivered.detail["sink"], "sydent-internal");
+    let all = serde_json::to_string(&trail.iter().map(|e| &e.detail).collect::<Vec<_>>()).unwrap();
+    assert!(!all.contains("sekrit"), "{all}");
 }
