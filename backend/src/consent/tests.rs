@@ -1,7 +1,7 @@
 //! The decision API through the real router, on requests held by a signed
 //! unbind (the intake test harness: test homeserver, test clock, SQLite).
 
-use crate::intake::tests::{Harness, IS_NAME, V2};
+use crate::intake::tests::Harness;
 use assent_shared::RequestStatus;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -9,21 +9,6 @@ use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-
-/// Holds an unbind for `local` and returns (request id, consent token).
-async fn held(h: &Harness, local: &str) -> (String, String) {
-    let (status, _) = h.send(h.signed(V2, &h.body_for(local), IS_NAME)).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let stored = h.stored(local).await.unwrap();
-    let outbox = h.state.repo.outbox_for(&stored.id).await.unwrap();
-    let nonce = outbox[0].payload["nonce"].as_str().unwrap();
-    let nonce: [u8; 32] =
-        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
-            .unwrap()
-            .try_into()
-            .unwrap();
-    (stored.id, h.state.tokens.token(&nonce))
-}
 
 fn post(token: &str, body: &str) -> Request<Body> {
     Request::post(format!("/_assent/v1/consent/{token}/decision"))
@@ -68,7 +53,7 @@ fn decision(word: &str) -> String {
 #[tokio::test]
 async fn the_first_decision_wins_and_later_ones_see_it() {
     let h = Harness::new(|_| {}).await;
-    let (id, token) = held(&h, "alice").await;
+    let (id, token) = h.hold("alice").await;
 
     // Looking never decides.
     let (status, view) = h.send(get(&format!("/_assent/v1/consent/{token}"))).await;
@@ -114,14 +99,14 @@ async fn the_first_decision_wins_and_later_ones_see_it() {
 #[tokio::test]
 async fn deny_is_recorded_and_a_race_has_one_winner() {
     let h = Harness::new(|_| {}).await;
-    let (_, token) = held(&h, "bob").await;
+    let (_, token) = h.hold("bob").await;
     let (status, outcome) = h.send(post(&token, &decision("deny"))).await;
     assert_eq!(
         (status, outcome["status"].as_str()),
         (StatusCode::OK, Some("denied"))
     );
 
-    let (_, token) = held(&h, "carol").await;
+    let (_, token) = h.hold("carol").await;
     let (a, b) = tokio::join!(
         h.send(post(&token, &decision("approve"))),
         h.send(post(&token, &decision("deny")))
@@ -140,7 +125,7 @@ async fn deny_is_recorded_and_a_race_has_one_winner() {
 #[tokio::test]
 async fn past_its_time_a_request_answers_410_and_stays_expired() {
     let h = Harness::new(|_| {}).await;
-    let (_, token) = held(&h, "dave").await;
+    let (_, token) = h.hold("dave").await;
     let stored = h.stored("dave").await.unwrap();
     h.clock.0.store(stored.expires_at, Ordering::SeqCst);
     let (status, error) = h.send(post(&token, &decision("approve"))).await;
@@ -163,7 +148,7 @@ async fn past_its_time_a_request_answers_410_and_stays_expired() {
 #[tokio::test]
 async fn bad_decisions_and_unknown_links_change_nothing() {
     let h = Harness::new(|_| {}).await;
-    let (_, token) = held(&h, "erin").await;
+    let (_, token) = h.hold("erin").await;
     for (body, status) in [
         ("", StatusCode::BAD_REQUEST),
         ("{}", StatusCode::BAD_REQUEST),
@@ -233,14 +218,7 @@ async fn held_with_reason(h: &Harness, reason: &str) -> String {
     let (status, created) = h.send(request).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
-    let outbox = h.state.repo.outbox_for(&id).await.unwrap();
-    let nonce = outbox[0].payload["nonce"].as_str().unwrap();
-    let nonce: [u8; 32] =
-        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
-            .unwrap()
-            .try_into()
-            .unwrap();
-    h.state.tokens.token(&nonce)
+    h.token_of(&id).await
 }
 
 #[tokio::test]
@@ -265,7 +243,7 @@ async fn a_hostile_reason_is_shown_as_text_on_the_server_page() {
 #[tokio::test]
 async fn the_server_page_speaks_the_reader_s_language() {
     let h = Harness::new(|_| {}).await;
-    let (_, token) = held(&h, "gerda").await;
+    let (_, token) = h.hold("gerda").await;
     let german = Request::get(format!("/consent/{token}"))
         .header("accept-language", "de-DE,de;q=0.9,en;q=0.5")
         .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 41000))))
@@ -284,7 +262,7 @@ async fn the_server_page_speaks_the_reader_s_language() {
 #[tokio::test]
 async fn a_pending_request_past_its_time_shows_as_expired_on_the_server_page() {
     let h = Harness::new(|_| {}).await;
-    let (_, token) = held(&h, "olga").await;
+    let (_, token) = h.hold("olga").await;
     let ttl = i64::try_from(h.state.config.request_ttl.as_millis()).unwrap();
     h.clock.0.fetch_add(ttl + 1, Ordering::SeqCst);
     let (status, _, page) = raw(&h, get(&format!("/consent/{token}"))).await;
@@ -300,7 +278,7 @@ async fn a_pending_request_past_its_time_shows_as_expired_on_the_server_page() {
 #[tokio::test]
 async fn too_many_page_views_are_told_apart_from_a_failed_decision() {
     let h = Harness::new(|_| {}).await;
-    let (_, token) = held(&h, "rita").await;
+    let (_, token) = h.hold("rita").await;
     let mut last = None;
     // 60 lookups a minute per client address.
     for _ in 0..61 {

@@ -154,6 +154,30 @@ impl Harness {
         }
     }
 
+    /// The consent token of request `id`, made again from the nonce its
+    /// email outbox row carries (as the mail worker makes it).
+    pub(crate) async fn token_of(&self, id: &str) -> String {
+        let outbox = self.state.repo.outbox_for(id).await.unwrap();
+        let nonce = outbox[0].payload["nonce"].as_str().unwrap();
+        let nonce: [u8; 32] =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
+                .unwrap()
+                .try_into()
+                .unwrap();
+        self.state.tokens.token(&nonce)
+    }
+
+    /// Holds a signed unbind for `local`: (request id, consent token).
+    pub(crate) async fn hold(&self, local: &str) -> (String, String) {
+        let (status, _) = self
+            .send(self.signed(V2, &self.body_for(local), IS_NAME))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let id = self.stored(local).await.unwrap().id;
+        let token = self.token_of(&id).await;
+        (id, token)
+    }
+
     /// The test homeserver's Matrix ID for `local`.
     pub(crate) fn hs_mxid(&self, local: &str) -> String {
         self.hs.mxid(local)

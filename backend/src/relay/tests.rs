@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::config::RelaySink;
-use crate::intake::tests::{Harness, IS_NAME, V2};
+use crate::intake::tests::Harness;
 use crate::storage::OutboxState;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
@@ -44,21 +44,6 @@ async fn receiver(failures: usize, status: u16) -> (String, Seen) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, seen)
-}
-
-/// Holds an unbind for `local` and returns (request id, consent token).
-async fn held(h: &Harness, local: &str) -> (String, String) {
-    let (status, _) = h.send(h.signed(V2, &h.body_for(local), IS_NAME)).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let stored = h.stored(local).await.unwrap();
-    let outbox = h.state.repo.outbox_for(&stored.id).await.unwrap();
-    let nonce = outbox[0].payload["nonce"].as_str().unwrap();
-    let nonce: [u8; 32] =
-        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
-            .unwrap()
-            .try_into()
-            .unwrap();
-    (stored.id, h.state.tokens.token(&nonce))
 }
 
 async fn decide(h: &Harness, token: &str, word: &str) -> StatusCode {
@@ -113,7 +98,7 @@ async fn an_approval_is_replayed_byte_for_byte_and_the_webhook_gets_it_once_afte
         ];
     })
     .await;
-    let (id, token) = held(&h, "alice").await;
+    let (id, token) = h.hold("alice").await;
     let stored = h.state.repo.request(&id).await.unwrap().unwrap();
     assert!(
         replayed.lock().unwrap().is_empty(),
@@ -209,7 +194,7 @@ async fn a_denial_unbinds_nothing_and_a_refusal_is_recorded_not_retried() {
         ];
     })
     .await;
-    let (id, token) = held(&h, "bob").await;
+    let (id, token) = h.hold("bob").await;
     assert_eq!(decide(&h, &token, "deny").await, StatusCode::OK);
     relay_all(&h).await;
     assert!(
@@ -242,7 +227,7 @@ async fn the_expiry_job_expires_overdue_requests_and_tells_webhooks_only() {
         ];
     })
     .await;
-    let (old, _) = held(&h, "carol").await;
+    let (old, _) = h.hold("carol").await;
     assert_eq!(
         expire_due(&h.state, 100).await.unwrap(),
         0,
@@ -250,7 +235,7 @@ async fn the_expiry_job_expires_overdue_requests_and_tells_webhooks_only() {
     );
     let ttl = i64::try_from(h.state.config.request_ttl.as_millis()).unwrap();
     h.clock.0.fetch_add(ttl - 1000, Ordering::SeqCst);
-    let (young, _) = held(&h, "dave").await;
+    let (young, _) = h.hold("dave").await;
     h.clock.0.fetch_add(2000, Ordering::SeqCst);
     assert_eq!(expire_due(&h.state, 100).await.unwrap(), 1);
     assert_eq!(expire_due(&h.state, 100).await.unwrap(), 0, "once only");
@@ -285,7 +270,7 @@ async fn a_refused_replay_falls_back_to_the_next_unbinding_sink_and_a_delivered_
         ];
     })
     .await;
-    let (id, token) = held(&h, "frank").await;
+    let (id, token) = h.hold("frank").await;
     assert_eq!(decide(&h, &token, "approve").await, StatusCode::OK);
     relay_all(&h).await;
     assert_eq!(
@@ -326,7 +311,7 @@ async fn a_refused_replay_falls_back_to_the_next_unbinding_sink_and_a_delivered_
         ];
     })
     .await;
-    let (_, token) = held(&h, "gina").await;
+    let (_, token) = h.hold("gina").await;
     assert_eq!(decide(&h, &token, "approve").await, StatusCode::OK);
     relay_all(&h).await;
     assert_eq!(replayed.lock().unwrap().len(), 1);
@@ -343,7 +328,7 @@ async fn a_sink_that_keeps_failing_is_given_up_after_the_configured_horizon() {
         }];
     })
     .await;
-    let (id, token) = held(&h, "kim").await;
+    let (id, token) = h.hold("kim").await;
     assert_eq!(decide(&h, &token, "deny").await, StatusCode::OK);
     // Each round moves the clock two hours: tried at 0 h and 2 h, and at
     // 4 h, past the three hours configured, given up without another send.
@@ -402,14 +387,7 @@ async fn a_request_with_nothing_to_replay_falls_back_and_busy_answers_are_retrie
     let (status, created) = h.send(request).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
-    let outbox = h.state.repo.outbox_for(&id).await.unwrap();
-    let nonce = outbox[0].payload["nonce"].as_str().unwrap();
-    let nonce: [u8; 32] =
-        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
-            .unwrap()
-            .try_into()
-            .unwrap();
-    let token = h.state.tokens.token(&nonce);
+    let token = h.token_of(&id).await;
     assert_eq!(decide(&h, &token, "approve").await, StatusCode::OK);
     let now = h.state.now_ms();
     let claimed = h
