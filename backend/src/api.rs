@@ -78,8 +78,28 @@ pub async fn consent_view(
         return rate_limited(retry_after_ms);
     }
     match request_for_token(&state, &token).await {
-        Ok(request) => Json(view_of(&state, &request)).into_response(),
+        Ok(request) => {
+            record_view(&state, &request, "app").await;
+            Json(view_of(&state, &request)).into_response()
+        }
         Err(e) => e.into_response(),
+    }
+}
+
+/// Puts a view of a pending request's consent page into its audit trail
+/// (`via`: `page` or `app`). A failure to record it does not stop the page.
+pub async fn record_view(state: &AppState, request: &StoredRequest, via: &str) {
+    if request.status != RequestStatus::Pending {
+        return;
+    }
+    let event =
+        crate::storage::NewAudit::new("viewed", Some("owner"), serde_json::json!({"via": via}));
+    if let Err(e) = state
+        .repo
+        .append_audit(&request.id, state.now_ms(), &event)
+        .await
+    {
+        tracing::warn!(request_id = %request.id, error = %e, "cannot record a view of the consent page");
     }
 }
 

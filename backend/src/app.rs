@@ -66,6 +66,7 @@ pub struct AppState {
     pub outbox_wake: Arc<tokio::sync::Notify>,
     /// Wakes the relay worker when a decision is recorded.
     pub relay_wake: Arc<tokio::sync::Notify>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Longest wait for an upstream identity server's answer.
@@ -113,6 +114,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             relay_wake: Arc::new(tokio::sync::Notify::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
 
@@ -145,7 +147,6 @@ pub fn router(state: AppState) -> Router {
             "/_assent/v1/consent/{token}/receipt",
             get(crate::consent::receipt),
         )
-        .route("/_assent/v1/admin/whoami", get(admin::whoami))
         .route("/_assent/v1/requests", post(intake::integrated::create))
         .route(
             "/_assent/v1/requests/{id}",
@@ -153,7 +154,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route(passthrough::UNBIND_PATHS[0], post(intake::gateway::unbind))
         .route(passthrough::UNBIND_PATHS[1], post(intake::gateway::unbind))
-        .route("/health", get(api::health));
+        .route("/health", get(api::health))
+        .route("/metrics", get(crate::metrics::metrics));
+    let (admin_api, _) = admin::openapi::router();
+    let admin_api = admin_api.layer(axum::extract::DefaultBodyLimit::max(4096));
 
     let pages = Router::new()
         .route(
@@ -169,11 +173,13 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(api)
+        .merge(admin_api)
         .merge(pages)
         .route("/_assent/{*rest}", axum::routing::any(not_found))
         .route("/_matrix/{*rest}", axum::routing::any(not_found))
         .fallback(web::static_file)
         .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,

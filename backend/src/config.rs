@@ -147,11 +147,23 @@ pub enum EmailTransport {
     Smtp,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Bearer tokens for the admin console and API, or `sha256:<hex>` of them.
     pub tokens: Vec<String>,
+    /// How long a console sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            tokens: Vec::new(),
+            session_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -283,6 +295,14 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Whether cookies are marked `Secure`: always, unless Assent is reached
+    /// over plain HTTP on a loopback address (a development machine).
+    pub fn secure_cookies(&self) -> bool {
+        !(self.public_url.scheme() == "http" && is_loopback_host(&self.public_url))
+    }
+}
 
 fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
@@ -426,6 +446,18 @@ impl Config {
                     humantime::format_duration(self.relay_give_up_after)
                 ),
                 "use a duration such as \"36h\"",
+            ));
+        }
+        if self.admin.session_ttl < Duration::from_secs(60)
+            || self.admin.session_ttl > Duration::from_secs(30 * 24 * 3600)
+        {
+            errors.push(problem(
+                "admin.session_ttl",
+                format!(
+                    "{} is outside 1 minute to 30 days",
+                    humantime::format_duration(self.admin.session_ttl)
+                ),
+                "use a duration such as \"12h\"",
             ));
         }
         if self.request_ttl < Duration::from_secs(60)
@@ -845,7 +877,9 @@ fn fix_for(key: &str) -> String {
         "public_url" | "upstream" | "privacy_policy_url" | "url" => {
             "write a full URL, e.g. \"https://consent.example.org\""
         }
-        "request_ttl" | "relay_give_up_after" => "write a duration, e.g. \"7d\" or \"48h\"",
+        "request_ttl" | "relay_give_up_after" | "session_ttl" => {
+            "write a duration, e.g. \"7d\" or \"48h\""
+        }
         "held_response" => "use \"accepted\", \"forbidden\" or \"not_supported\"",
         "msisdn_policy" => "use \"hold\", \"forward\" or \"reject\"",
         "transport" => "use \"file\" or \"smtp\"",

@@ -107,6 +107,7 @@ pub async fn record(
         .await?
     {
         Decided::Now => {
+            state.metrics.decided(decision.as_str());
             if !relay.is_empty() {
                 state.relay_wake.notify_one();
             }

@@ -12,6 +12,7 @@ pub mod email;
 pub mod errors;
 pub mod intake;
 pub mod keys;
+pub mod metrics;
 pub mod outbox;
 pub mod ratelimit;
 pub mod relay;

@@ -114,11 +114,20 @@ async fn attempt(state: &AppState, mailer: &Mailer, owner: &str, row: OutboxRow,
         }
     };
     let now = state.now_ms();
-    match state
+    let recorded = state
         .repo
         .finish_outbox(row.id, owner, &result, now, &audit)
-        .await
-    {
+        .await;
+    if let Ok(true) = recorded {
+        let outcome = match audit.kind.as_str() {
+            "email_sent" => "sent",
+            "email_failed" => "retried",
+            "email_given_up" => "failed",
+            _ => "skipped",
+        };
+        state.metrics.email(outcome);
+    }
+    match recorded {
         Ok(true) => match &result {
             AttemptResult::Done => {
                 tracing::info!(request = %row.request_id, outbox = row.id, attempt = row.attempts, event = %audit.kind, "email outbox row done")

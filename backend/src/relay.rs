@@ -156,6 +156,14 @@ pub async fn attempt(state: &AppState, owner: &str, row: OutboxRow, claimed_at: 
         .await
     {
         Ok(true) => {
+            let sink = audit
+                .detail
+                .get("sink")
+                .and_then(|s| s.as_str())
+                .or(row.sink.as_deref())
+                .unwrap_or("none");
+            let outcome = audit.kind.strip_prefix("relay_").unwrap_or(&audit.kind);
+            state.metrics.relay(sink, outcome);
             tracing::info!(request = %row.request_id, outbox = row.id, attempt = row.attempts, event = %audit.kind, "relay attempt recorded");
         }
         Ok(false) => {
@@ -221,11 +229,7 @@ async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (Attempt
         }
     };
     // Past the horizon nothing more is sent, whatever ended the last try.
-    let horizon = i64::try_from(state.config.relay_give_up_after.as_millis()).unwrap_or(i64::MAX);
-    if request
-        .decided_at
-        .is_some_and(|at| state.now_ms() >= at.saturating_add(horizon))
-    {
+    if horizon_passed(state, row, request.decided_at) {
         return give_up("relay_give_up_after has passed since the decision".to_owned());
     }
     let mut refused = None;
@@ -414,6 +418,17 @@ fn redact_sink(sink: &RelaySink, text: &str) -> String {
     crate::email::redact(text, &secrets)
 }
 
+/// Whether `relay_give_up_after` has passed since the decision, or since an
+/// administrator re-queued the row, whichever is later.
+fn horizon_passed(state: &AppState, row: &OutboxRow, decided_at: Option<i64>) -> bool {
+    let horizon = i64::try_from(state.config.relay_give_up_after.as_millis()).unwrap_or(i64::MAX);
+    let start = match (decided_at, row.requeued_at) {
+        (Some(decided), Some(requeued)) => Some(decided.max(requeued)),
+        (decided, requeued) => decided.or(requeued),
+    };
+    start.is_some_and(|at| state.now_ms() >= at.saturating_add(horizon))
+}
+
 /// A failure worth another try: later, or given up once
 /// `relay_give_up_after` has passed since the decision (or past
 /// [`MAX_ATTEMPTS`]).
@@ -424,9 +439,7 @@ fn retry(
     error: String,
     audit: &dyn Fn(&str, serde_json::Value) -> NewAudit,
 ) -> (AttemptResult, NewAudit) {
-    let horizon = i64::try_from(state.config.relay_give_up_after.as_millis()).unwrap_or(i64::MAX);
-    let too_late = decided_at.is_some_and(|at| state.now_ms() >= at.saturating_add(horizon));
-    if row.attempts >= MAX_ATTEMPTS || too_late {
+    if row.attempts >= MAX_ATTEMPTS || horizon_passed(state, row, decided_at) {
         return (
             AttemptResult::GiveUp {
                 error: error.clone(),
@@ -500,6 +513,7 @@ pub async fn expire_due(state: &AppState, limit: i64) -> Result<usize, String> {
             .await
         {
             Ok(crate::storage::Decided::Now) => {
+                state.metrics.decided("expire");
                 expired += 1;
                 tracing::info!(request_id = %request.id, "request expired");
             }

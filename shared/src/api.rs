@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// The error body on every `/_matrix/…` and `/_assent/…` path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub errcode: String,
     pub error: String,

@@ -54,6 +54,7 @@ pub fn mxid_server_name(mxid: &str) -> Result<&str, ValidationError> {
 
 /// The kind of third-party identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Medium {
     Email,
@@ -79,6 +80,7 @@ impl Medium {
 
 /// A third-party identifier as the Identity Service API carries it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThreePid {
     pub medium: Medium,
     pub address: String,

@@ -2,6 +2,7 @@
 //! types, the status machine, and validation of Matrix IDs and third-party
 //! identifiers. No I/O, so it builds for wasm32 as well as natively.
 
+pub mod admin;
 pub mod api;
 pub mod i18n;
 pub mod ids;

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 /// Where a held unbind request stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RequestStatus {
     /// Waiting for the owner of the address.
@@ -78,6 +79,7 @@ impl FromStr for RequestStatus {
 
 /// Who started the unbind, as far as Assent knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Initiator {
     /// The account's owner removed the address themselves.

@@ -292,6 +292,7 @@ pub async fn page(
     }
     match request_for_token(&state, &token).await {
         Ok(request) => {
+            crate::api::record_view(&state, &request, "page").await;
             let shown = resting_state(&state, &request);
             show(StatusCode::OK, Some(&request), shown)
         }

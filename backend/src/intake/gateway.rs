@@ -119,7 +119,14 @@ fn same_intake(stored: &StoredRequest, authorization: &str, body: &[u8]) -> bool
 pub async fn unbind(State(state): State<AppState>, request: Request) -> Response {
     match handle(&state, request).await {
         Ok(response) => response,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            state.metrics.intake(if e.status.is_server_error() {
+                "error"
+            } else {
+                "refused"
+            });
+            e.into_response()
+        }
     }
 }
 
@@ -172,6 +179,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         let response = pass_through(bytes).await;
         let status = response.status().as_u16();
         tracing::info!(identity_server = %is.name, status, outcome = "owner_proven", "unbind with a validation session forwarded");
+        state.metrics.intake("owner_proven");
         if response.status().is_success() {
             // The unbind is done at the upstream: its answer goes back even
             // if the record fails.
@@ -195,6 +203,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             MsisdnPolicy::Hold => {}
             MsisdnPolicy::Forward => {
                 tracing::info!(identity_server = %is.name, outcome = "msisdn_forwarded", "phone-number unbind forwarded by policy");
+                state.metrics.intake("msisdn_forwarded");
                 return Ok(pass_through(bytes).await);
             }
             MsisdnPolicy::Reject => {
@@ -269,6 +278,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
                 )
                 .await?;
             tracing::info!(request_id = %stored.id, outcome = "joined_pending", "repeat of a held unbind");
+            state.metrics.intake("joined_pending");
             return Ok(held_answer(state.config.held_response));
         }
         let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -277,17 +287,20 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             .is_some_and(|at| now < at.saturating_add(ttl));
         if recent && same_intake(stored, &authorization, &bytes) {
             tracing::info!(request_id = %stored.id, status = %stored.status, outcome = "answered_from_decision", "repeat of a decided unbind");
+            state.metrics.intake("answered_from_decision");
             return Ok(decided_answer(state, stored));
         }
     }
 
     if let Some(retry) = hold::address_retry_after(state, &lookup, now) {
         tracing::info!(identity_server = %is.name, outcome = "address_rate_limited", "unbind refused: too many for one address");
+        state.metrics.intake("address_rate_limited");
         return Ok(rate_limited(retry));
     }
     let binding = upstream::check_binding(state, is, &mxid, &threepid).await?;
     if binding == Binding::NotBound {
         tracing::info!(identity_server = %is.name, %origin, outcome = "not_bound_forwarded", "address not bound to that Matrix ID: forwarded untouched");
+        state.metrics.intake("not_bound_forwarded");
         return Ok(pass_through(bytes).await);
     }
 
@@ -331,9 +344,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     match held {
         Held::Created { id, .. } => {
             tracing::info!(request_id = %id, %origin, identity_server = %is.name, outcome = "held", "unbind held for the owner's consent");
+            state.metrics.intake("held");
         }
         Held::Joined(stored) => {
             tracing::info!(request_id = %stored.id, outcome = "joined_pending", "repeat of a held unbind");
+            state.metrics.intake("joined_pending");
         }
     }
     Ok(held_answer(state.config.held_response))

@@ -104,10 +104,13 @@ pub async fn expire_overdue(state: &AppState, request: &StoredRequest) -> Result
         serde_json::json!({"decision": "expire", "decision_id": decision.decision_id, "why": "no answer before expires_at"}),
     );
     let relay = crate::relay::rows_for(state, &request.identity_server, &decision);
-    state
+    if let crate::storage::Decided::Now = state
         .repo
         .decide(&request.id, &decision, &audit, &relay)
-        .await?;
+        .await?
+    {
+        state.metrics.decided("expire");
+    }
     state.relay_wake.notify_one();
     tracing::info!(request_id = %request.id, "request expired on a repeat after its time");
     Ok(())

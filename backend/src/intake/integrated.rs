@@ -250,6 +250,11 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::internal("the request just stored cannot be read back"))?;
     tracing::info!(request_id = %id, identity_server = %is.name, created = status == StatusCode::CREATED, "integrated request");
+    state.metrics.intake(if status == StatusCode::CREATED {
+        "held"
+    } else {
+        "joined_pending"
+    });
     let mut response = (status, Json(state_of(&stored))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/_assent/v1/requests/{id}")) {
         response.headers_mut().insert(header::LOCATION, location);

@@ -4,9 +4,11 @@
 //! transaction. Callers still get one answer each, only after the commit.
 
 use super::{
-    AttemptResult, AuditEvent, Decided, Decision, Inserted, IntakeLookup, NewAudit, NewHold,
-    NewOutbox, OutboxKind, OutboxRow, Repo, RequestKey, Result, StorageError, StoredRequest,
+    AdminSession, AttemptResult, AuditEvent, Decided, Decision, Inserted, IntakeLookup, ListCursor,
+    ListFilter, NewAudit, NewHold, NewOutbox, OriginCount, OutboxDepth, OutboxKind, OutboxRow,
+    Repo, RequestKey, RequestSummary, Result, StorageError, StoredRequest,
 };
+use assent_shared::RequestStatus;
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -220,5 +222,49 @@ impl super::Repository for Batched {
         self.inner
             .finish_outbox(id, owner, result, now, audit)
             .await
+    }
+    async fn list_requests(
+        &self,
+        filter: &ListFilter,
+        after: Option<&ListCursor>,
+        limit: i64,
+    ) -> Result<Vec<RequestSummary>> {
+        self.inner.list_requests(filter, after, limit).await
+    }
+
+    async fn count_requests(&self, filter: &ListFilter) -> Result<Vec<(RequestStatus, i64)>> {
+        self.inner.count_requests(filter).await
+    }
+
+    async fn origin_counts(&self, day: i64, week: i64) -> Result<Vec<OriginCount>> {
+        self.inner.origin_counts(day, week).await
+    }
+
+    async fn outbox_depth(&self) -> Result<Vec<OutboxDepth>> {
+        self.inner.outbox_depth().await
+    }
+
+    async fn requeue_given_up(
+        &self,
+        request_id: &str,
+        kind: Option<OutboxKind>,
+        at: i64,
+        audit: &NewAudit,
+    ) -> Result<u64> {
+        self.inner
+            .requeue_given_up(request_id, kind, at, audit)
+            .await
+    }
+
+    async fn create_session(&self, session: &AdminSession) -> Result<()> {
+        self.inner.create_session(session).await
+    }
+
+    async fn session(&self, id_hash: &[u8], now: i64) -> Result<Option<AdminSession>> {
+        self.inner.session(id_hash, now).await
+    }
+
+    async fn delete_session(&self, id_hash: &[u8]) -> Result<bool> {
+        self.inner.delete_session(id_hash).await
     }
 }

@@ -262,6 +262,10 @@ pub struct OutboxRow {
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
     pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// When an administrator last re-queued it after it was given up.
+    pub requeued_at: Option<i64>,
 }
 
 /// How an outbox attempt ended.
@@ -295,6 +299,76 @@ pub enum Decided {
     Now,
     /// The request was already decided (or never existed): nothing changed.
     AlreadyFinal(Option<Box<StoredRequest>>),
+}
+
+/// Which requests the admin list shows. Every field narrows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub status: Option<RequestStatus>,
+    pub identity_server: Option<String>,
+    /// The requesting homeserver.
+    pub origin: Option<String>,
+    /// Created at or after (ms).
+    pub created_from: Option<i64>,
+    /// Created before (ms).
+    pub created_before: Option<i64>,
+    /// Prefixes: a request matches when its mxid, address or requesting
+    /// server starts with one of them.
+    pub prefixes: Vec<String>,
+}
+
+/// Where a page of the admin list starts: after this request, in the
+/// newest-first order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_at: i64,
+    pub id: String,
+}
+
+/// A request as the admin list shows it: no token hash, no stored intake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestSummary {
+    pub id: String,
+    pub source: Source,
+    pub status: RequestStatus,
+    pub identity_server: String,
+    pub origin: String,
+    pub mxid: String,
+    pub medium: Medium,
+    pub address: String,
+    pub initiator: Initiator,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+}
+
+/// Requests from one homeserver with one status: how many were created
+/// since the day's start and since the week's start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginCount {
+    pub origin: String,
+    pub status: RequestStatus,
+    pub day: i64,
+    pub week: i64,
+}
+
+/// The open part of one outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxDepth {
+    pub kind: OutboxKind,
+    pub pending: i64,
+    /// When the oldest pending row was queued.
+    pub oldest_pending_at: Option<i64>,
+    pub given_up: i64,
+}
+
+/// A signed-in admin console session. Only the hash of its cookie is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSession {
+    pub id_hash: Vec<u8>,
+    pub token_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
 }
 
 /// Everything the handlers and workers need from storage.
@@ -391,6 +465,44 @@ pub trait Repository: Send + Sync + 'static {
         now: i64,
         audit: &NewAudit,
     ) -> Result<bool>;
+
+    /// Up to `limit` requests matching `filter`, newest first, starting
+    /// after `after`. Reads only the page, never the whole table.
+    async fn list_requests(
+        &self,
+        filter: &ListFilter,
+        after: Option<&ListCursor>,
+        limit: i64,
+    ) -> Result<Vec<RequestSummary>>;
+
+    /// How many requests match `filter` (its status ignored), per status.
+    async fn count_requests(&self, filter: &ListFilter) -> Result<Vec<(RequestStatus, i64)>>;
+
+    /// Per requesting server and status: requests created since `day` and since `week`.
+    async fn origin_counts(&self, day: i64, week: i64) -> Result<Vec<OriginCount>>;
+
+    /// Pending and given-up rows per outbox.
+    async fn outbox_depth(&self) -> Result<Vec<OutboxDepth>>;
+
+    /// Puts a request's given-up outbox rows (of `kind`, or all) back in the
+    /// queue, due now, with their attempts counted from zero, and records
+    /// `audit` in the same transaction. Returns how many; none → no audit.
+    async fn requeue_given_up(
+        &self,
+        request_id: &str,
+        kind: Option<OutboxKind>,
+        at: i64,
+        audit: &NewAudit,
+    ) -> Result<u64>;
+
+    /// Stores a new session and forgets sessions that ended before its start.
+    async fn create_session(&self, session: &AdminSession) -> Result<()>;
+
+    /// The session whose cookie hashes to `id_hash`, unless it ended by `now`.
+    async fn session(&self, id_hash: &[u8], now: i64) -> Result<Option<AdminSession>>;
+
+    /// Ends a session. False when there was none.
+    async fn delete_session(&self, id_hash: &[u8]) -> Result<bool>;
 }
 
 pub type Repo = Arc<dyn Repository>;
@@ -424,7 +536,7 @@ const REQUEST_COLUMNS: &str = "id, source, identity_server, origin, origin_key_i
 
 const OUTBOX_COLUMNS: &str =
     "id, request_id, kind, sink, idempotency_key, payload, state, attempts, next_attempt_at, \
-     lease_owner, lease_until, last_error";
+     lease_owner, lease_until, last_error, created_at, updated_at, requeued_at";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(format!("{what}: {e}"))
@@ -437,7 +549,7 @@ fn parse_json(what: &str, text: &str) -> Result<serde_json::Value> {
 /// The repository body, the same for every database: `$pool` is the sqlx
 /// pool type, `$claim` the dialect's SQL for leasing outbox rows.
 macro_rules! sql_repository {
-    ($name:ident, $pool:ty, $row:ty, $kind:literal, $claim:literal) => {
+    ($name:ident, $pool:ty, $row:ty, $kind:literal, $claim:literal, $bytes:literal) => {
         #[async_trait::async_trait]
         impl $crate::storage::Repository for $name {
             fn kind(&self) -> &'static str {
@@ -805,6 +917,243 @@ macro_rules! sql_repository {
                 tx.commit().await?;
                 Ok(true)
             }
+
+            async fn list_requests(
+                &self,
+                filter: &$crate::storage::ListFilter,
+                after: Option<&$crate::storage::ListCursor>,
+                limit: i64,
+            ) -> $crate::storage::Result<Vec<$crate::storage::RequestSummary>> {
+                let mut query = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(
+                    "SELECT id, source, status, identity_server, origin, mxid, medium, address, initiator, \
+                     created_at, expires_at, decided_at FROM requests WHERE 1 = 1",
+                );
+                push_filter(&mut query, filter, true);
+                if let Some(cursor) = after {
+                    query
+                        .push(" AND (created_at < ")
+                        .push_bind(cursor.created_at)
+                        .push(" OR (created_at = ")
+                        .push_bind(cursor.created_at)
+                        .push(" AND id < ")
+                        .push_bind(cursor.id.clone())
+                        .push("))");
+                }
+                query.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit.clamp(0, 1000));
+                let rows = query.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        use $crate::storage::corrupt;
+                        Ok($crate::storage::RequestSummary {
+                            id: row.try_get("id")?,
+                            source: $crate::storage::Source::parse(&row.try_get::<String, _>("source")?)?,
+                            status: row.try_get::<String, _>("status")?.parse().map_err(|e| corrupt("status", e))?,
+                            identity_server: row.try_get("identity_server")?,
+                            origin: row.try_get("origin")?,
+                            mxid: row.try_get("mxid")?,
+                            medium: assent_shared::Medium::parse(&row.try_get::<String, _>("medium")?)
+                                .map_err(|e| corrupt("medium", e))?,
+                            address: row.try_get("address")?,
+                            initiator: row.try_get::<String, _>("initiator")?.parse().map_err(|e| corrupt("initiator", e))?,
+                            created_at: row.try_get("created_at")?,
+                            expires_at: row.try_get("expires_at")?,
+                            decided_at: row.try_get("decided_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn count_requests(
+                &self,
+                filter: &$crate::storage::ListFilter,
+            ) -> $crate::storage::Result<Vec<(assent_shared::RequestStatus, i64)>> {
+                let mut query = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(
+                    "SELECT status, COUNT(*) AS n FROM requests WHERE 1 = 1",
+                );
+                push_filter(&mut query, filter, false);
+                query.push(" GROUP BY status");
+                let rows = query.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        let status = row
+                            .try_get::<String, _>("status")?
+                            .parse()
+                            .map_err(|e| $crate::storage::corrupt("status", e))?;
+                        Ok((status, row.try_get::<i64, _>("n")?))
+                    })
+                    .collect()
+            }
+
+            async fn origin_counts(&self, day: i64, week: i64) -> $crate::storage::Result<Vec<$crate::storage::OriginCount>> {
+                let rows = sqlx::query(
+                    "SELECT origin, status, COUNT(*) AS week, \
+                     COALESCE(SUM(CASE WHEN created_at >= $1 THEN 1 ELSE 0 END), 0) AS day \
+                     FROM requests WHERE created_at >= $2 GROUP BY origin, status",
+                )
+                .bind(day)
+                .bind(week)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::storage::OriginCount {
+                            origin: row.try_get("origin")?,
+                            status: row
+                                .try_get::<String, _>("status")?
+                                .parse()
+                                .map_err(|e| $crate::storage::corrupt("status", e))?,
+                            day: row.try_get::<i64, _>("day")?,
+                            week: row.try_get::<i64, _>("week")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn outbox_depth(&self) -> $crate::storage::Result<Vec<$crate::storage::OutboxDepth>> {
+                use $crate::storage::{OutboxDepth, OutboxKind};
+                let rows = sqlx::query(
+                    "SELECT kind, state, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox \
+                     WHERE state IN ('pending', 'given_up') GROUP BY kind, state",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let mut depth: Vec<OutboxDepth> = [OutboxKind::Email, OutboxKind::Relay]
+                    .into_iter()
+                    .map(|kind| OutboxDepth { kind, pending: 0, oldest_pending_at: None, given_up: 0 })
+                    .collect();
+                for row in &rows {
+                    let kind = OutboxKind::parse(&row.try_get::<String, _>("kind")?)?;
+                    let state: String = row.try_get("state")?;
+                    let n: i64 = row.try_get("n")?;
+                    if let Some(entry) = depth.iter_mut().find(|d| d.kind == kind) {
+                        if state == "pending" {
+                            entry.pending = n;
+                            entry.oldest_pending_at = row.try_get::<Option<i64>, _>("oldest")?;
+                        } else {
+                            entry.given_up = n;
+                        }
+                    }
+                }
+                Ok(depth)
+            }
+
+            async fn requeue_given_up(
+                &self,
+                request_id: &str,
+                kind: Option<$crate::storage::OutboxKind>,
+                at: i64,
+                audit: &$crate::storage::NewAudit,
+            ) -> $crate::storage::Result<u64> {
+                let mut tx = self.writer.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $2, requeued_at = $2, \
+                     lease_owner = NULL, lease_until = NULL, updated_at = $2 \
+                     WHERE request_id = $1 AND state = 'given_up' AND ($3 IS NULL OR kind = $3)",
+                )
+                .bind(request_id)
+                .bind(at)
+                .bind(kind.map(|k| k.as_str()))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    tx.rollback().await?;
+                    return Ok(0);
+                }
+                let mut event = audit.clone();
+                event.detail["rows"] = serde_json::json!(updated);
+                insert_audit(&mut tx, request_id, at, &event).await?;
+                tx.commit().await?;
+                Ok(updated)
+            }
+
+            async fn create_session(&self, session: &$crate::storage::AdminSession) -> $crate::storage::Result<()> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
+                    .bind(session.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO admin_sessions (id_hash, token_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(session.id_hash.as_slice())
+                    .bind(&session.token_id)
+                    .bind(session.created_at)
+                    .bind(session.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn session(&self, id_hash: &[u8], now: i64) -> $crate::storage::Result<Option<$crate::storage::AdminSession>> {
+                let row = sqlx::query(
+                    "SELECT id_hash, token_id, created_at, expires_at FROM admin_sessions WHERE id_hash = $1 AND expires_at > $2",
+                )
+                .bind(id_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    Ok($crate::storage::AdminSession {
+                        id_hash: row.try_get("id_hash")?,
+                        token_id: row.try_get("token_id")?,
+                        created_at: row.try_get("created_at")?,
+                        expires_at: row.try_get("expires_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn delete_session(&self, id_hash: &[u8]) -> $crate::storage::Result<bool> {
+                let deleted = sqlx::query("DELETE FROM admin_sessions WHERE id_hash = $1")
+                    .bind(id_hash)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(deleted.rows_affected() > 0)
+            }
+        }
+
+        /// The `WHERE` terms of an admin list or count (after `WHERE 1 = 1`).
+        fn push_filter(
+            query: &mut sqlx::QueryBuilder<'_, <$pool as $crate::storage::PoolDb>::Db>,
+            filter: &$crate::storage::ListFilter,
+            with_status: bool,
+        ) {
+            if let (true, Some(status)) = (with_status, filter.status) {
+                query.push(" AND status = ").push_bind(status.as_str());
+            }
+            if let Some(is) = &filter.identity_server {
+                query.push(" AND identity_server = ").push_bind(is.clone());
+            }
+            if let Some(origin) = &filter.origin {
+                query.push(" AND origin = ").push_bind(origin.clone());
+            }
+            if let Some(from) = filter.created_from {
+                query.push(" AND created_at >= ").push_bind(from);
+            }
+            if let Some(before) = filter.created_before {
+                query.push(" AND created_at < ").push_bind(before);
+            }
+            if !filter.prefixes.is_empty() {
+                // A range per column and prefix: each one an index range.
+                query.push(" AND (");
+                let mut first = true;
+                for prefix in &filter.prefixes {
+                    let end = format!("{prefix}\u{10FFFF}");
+                    for column in ["mxid", "address", "origin"] {
+                        if !first {
+                            query.push(" OR ");
+                        }
+                        first = false;
+                        query
+                            .push(format!("({column}{} >= ", $bytes))
+                            .push_bind(prefix.clone())
+                            .push(format!(" AND {column}{} < ", $bytes))
+                            .push_bind(end.clone())
+                            .push(")");
+                    }
+                }
+                query.push(")");
+            }
         }
 
         async fn insert_audit(
@@ -896,6 +1245,9 @@ macro_rules! sql_repository {
                 lease_owner: row.try_get("lease_owner")?,
                 lease_until: row.try_get("lease_until")?,
                 last_error: row.try_get("last_error")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+                requeued_at: row.try_get("requeued_at")?,
             })
         }
     };

@@ -113,7 +113,8 @@ sql_repository!(
     "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
      WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND kind = $4 AND next_attempt_at <= $3 \
      AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT $5) \
-     RETURNING {cols}"
+     RETURNING {cols}",
+    ""
 );
 
 #[cfg(test)]

@@ -811,3 +811,266 @@ async fn the_intake_lookup_counts_recent_requests_for_the_address_only() {
         0
     );
 }
+
+/// Requests r0..r6: one a millisecond apart, alternating two homeservers,
+/// r5 decided (denied).
+async fn seeded_for_listing(db: &TestDb) {
+    for i in 0..7 {
+        let mut request = new_request(&format!("r{i}"), &format!("user{i}@example.org"));
+        request.created_at = 10_000 + i;
+        request.mxid = format!("@user{i}:hs{}.test", i % 2);
+        request.origin = format!("hs{}.test", i % 2);
+        db.repo
+            .insert_request(&request, &received(), &[])
+            .await
+            .unwrap();
+    }
+    db.repo
+        .decide(
+            "r5",
+            &decision("r5", RequestStatus::Denied, 20_000),
+            &received(),
+            &[],
+        )
+        .await
+        .unwrap();
+}
+
+fn ids(rows: &[RequestSummary]) -> Vec<&str> {
+    rows.iter().map(|r| r.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn the_admin_list_pages_newest_first_with_filters_and_search() {
+    let db = test_db().await;
+    seeded_for_listing(&db).await;
+    let all = ListFilter::default();
+    let page = db.repo.list_requests(&all, None, 3).await.unwrap();
+    assert_eq!(ids(&page), ["r6", "r5", "r4"]);
+    let last = page.last().unwrap();
+    let cursor = ListCursor {
+        created_at: last.created_at,
+        id: last.id.clone(),
+    };
+    let next = db.repo.list_requests(&all, Some(&cursor), 3).await.unwrap();
+    assert_eq!(ids(&next), ["r3", "r2", "r1"]);
+    assert_eq!(next[0].origin, "hs1.test");
+    assert_eq!(next[0].address, "user3@example.org");
+
+    let pending = ListFilter {
+        status: Some(RequestStatus::Pending),
+        ..ListFilter::default()
+    };
+    assert_eq!(
+        ids(&db.repo.list_requests(&pending, None, 10).await.unwrap()),
+        ["r6", "r4", "r3", "r2", "r1", "r0"]
+    );
+    let hs1 = ListFilter {
+        origin: Some("hs1.test".to_owned()),
+        ..ListFilter::default()
+    };
+    assert_eq!(
+        ids(&db.repo.list_requests(&hs1, None, 10).await.unwrap()),
+        ["r5", "r3", "r1"]
+    );
+    let window = ListFilter {
+        created_from: Some(10_002),
+        created_before: Some(10_004),
+        ..ListFilter::default()
+    };
+    assert_eq!(
+        ids(&db.repo.list_requests(&window, None, 10).await.unwrap()),
+        ["r3", "r2"]
+    );
+
+    // By address, by Matrix ID, by server: prefixes.
+    for (prefix, expected) in [
+        ("user4@", vec!["r4"]),
+        ("@user2:", vec!["r2"]),
+        ("hs0.", vec!["r6", "r4", "r2", "r0"]),
+        ("nobody", vec![]),
+        // Only a prefix: the middle of a value does not match.
+        ("example.org", vec![]),
+    ] {
+        let search = ListFilter {
+            prefixes: vec![prefix.to_owned()],
+            ..ListFilter::default()
+        };
+        assert_eq!(
+            ids(&db.repo.list_requests(&search, None, 10).await.unwrap()),
+            expected,
+            "{prefix}"
+        );
+    }
+
+    let mut counts = db.repo.count_requests(&hs1).await.unwrap();
+    counts.sort_by_key(|(status, _)| status.as_str());
+    assert_eq!(
+        counts,
+        [(RequestStatus::Denied, 1), (RequestStatus::Pending, 2)]
+    );
+    // The status filter is left out of the counts.
+    let hs1_pending = ListFilter {
+        status: Some(RequestStatus::Pending),
+        ..hs1.clone()
+    };
+    assert_eq!(db.repo.count_requests(&hs1_pending).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn homeservers_are_counted_per_day_and_week() {
+    let db = test_db().await;
+    seeded_for_listing(&db).await;
+    // The day starts at r4: r4..r6 in the day, all in the week.
+    let mut counts = db.repo.origin_counts(10_004, 0).await.unwrap();
+    counts.sort_by(|a, b| (&a.origin, a.status.as_str()).cmp(&(&b.origin, b.status.as_str())));
+    let flat: Vec<(&str, RequestStatus, i64, i64)> = counts
+        .iter()
+        .map(|c| (c.origin.as_str(), c.status, c.day, c.week))
+        .collect();
+    assert_eq!(
+        flat,
+        [
+            ("hs0.test", RequestStatus::Pending, 2, 4),
+            ("hs1.test", RequestStatus::Denied, 1, 1),
+            ("hs1.test", RequestStatus::Pending, 0, 2),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn given_up_rows_are_queued_again_with_an_audit_event() {
+    let db = test_db().await;
+    db.repo
+        .insert_request(
+            &new_request("r1", "a@example.org"),
+            &received(),
+            &[email_outbox("r1")],
+        )
+        .await
+        .unwrap();
+    let retry = NewAudit::new(
+        "admin_retry",
+        Some("admin:abcd1234"),
+        json!({"kind": "all"}),
+    );
+    assert_eq!(
+        db.repo
+            .requeue_given_up("r1", None, 3_000, &retry)
+            .await
+            .unwrap(),
+        0,
+        "nothing given up yet"
+    );
+    let claimed = db
+        .repo
+        .claim_outbox(OutboxKind::Email, "w", 2_000, 60_000, 1)
+        .await
+        .unwrap();
+    let given_up = AttemptResult::GiveUp {
+        error: "mailbox full".to_owned(),
+    };
+    assert!(db
+        .repo
+        .finish_outbox(claimed[0].id, "w", &given_up, 2_500, &attempt_audit())
+        .await
+        .unwrap());
+    assert_eq!(
+        db.repo.outbox_depth().await.unwrap()[0],
+        OutboxDepth {
+            kind: OutboxKind::Email,
+            pending: 0,
+            oldest_pending_at: None,
+            given_up: 1,
+        }
+    );
+    assert_eq!(
+        db.repo
+            .requeue_given_up("r1", Some(OutboxKind::Relay), 3_000, &retry)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        db.repo
+            .requeue_given_up("r1", Some(OutboxKind::Email), 3_000, &retry)
+            .await
+            .unwrap(),
+        1
+    );
+    let row = &db.repo.outbox_for("r1").await.unwrap()[0];
+    assert_eq!(
+        (
+            row.state,
+            row.attempts,
+            row.next_attempt_at,
+            row.requeued_at
+        ),
+        (OutboxState::Pending, 0, 3_000, Some(3_000))
+    );
+    assert_eq!(
+        row.last_error.as_deref(),
+        Some("mailbox full"),
+        "the last error stays until the next attempt"
+    );
+    let trail = db.repo.audit_trail("r1").await.unwrap();
+    let last = trail.last().unwrap();
+    assert_eq!(
+        (
+            last.kind.as_str(),
+            last.actor.as_deref(),
+            &last.detail["rows"]
+        ),
+        ("admin_retry", Some("admin:abcd1234"), &json!(1))
+    );
+    assert_eq!(
+        db.repo
+            .claim_outbox(OutboxKind::Email, "w", 3_000, 60_000, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn sessions_end_when_they_expire_or_are_deleted() {
+    let db = test_db().await;
+    let session = AdminSession {
+        id_hash: vec![1; 32],
+        token_id: "abcd1234".to_owned(),
+        created_at: 1_000,
+        expires_at: 5_000,
+    };
+    db.repo.create_session(&session).await.unwrap();
+    assert_eq!(
+        db.repo.session(&[1; 32], 4_999).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(
+        db.repo.session(&[1; 32], 5_000).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        db.repo.session(&[2; 32], 2_000).await.unwrap(),
+        None,
+        "unknown"
+    );
+    // A later sign-in forgets sessions that ended.
+    let later = AdminSession {
+        id_hash: vec![2; 32],
+        created_at: 6_000,
+        expires_at: 9_000,
+        ..session.clone()
+    };
+    db.repo.create_session(&later).await.unwrap();
+    assert_eq!(
+        db.repo.session(&[1; 32], 0).await.unwrap(),
+        None,
+        "removed, not just expired"
+    );
+    assert!(db.repo.delete_session(&[2; 32]).await.unwrap());
+    assert!(!db.repo.delete_session(&[2; 32]).await.unwrap());
+    assert_eq!(db.repo.session(&[2; 32], 7_000).await.unwrap(), None);
+}

@@ -1,0 +1,19 @@
+-- The admin console: sessions, re-queued outbox rows, searching by prefix.
+
+CREATE TABLE admin_sessions (
+    id_hash     BLOB PRIMARY KEY NOT NULL,      -- SHA-256 of the session cookie
+    token_id    TEXT NOT NULL,                  -- which admin token signed in
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at);
+
+-- When an administrator re-queued a given-up row: its retry horizon starts again.
+ALTER TABLE outbox ADD COLUMN requeued_at INTEGER;
+
+CREATE INDEX requests_by_identity_server ON requests (identity_server, created_at DESC, id DESC);
+CREATE INDEX requests_by_mxid_created ON requests (mxid, created_at DESC);
+CREATE INDEX requests_by_address_created ON requests (address, created_at DESC);
+DROP INDEX requests_by_mxid;
+DROP INDEX requests_by_address;
+CREATE INDEX outbox_open ON outbox (kind, state, created_at);
