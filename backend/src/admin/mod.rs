@@ -369,3 +369,95 @@ mod tests {
         assert_eq!(session_cookie(&headers), None);
     }
 }
+
+#[cfg(test)]
+mod session_tests {
+    use crate::intake::tests::Harness;
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Request, StatusCode};
+    use std::net::SocketAddr;
+    use std::sync::atomic::Ordering;
+
+    const TOKEN: &str = "admin-token-for-session-unit-tests-0123456789";
+
+    fn request(method: &str, path: &str, cookie: Option<&str>, body: &str) -> Request<Body> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .header(assent_shared::admin::CSRF_HEADER, "1")
+            .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        if let Some(cookie) = cookie {
+            builder = builder.header("cookie", cookie);
+        }
+        builder.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    async fn signed_in(h: &Harness) -> String {
+        let response = tower::ServiceExt::oneshot(
+            h.app.clone(),
+            request(
+                "POST",
+                "/_assent/v1/admin/session",
+                None,
+                &format!(r#"{{"token":"{TOKEN}"}}"#),
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
+        set_cookie.split(';').next().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_session_ends_after_session_ttl_and_with_its_token() {
+        let h = Harness::new(|c| {
+            c.admin.tokens = vec![TOKEN.to_owned()];
+            c.admin.session_ttl = std::time::Duration::from_secs(600);
+        })
+        .await;
+        let cookie = signed_in(&h).await;
+        let whoami = |cookie: String| {
+            let app = h.app.clone();
+            async move {
+                tower::ServiceExt::oneshot(
+                    app,
+                    request("GET", "/_assent/v1/admin/whoami", Some(&cookie), ""),
+                )
+                .await
+                .unwrap()
+                .status()
+            }
+        };
+        assert_eq!(whoami(cookie.clone()).await, StatusCode::OK);
+        h.clock.0.fetch_add(599_000, Ordering::SeqCst);
+        assert_eq!(whoami(cookie.clone()).await, StatusCode::OK);
+        h.clock.0.fetch_add(1_000, Ordering::SeqCst);
+        assert_eq!(
+            whoami(cookie.clone()).await,
+            StatusCode::UNAUTHORIZED,
+            "expired"
+        );
+
+        // A token taken out of the config takes its sessions with it.
+        let h = Harness::new(|c| c.admin.tokens = vec![TOKEN.to_owned()]).await;
+        let cookie = signed_in(&h).await;
+        let mut config = (*h.state.config).clone();
+        config.admin.tokens = vec!["another-admin-token-0123456789abcdef0123".to_owned()];
+        let state = crate::app::AppState {
+            config: std::sync::Arc::new(config),
+            ..h.state.clone()
+        };
+        let app = crate::app::router(state);
+        let status = tower::ServiceExt::oneshot(
+            app,
+            request("GET", "/_assent/v1/admin/whoami", Some(&cookie), ""),
+        )
+        .await
+        .unwrap()
+        .status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+}
