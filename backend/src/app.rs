@@ -168,8 +168,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/embed/consent/{token}", get(web::embed_page))
         .route("/", get(web::app_page))
-        .route("/admin", get(web::app_page))
-        .route("/admin/{*rest}", get(web::app_page));
+        .route("/admin", get(web::console_page))
+        .route("/admin/{*rest}", get(web::console_page));
 
     Router::new()
         .merge(api)

@@ -21,16 +21,24 @@ pub struct WebAssets {
     index: Option<String>,
     /// `'sha256-…'` sources for each inline script in it (Trunk's loader).
     script_hashes: Vec<String>,
+    /// The admin console's shell, `dist/console/index.html`, and its hashes.
+    console: Option<String>,
+    console_hashes: Vec<String>,
     dir: ServeDir,
 }
 
 impl WebAssets {
     pub fn load(dist_dir: &FsPath) -> Self {
-        let index = std::fs::read_to_string(dist_dir.join("index.html")).ok();
-        let script_hashes = index
-            .as_deref()
-            .map(inline_script_hashes)
-            .unwrap_or_default();
+        let read = |path: &FsPath| {
+            let html = std::fs::read_to_string(path).ok();
+            let hashes = html
+                .as_deref()
+                .map(inline_script_hashes)
+                .unwrap_or_default();
+            (html, hashes)
+        };
+        let (index, script_hashes) = read(&dist_dir.join("index.html"));
+        let (console, console_hashes) = read(&dist_dir.join("console").join("index.html"));
         let dir = ServeDir::new(dist_dir)
             .precompressed_br()
             .precompressed_gzip()
@@ -38,8 +46,15 @@ impl WebAssets {
         WebAssets {
             index,
             script_hashes,
+            console,
+            console_hashes,
             dir,
         }
+    }
+
+    /// `/admin…`: the console's shell, never framable.
+    pub fn console_page(&self) -> Response {
+        shell_page(self.console.as_deref(), &self.console_hashes, "'none'")
     }
 
     pub fn is_built(&self) -> bool {
@@ -49,15 +64,7 @@ impl WebAssets {
     /// The policy for an app page; `frame_ancestors` is `'none'` except on
     /// the embed route of an identity server that lists its embedders.
     pub fn csp(&self, frame_ancestors: &str) -> String {
-        let mut scripts = String::from("'self' 'wasm-unsafe-eval'");
-        for hash in &self.script_hashes {
-            scripts.push(' ');
-            scripts.push_str(hash);
-        }
-        format!(
-            "default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:; font-src 'self'; \
-             connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors {frame_ancestors}"
-        )
+        csp(&self.script_hashes, frame_ancestors)
     }
 
     /// The app shell with a server-rendered page `html` as the body's first
@@ -87,30 +94,47 @@ impl WebAssets {
     }
 
     fn page(&self, frame_ancestors: &str) -> Response {
-        let Some(index) = &self.index else {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "The web front end has not been built. Run `cargo xtask build` (or `cargo xtask run`) in the \
-                 Assent checkout, or set `dist_dir` to the folder that holds the built index.html.\n",
-            )
-                .into_response();
-        };
-        let mut response = (
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            index.clone(),
+        shell_page(self.index.as_deref(), &self.script_hashes, frame_ancestors)
+    }
+}
+
+fn csp(script_hashes: &[String], frame_ancestors: &str) -> String {
+    let mut scripts = String::from("'self' 'wasm-unsafe-eval'");
+    for hash in script_hashes {
+        scripts.push(' ');
+        scripts.push_str(hash);
+    }
+    format!(
+        "default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self' data:; font-src 'self'; \
+         connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors {frame_ancestors}"
+    )
+}
+
+/// A shell as it is served: no caching without revalidation, a strict CSP.
+fn shell_page(html: Option<&str>, script_hashes: &[String], frame_ancestors: &str) -> Response {
+    let Some(html) = html else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "The web front end has not been built. Run `cargo xtask build` (or `cargo xtask run`) in the \
+             Assent checkout, or set `dist_dir` to the folder that holds the built index.html.\n",
         )
             .into_response();
-        if let Ok(csp) = HeaderValue::from_str(&self.csp(frame_ancestors)) {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_SECURITY_POLICY, csp);
-        }
+    };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        html.to_owned(),
+    )
+        .into_response();
+    if let Ok(csp) = HeaderValue::from_str(&csp(script_hashes, frame_ancestors)) {
         response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, csp);
     }
+    response
 }
 
 /// What the server-rendered page sets on `<html>`.
@@ -186,9 +210,15 @@ fn inline_script_hashes(html: &str) -> Vec<String> {
     hashes
 }
 
-/// `/admin…` and `/`: the app shell, never framable.
+/// `/`: the app shell, never framable.
 pub async fn app_page(State(state): State<AppState>) -> Response {
     state.web.page("'none'")
+}
+
+/// `/admin…`: the console's shell, never framable. It holds no data: every
+/// figure comes from the admin API, which wants credentials.
+pub async fn console_page(State(state): State<AppState>) -> Response {
+    state.web.console_page()
 }
 
 /// `/embed/consent/{token}`: framable only by the origins configured for the
@@ -293,6 +323,8 @@ mod tests {
         let assets = WebAssets {
             index: Some(String::new()),
             script_hashes: vec!["'sha256-abc'".to_owned()],
+            console: None,
+            console_hashes: Vec::new(),
             dir: ServeDir::new("."),
         };
         let csp = assets.csp("'none'");

@@ -109,21 +109,6 @@ pub fn receipt_url(token: &str) -> String {
     format!("/_assent/v1/consent/{token}/receipt")
 }
 
-/// `GET /_assent/v1/admin/whoami`: whether an admin token is accepted.
-pub async fn admin_whoami(token: &str) -> Result<AdminIdentity, ApiFailure> {
-    let response = Request::get("/_assent/v1/admin/whoami")
-        .header("Authorization", &format!("Bearer {token}"))
-        .send()
-        .await
-        .map_err(|_| ApiFailure::Network)?;
-    read(response).await
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct AdminIdentity {
-    pub token_id: String,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod components;
+pub mod console;
 pub mod format;
 pub mod pages;
 pub mod platform;
@@ -15,7 +16,6 @@ pub enum Route {
     Home,
     Consent(String),
     EmbedConsent(String),
-    Admin,
     NotFound,
 }
 
@@ -29,8 +29,6 @@ impl Route {
             |rest: &str| (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_owned());
         if path == "/" {
             Route::Home
-        } else if path == "/admin" {
-            Route::Admin
         } else if let Some(token) = path.strip_prefix("/consent/").and_then(single) {
             Route::Consent(token)
         } else if let Some(token) = path.strip_prefix("/embed/consent/").and_then(single) {
@@ -63,7 +61,6 @@ pub fn App() -> impl IntoView {
         Route::EmbedConsent(token) => {
             view! { <pages::consent::EmbedConsentPage token /> }.into_any()
         }
-        Route::Admin => view! { <pages::admin::AdminPage /> }.into_any(),
         Route::NotFound => view! { <pages::not_found::NotFound /> }.into_any(),
     }
 }
@@ -76,7 +73,11 @@ mod tests {
     #[wasm_bindgen_test]
     fn paths_choose_their_pages() {
         assert_eq!(Route::parse("/"), Route::Home);
-        assert_eq!(Route::parse("/admin"), Route::Admin);
+        assert_eq!(
+            Route::parse("/admin"),
+            Route::NotFound,
+            "the console is its own bundle"
+        );
         assert_eq!(Route::parse("/consent/abc"), Route::Consent("abc".into()));
         assert_eq!(Route::parse("/consent/abc/"), Route::Consent("abc".into()));
         assert_eq!(

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 /// cross-origin script cannot send it without a CORS preflight Assent refuses.
 pub const CSRF_HEADER: &str = "x-assent-csrf";
 
+/// Counting stops here, so a list costs the same at any table size.
+pub const COUNT_CAP: i64 = 10_000;
+
 /// Most requests one page of the admin list holds.
 pub const MAX_PAGE: u32 = 200;
 
@@ -96,8 +99,11 @@ pub struct RequestList {
     /// Pass as `from` for the next page; absent on the last page.
     pub next: Option<String>,
     /// Requests matching the filters and search, per status (the status
-    /// filter itself left out, so every tab shows its count).
+    /// filter itself left out, so every tab shows its count). Counting stops
+    /// at [`COUNT_CAP`] per status (5 × that in all when searching).
     pub counts: StatusCounts,
+    /// False when a count reached the cap: the counts then mean "at least".
+    pub counts_complete: bool,
 }
 
 /// One event of a request's audit trail.

@@ -262,10 +262,13 @@ fn apt_install(packages: &[&str]) -> Result {
     )
 }
 
+/// Builds both bundles: the consent app into `dist/` (which Trunk empties
+/// first), then the admin console into `dist/console/`.
 fn build_frontend() -> Result {
     step("Building the web front end (Trunk, release, offline)");
-    run_cmd(
-        command("trunk")
+    let trunk = || {
+        let mut trunk = command("trunk");
+        trunk
             .arg("build")
             .env("TRUNK_SKIP_VERSION_CHECK", "true")
             // Size-oriented release profile for the wasm only; the server
@@ -273,8 +276,18 @@ fn build_frontend() -> Result {
             .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "z")
             .env("CARGO_PROFILE_RELEASE_LTO", "true")
             .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
-            .env("CARGO_PROFILE_RELEASE_PANIC", "abort"),
-    )
+            .env("CARGO_PROFILE_RELEASE_PANIC", "abort");
+        trunk
+    };
+    run_cmd(&mut trunk())?;
+    step("Building the admin console (Trunk, into dist/console)");
+    run_cmd(trunk().args([
+        "frontend/console.html",
+        "--dist",
+        "dist/console",
+        "--public-url",
+        "/console/",
+    ]))
 }
 
 /// `cargo xtask bench intake [--seconds N] [--concurrency N]`.
@@ -282,10 +295,12 @@ fn bench(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
         Some("intake") => {}
         Some("consent") => return bench_consent(&args[1..]),
+        Some("admin") => return bench_admin(&args[1..]),
         _ => {
             return Err(
                 "usage: cargo xtask bench intake [--seconds 15] [--concurrency 16] [--send-email false]\n       \
-                 cargo xtask bench consent [--loads 15]"
+                 cargo xtask bench consent [--loads 15]\n       \
+                 cargo xtask bench admin [--rows 100000] [--calls 101]"
                     .to_owned(),
             )
         }
@@ -337,6 +352,32 @@ fn bench_consent(args: &[String]) -> Result {
     let target = root().join("target").join("release");
     run_cmd(
         Command::new(target.join("consent-bench"))
+            .current_dir(root())
+            .env("E2E_ASSENT_BIN", target.join("assent"))
+            .args(args),
+    )
+}
+
+/// `cargo xtask bench admin [--rows N] [--calls N]`: the admin list and
+/// search with 100,000 stored requests in SQLite, against the release server.
+fn bench_admin(args: &[String]) -> Result {
+    step("Building the server and the admin benchmark (release)");
+    run_cmd(command("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "assent-backend",
+        "--bin",
+        "assent",
+        "--package",
+        "assent-e2e",
+        "--bin",
+        "admin-bench",
+    ]))?;
+    step("Benchmark: the admin list with 100,000 requests in SQLite");
+    let target = root().join("target").join("release");
+    run_cmd(
+        Command::new(target.join("admin-bench"))
             .current_dir(root())
             .env("E2E_ASSENT_BIN", target.join("assent"))
             .args(args),

@@ -12,7 +12,9 @@ CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at);
 ALTER TABLE outbox ADD COLUMN requeued_at BIGINT;
 
 -- Prefix search compares bytes ("C" collation), whatever the database's locale.
-CREATE INDEX requests_by_identity_server ON requests (identity_server, created_at DESC, id DESC);
+CREATE INDEX requests_by_is_created ON requests (identity_server, created_at DESC, id DESC);
+CREATE INDEX requests_by_is_status ON requests (identity_server, status, created_at);
+CREATE INDEX requests_by_origin_status ON requests (origin, status, created_at);
 CREATE INDEX requests_by_mxid_created ON requests ((mxid COLLATE "C"), created_at DESC);
 CREATE INDEX requests_by_address_created ON requests ((address COLLATE "C"), created_at DESC);
 CREATE INDEX requests_by_origin_c ON requests ((origin COLLATE "C"), created_at DESC);

@@ -11,7 +11,10 @@ CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at);
 -- When an administrator re-queued a given-up row: its retry horizon starts again.
 ALTER TABLE outbox ADD COLUMN requeued_at INTEGER;
 
-CREATE INDEX requests_by_identity_server ON requests (identity_server, created_at DESC, id DESC);
+-- The admin list: a page in the order of an index, counts from covering ones.
+CREATE INDEX requests_by_is_created ON requests (identity_server, created_at DESC, id DESC);
+CREATE INDEX requests_by_is_status ON requests (identity_server, status, created_at);
+CREATE INDEX requests_by_origin_status ON requests (origin, status, created_at);
 CREATE INDEX requests_by_mxid_created ON requests (mxid, created_at DESC);
 CREATE INDEX requests_by_address_created ON requests (address, created_at DESC);
 DROP INDEX requests_by_mxid;

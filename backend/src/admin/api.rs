@@ -10,7 +10,7 @@ use crate::storage::{
 };
 use assent_shared::admin::{
     ActionOutcome, AdminRequest, AuditEntry, OutboxEntry, RequestDetail, RequestList, RetryBody,
-    ServerStats, ServerStatsList, StatusCounts, MAX_PAGE,
+    ServerStats, ServerStatsList, StatusCounts, COUNT_CAP, MAX_PAGE,
 };
 use assent_shared::{ApiError as ErrorBody, Medium, RequestStatus, ThreePid};
 use axum::body::Bytes;
@@ -188,7 +188,7 @@ pub async fn list(
         state
             .repo
             .list_requests(&filter, from.as_ref(), i64::from(limit) + 1),
-        state.repo.count_requests(&filter),
+        state.repo.count_requests(&filter, COUNT_CAP),
     );
     let mut rows = rows?;
     let next = (rows.len() > limit as usize).then(|| {
@@ -196,14 +196,16 @@ pub async fn list(
         rows.last()
             .map(|last| encode_cursor(last.created_at, &last.id))
     });
+    let counted = counted?;
     let mut counts = StatusCounts::default();
-    for (status, n) in counted? {
+    for (status, n) in counted.counts {
         counts.add(status, n);
     }
     Ok(Json(RequestList {
         requests: rows.iter().map(admin_request).collect(),
         next: next.flatten(),
         counts,
+        counts_complete: counted.complete,
     }))
 }
 

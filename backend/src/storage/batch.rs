@@ -4,11 +4,10 @@
 //! transaction. Callers still get one answer each, only after the commit.
 
 use super::{
-    AdminSession, AttemptResult, AuditEvent, Decided, Decision, Inserted, IntakeLookup, ListCursor,
-    ListFilter, NewAudit, NewHold, NewOutbox, OriginCount, OutboxDepth, OutboxKind, OutboxRow,
-    Repo, RequestKey, RequestSummary, Result, StorageError, StoredRequest,
+    AdminSession, AttemptResult, AuditEvent, Counted, Decided, Decision, Inserted, IntakeLookup,
+    ListCursor, ListFilter, NewAudit, NewHold, NewOutbox, OriginCount, OutboxDepth, OutboxKind,
+    OutboxRow, Repo, RequestKey, RequestSummary, Result, StorageError, StoredRequest,
 };
-use assent_shared::RequestStatus;
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -232,8 +231,8 @@ impl super::Repository for Batched {
         self.inner.list_requests(filter, after, limit).await
     }
 
-    async fn count_requests(&self, filter: &ListFilter) -> Result<Vec<(RequestStatus, i64)>> {
-        self.inner.count_requests(filter).await
+    async fn count_requests(&self, filter: &ListFilter, cap: i64) -> Result<Counted> {
+        self.inner.count_requests(filter, cap).await
     }
 
     async fn origin_counts(&self, day: i64, week: i64) -> Result<Vec<OriginCount>> {

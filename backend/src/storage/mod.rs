@@ -342,6 +342,14 @@ pub struct RequestSummary {
     pub decided_at: Option<i64>,
 }
 
+/// Requests per status, and whether every count is exact (else some reached
+/// the cap and mean "at least").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub counts: Vec<(RequestStatus, i64)>,
+    pub complete: bool,
+}
+
 /// Requests from one homeserver with one status: how many were created
 /// since the day's start and since the week's start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -475,8 +483,10 @@ pub trait Repository: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<RequestSummary>>;
 
-    /// How many requests match `filter` (its status ignored), per status.
-    async fn count_requests(&self, filter: &ListFilter) -> Result<Vec<(RequestStatus, i64)>>;
+    /// How many requests match `filter` (its status ignored), per status,
+    /// counting no further than `cap` per status (`5 × cap` in all when
+    /// searching), so that the cost does not grow with the table.
+    async fn count_requests(&self, filter: &ListFilter, cap: i64) -> Result<Counted>;
 
     /// Per requesting server and status: requests created since `day` and since `week`.
     async fn origin_counts(&self, day: i64, week: i64) -> Result<Vec<OriginCount>>;
@@ -930,14 +940,13 @@ macro_rules! sql_repository {
                 );
                 push_filter(&mut query, filter, true);
                 if let Some(cursor) = after {
+                    // A row value: one range on the index, however deep the page.
                     query
-                        .push(" AND (created_at < ")
+                        .push(" AND (created_at, id) < (")
                         .push_bind(cursor.created_at)
-                        .push(" OR (created_at = ")
-                        .push_bind(cursor.created_at)
-                        .push(" AND id < ")
+                        .push(", ")
                         .push_bind(cursor.id.clone())
-                        .push("))");
+                        .push(")");
                 }
                 query.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit.clamp(0, 1000));
                 let rows = query.build().fetch_all(&self.pool).await?;
@@ -966,22 +975,47 @@ macro_rules! sql_repository {
             async fn count_requests(
                 &self,
                 filter: &$crate::storage::ListFilter,
-            ) -> $crate::storage::Result<Vec<(assent_shared::RequestStatus, i64)>> {
-                let mut query = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(
-                    "SELECT status, COUNT(*) AS n FROM requests WHERE 1 = 1",
-                );
-                push_filter(&mut query, filter, false);
-                query.push(" GROUP BY status");
+                cap: i64,
+            ) -> $crate::storage::Result<$crate::storage::Counted> {
+                use assent_shared::RequestStatus;
+                let mut query = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new("");
+                let searching = !filter.prefixes.is_empty();
+                if searching {
+                    // What the search matches, up to 5 × cap, by status: the
+                    // prefixes' indexes find the matches, however few.
+                    query.push("SELECT status, COUNT(*) AS n FROM (SELECT status FROM requests WHERE 1 = 1");
+                    push_filter(&mut query, filter, false);
+                    query.push(" LIMIT ").push_bind(cap.saturating_mul(5)).push(") AS matched GROUP BY status");
+                } else {
+                    // Each status up to cap, each from a covering index.
+                    for (i, status) in RequestStatus::ALL.iter().enumerate() {
+                        if i > 0 {
+                            query.push(" UNION ALL ");
+                        }
+                        // The statuses are constants: written into the SQL.
+                        query.push(format!(
+                            "SELECT '{s}' AS status, COUNT(*) AS n FROM (SELECT 1 AS one FROM requests WHERE status = '{s}'",
+                            s = status.as_str()
+                        ));
+                        push_filter(&mut query, filter, false);
+                        query.push(" LIMIT ").push_bind(cap).push(") AS s");
+                    }
+                }
                 let rows = query.build().fetch_all(&self.pool).await?;
-                rows.iter()
-                    .map(|row| {
-                        let status = row
-                            .try_get::<String, _>("status")?
-                            .parse()
-                            .map_err(|e| $crate::storage::corrupt("status", e))?;
-                        Ok((status, row.try_get::<i64, _>("n")?))
-                    })
-                    .collect()
+                let mut counts = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let status: RequestStatus = row
+                        .try_get::<String, _>("status")?
+                        .parse()
+                        .map_err(|e| $crate::storage::corrupt("status", e))?;
+                    counts.push((status, row.try_get::<i64, _>("n")?));
+                }
+                let complete = if searching {
+                    counts.iter().map(|(_, n)| n).sum::<i64>() < cap.saturating_mul(5)
+                } else {
+                    counts.iter().all(|(_, n)| *n < cap)
+                };
+                Ok($crate::storage::Counted { counts, complete })
             }
 
             async fn origin_counts(&self, day: i64, week: i64) -> $crate::storage::Result<Vec<$crate::storage::OriginCount>> {

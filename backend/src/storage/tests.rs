@@ -903,18 +903,55 @@ async fn the_admin_list_pages_newest_first_with_filters_and_search() {
         );
     }
 
-    let mut counts = db.repo.count_requests(&hs1).await.unwrap();
-    counts.sort_by_key(|(status, _)| status.as_str());
+    let nonzero = |counted: Counted| {
+        let mut counts: Vec<_> = counted.counts.into_iter().filter(|(_, n)| *n > 0).collect();
+        counts.sort_by_key(|(status, _)| status.as_str());
+        (counts, counted.complete)
+    };
+    let expected = vec![(RequestStatus::Denied, 1), (RequestStatus::Pending, 2)];
     assert_eq!(
-        counts,
-        [(RequestStatus::Denied, 1), (RequestStatus::Pending, 2)]
+        nonzero(db.repo.count_requests(&hs1, 100).await.unwrap()),
+        (expected.clone(), true)
     );
     // The status filter is left out of the counts.
     let hs1_pending = ListFilter {
         status: Some(RequestStatus::Pending),
         ..hs1.clone()
     };
-    assert_eq!(db.repo.count_requests(&hs1_pending).await.unwrap().len(), 2);
+    assert_eq!(
+        nonzero(db.repo.count_requests(&hs1_pending, 100).await.unwrap()),
+        (expected, true)
+    );
+    // Counting stops at the cap: 6 pending, counted to 2.
+    assert_eq!(
+        nonzero(
+            db.repo
+                .count_requests(&ListFilter::default(), 2)
+                .await
+                .unwrap()
+        ),
+        (
+            vec![(RequestStatus::Denied, 1), (RequestStatus::Pending, 2)],
+            false
+        )
+    );
+    // Searching counts the matches, up to 5 × cap in all.
+    let search = ListFilter {
+        prefixes: vec!["user".to_owned(), "@user".to_owned()],
+        ..ListFilter::default()
+    };
+    assert_eq!(
+        nonzero(db.repo.count_requests(&search, 100).await.unwrap()),
+        (
+            vec![(RequestStatus::Denied, 1), (RequestStatus::Pending, 6)],
+            true
+        )
+    );
+    let (counts, complete) = nonzero(db.repo.count_requests(&search, 1).await.unwrap());
+    assert_eq!(
+        (counts.iter().map(|(_, n)| n).sum::<i64>(), complete),
+        (5, false)
+    );
 }
 
 #[tokio::test]

@@ -1,4 +1,3 @@
-pub mod admin;
 pub mod consent;
 pub mod home;
 pub mod not_found;
