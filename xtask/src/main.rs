@@ -300,7 +300,7 @@ fn bench(args: &[String]) -> Result {
             return Err(
                 "usage: cargo xtask bench intake [--seconds 15] [--concurrency 16] [--send-email false]\n       \
                  cargo xtask bench consent [--loads 15]\n       \
-                 cargo xtask bench admin [--rows 100000] [--calls 101]"
+                 cargo xtask bench admin [--rows 10000,100000] [--calls 101]"
                     .to_owned(),
             )
         }

@@ -3,9 +3,10 @@
 //! requests from 200 homeservers, one of them flooding, in every status, each
 //! with an audit event and an email row), then times the admin API over
 //! loopback HTTP, one call at a time, and prints the median and p90 of each
-//! case beside `GET /health` (the cost of an HTTP round trip alone).
+//! case beside `GET /health` (the cost of an HTTP round trip alone), at each
+//! table size side by side with the ratio between the largest and smallest.
 //!
-//! Usage: admin-bench [--rows 100000] [--calls 101]
+//! Usage: admin-bench [--rows 10000,100000] [--calls 101]
 
 use assent_e2e::{Assent, Options};
 use serde_json::Value;
@@ -127,78 +128,136 @@ async fn time(
     Ok((times, last))
 }
 
+struct Case {
+    name: &'static str,
+    median: f64,
+    p90: f64,
+    results: String,
+}
+
+/// Seeds `rows` requests into a fresh `assent serve` and times each case.
+async fn measure(rows: usize, calls: usize) -> Result<Vec<Case>, String> {
+    let assent = Assent::start(Options {
+        config: Some(format!("[admin]\ntokens = [\"{TOKEN}\"]\n")),
+        ..Options::default()
+    })
+    .await;
+    seed(&assent, rows).await?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let list = assent.url("/_assent/v1/admin/requests");
+    // A cursor 100 pages deep (or as deep as the table goes), for the keyset case.
+    let mut deep = String::new();
+    for _ in 0..(rows / 50).saturating_sub(1).min(100) {
+        let from = if deep.is_empty() {
+            String::new()
+        } else {
+            format!("&from={deep}")
+        };
+        let (_, page) = time(&client, &format!("{list}?limit=50{from}"), 1, true).await?;
+        deep = page["next"].as_str().unwrap_or_default().to_owned();
+    }
+    let probe = rows / 2;
+    let week_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_millis() as i64
+        - 7 * DAY_MS;
+    let cases: Vec<(&'static str, String, bool)> = vec![
+        ("GET /health (HTTP round trip alone)", assent.url("/health"), false),
+        ("first page, all requests, with counts", format!("{list}?limit=50"), true),
+        ("first page, status=pending", format!("{list}?limit=50&status=pending"), true),
+        ("first page, requesting_server=flood…", format!("{list}?limit=50&requesting_server=flood.example.net"), true),
+        ("first page, status + server + last 7 days", format!("{list}?limit=50&status=denied&requesting_server=hs7.example.org&created_from={week_ago}"), true),
+        ("search: an exact address", format!("{list}?q=user{probe}%40mail{}.example.com", probe % 50), true),
+        ("search: a Matrix ID localpart prefix", format!("{list}?q=user{}", probe / 10), true),
+        ("search: a server name prefix", format!("{list}?q=hs12.example"), true),
+        ("a page deep in the list (keyset cursor)", format!("{list}?limit=50&from={deep}"), true),
+        ("per-server stats (24 h / 7 d)", assent.url("/_assent/v1/admin/stats/servers"), true),
+    ];
+    let mut measured = Vec::new();
+    for (name, url, auth) in cases {
+        let (times, body) = time(&client, &url, calls, auth).await?;
+        let results = body["requests"].as_array().map_or_else(
+            || {
+                body["servers"]
+                    .as_array()
+                    .map_or(String::from("-"), |s| s.len().to_string())
+            },
+            |r| r.len().to_string(),
+        );
+        measured.push(Case {
+            name,
+            median: percentile(&times, 0.5),
+            p90: percentile(&times, 0.9),
+            results,
+        });
+    }
+    Ok(measured)
+}
+
 fn main() -> Result<(), String> {
-    let mut rows = 100_000usize;
+    let mut sizes = vec![10_000usize, 100_000];
     let mut calls = 101usize;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match (flag.as_str(), args.next()) {
-            ("--rows", Some(n)) => rows = n.parse().map_err(|e| format!("--rows: {e}"))?,
+            ("--rows", Some(list)) => {
+                sizes = list
+                    .split(',')
+                    .map(|n| n.trim().parse().map_err(|e| format!("--rows: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
             ("--calls", Some(n)) => calls = n.parse().map_err(|e| format!("--calls: {e}"))?,
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}; usage: admin-bench [--rows 100000] [--calls 101]"
+                    "unknown flag {flag}; usage: admin-bench [--rows 10000,100000] [--calls 101]"
                 ))
             }
         }
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async move {
-        let assent = Assent::start(Options {
-            config: Some(format!("[admin]\ntokens = [\"{TOKEN}\"]\n")),
-            ..Options::default()
-        })
-        .await;
-        seed(&assent, rows).await?;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let list = assent.url("/_assent/v1/admin/requests");
-        // A cursor 100 pages deep, for the keyset case.
-        let mut deep = String::new();
-        for _ in 0..100 {
-            let from = if deep.is_empty() { String::new() } else { format!("&from={deep}") };
-            let (_, page) = time(&client, &format!("{list}?limit=50{from}"), 1, true).await?;
-            deep = page["next"].as_str().unwrap_or_default().to_owned();
+        let mut runs = Vec::new();
+        for &rows in &sizes {
+            runs.push(measure(rows, calls).await?);
         }
-        let probe = rows / 2;
-        let week_ago = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|e| e.to_string())?
-            .as_millis() as i64
-            - 7 * DAY_MS;
-        let cases: Vec<(&str, String, bool)> = vec![
-            ("GET /health (HTTP round trip alone)", assent.url("/health"), false),
-            ("first page, all requests, with counts", format!("{list}?limit=50"), true),
-            ("first page, status=pending", format!("{list}?limit=50&status=pending"), true),
-            ("first page, requesting_server=flood…", format!("{list}?limit=50&requesting_server=flood.example.net"), true),
-            ("first page, status + server + last 7 days", format!("{list}?limit=50&status=denied&requesting_server=hs7.example.org&created_from={week_ago}"), true),
-            ("search: an exact address", format!("{list}?q=user{probe}%40mail{}.example.com", probe % 50), true),
-            ("search: a Matrix ID localpart prefix", format!("{list}?q=user{}", probe / 10), true),
-            ("search: a server name prefix", format!("{list}?q=hs12.example"), true),
-            ("page 101 (keyset cursor)", format!("{list}?limit=50&from={deep}"), true),
-            ("per-server stats (24 h / 7 d)", assent.url("/_assent/v1/admin/stats/servers"), true),
-        ];
-        println!("\n{rows} requests in SQLite; {calls} calls per case, one at a time, over loopback HTTP\n");
-        println!("{:<44} {:>9} {:>9} {:>9}", "case", "median ms", "p90 ms", "results");
-        let mut floor = f64::NAN;
-        let mut summary = Vec::new();
-        for (name, url, auth) in cases {
-            let (times, body) = time(&client, &url, calls, auth).await?;
-            let median = percentile(&times, 0.5);
-            if floor.is_nan() {
-                floor = median;
+        println!("\nmedian (p90) in ms per case, {calls} calls each, one at a time, over loopback HTTP; SQLite\n");
+        print!("{:<42}", "case");
+        for rows in &sizes {
+            print!(" {:>22}", format!("{rows} requests"));
+        }
+        if sizes.len() > 1 {
+            print!(" {:>8}", "ratio");
+        }
+        println!();
+        for (i, case) in runs[0].iter().enumerate() {
+            print!("{:<42}", case.name);
+            for run in &runs {
+                let c = &run[i];
+                print!(" {:>22}", format!("{:.2} ({:.2}) [{}]", c.median, c.p90, c.results));
             }
-            let results = body["requests"].as_array().map_or_else(
-                || body["servers"].as_array().map_or(String::from("-"), |s| s.len().to_string()),
-                |r| r.len().to_string(),
-            );
-            println!("{name:<44} {median:>9.2} {:>9.2} {results:>9}", percentile(&times, 0.9));
-            summary.push((name, median));
+            if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
+                if sizes.len() > 1 {
+                    print!(" {:>7.2}×", last[i].median / first[i].median);
+                }
+            }
+            println!();
         }
-        let worst = summary.iter().skip(1).filter(|(n, _)| !n.starts_with("per-server")).map(|(_, m)| *m).fold(0.0, f64::max);
-        println!("\nslowest list/search median: {worst:.2} ms (budget 20 ms), {:.1}× the bare round trip", worst / floor);
+        if let Some(largest) = runs.last() {
+            let worst = largest
+                .iter()
+                .skip(1)
+                .filter(|c| !c.name.starts_with("per-server"))
+                .map(|c| c.median)
+                .fold(0.0, f64::max);
+            println!(
+                "\nslowest first page or search at {} requests: median {worst:.2} ms (budget 20 ms)",
+                sizes.last().copied().unwrap_or_default()
+            );
+        }
         Ok(())
     })
 }
