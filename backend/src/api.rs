@@ -67,7 +67,8 @@ pub async fn request_for_token(state: &AppState, token: &str) -> Result<StoredRe
         .ok_or_else(unknown)
 }
 
-/// `GET /_assent/v1/consent/{token}`: what the owner is shown. Never changes state.
+/// `GET /_assent/v1/consent/{token}`: what the owner is shown. Changes
+/// nothing but the audit trail, which notes the visit.
 #[tracing::instrument(skip_all)]
 pub async fn consent_view(
     State(state): State<AppState>,
@@ -86,11 +87,33 @@ pub async fn consent_view(
     }
 }
 
-/// Puts a view of a pending request's consent page into its audit trail
-/// (`via`: `page` or `app`). A failure to record it does not stop the page.
+/// A view within this long of the last one is the same visit (the
+/// server-rendered page, then the app's own fetch; a reload).
+const SAME_VISIT_MS: i64 = 60_000;
+
+/// Puts a visit to a pending request's consent page into its audit trail
+/// (`via`: `page` or `app`), once per visit. A failure to record it does not
+/// stop the page.
 pub async fn record_view(state: &AppState, request: &StoredRequest, via: &str) {
     if request.status != RequestStatus::Pending {
         return;
+    }
+    let now = state.now_ms();
+    match state.repo.audit_trail(&request.id).await {
+        Ok(trail) => {
+            if trail
+                .iter()
+                .rev()
+                .find(|e| e.kind == "viewed")
+                .is_some_and(|e| now - e.at < SAME_VISIT_MS)
+            {
+                return;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %request.id, error = %e, "cannot read the audit trail");
+            return;
+        }
     }
     let event =
         crate::storage::NewAudit::new("viewed", Some("owner"), serde_json::json!({"via": via}));

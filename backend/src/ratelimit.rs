@@ -81,8 +81,6 @@ pub struct Limits {
     /// Signed unbinds per requesting server. (New holds per address are
     /// counted in the database, which remembers every address anyway.)
     pub origin: RateLimiter<String>,
-    /// Emails an administrator resends, per request.
-    pub admin_resends: RateLimiter<String>,
 }
 
 impl Limits {
@@ -92,7 +90,6 @@ impl Limits {
             admin_failures: RateLimiter::new(10, 60_000),
             unbind_failures: RateLimiter::new(config.failed_unbinds_per_client_per_minute, 60_000),
             origin: RateLimiter::new(config.unbinds_per_origin_per_minute, 60_000),
-            admin_resends: RateLimiter::new(3, 3_600_000),
         }
     }
 }

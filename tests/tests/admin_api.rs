@@ -241,6 +241,15 @@ async fn a_sign_in_gives_a_strict_cookie_that_signing_out_ends() {
         }
         request.send()
     };
+    // A body that is not a sign-in is named as such.
+    let garbled = client
+        .post(assent.url("/_assent/v1/admin/session"))
+        .header(CSRF, "1")
+        .body("token=abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbled.status(), StatusCode::BAD_REQUEST);
     // Without the CSRF header a sign-in is refused before the token is checked.
     assert_eq!(
         sign_in(ADMIN_TOKEN, false).await.unwrap().status(),
@@ -303,6 +312,18 @@ async fn a_sign_in_gives_a_strict_cookie_that_signing_out_ends() {
     );
 
     // Signing out ends the session on the server, not only in the browser.
+    // Only the cookie's hash is stored (32 bytes), on either database.
+    assert_eq!(
+        assent
+            .count("admin_sessions WHERE length(id_hash) = 32")
+            .await,
+        1
+    );
+    // Signing out changes something: it too needs the CSRF header.
+    let refused = with_cookie(Method::DELETE, "/_assent/v1/admin/session", false)
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     let out = with_cookie(Method::DELETE, "/_assent/v1/admin/session", true)
         .await
         .unwrap();
@@ -515,7 +536,7 @@ async fn an_admin_sees_the_whole_story_and_resends_retries_and_cancels() {
         retry["actor"],
         format!("admin:{}", whoami["token_id"].as_str().unwrap())
     );
-    assert_eq!(detail["outbox"][0]["requeued_at_ms"].is_i64(), true);
+    assert!(detail["outbox"][0]["requeued_at_ms"].is_i64());
     let messages = smtp.wait_for(1, Duration::from_secs(10)).await;
     let first_link = link_in(&messages[0]);
     // Nothing left to retry.
@@ -646,6 +667,18 @@ async fn an_admin_sees_the_whole_story_and_resends_retries_and_cancels() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A decided request's email is not needed any more.
+    let (status, body) = admin(
+        &assent,
+        Method::POST,
+        &format!("/_assent/v1/admin/requests/{id}/retry"),
+        Some(json!({"kind": "email"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::CONFLICT, Some("M_NOT_PENDING"))
+    );
     let (status, body) = admin(
         &assent,
         Method::POST,
@@ -669,7 +702,7 @@ async fn an_admin_sees_the_whole_story_and_resends_retries_and_cancels() {
         "assent_intake_total{outcome=\"held\"} 1",
         "assent_emails_total{outcome=\"failed\"} 1",
         "assent_decisions_total{decision=\"cancel\"} 1",
-        "assent_outbox_pending{outbox=\"relay\"}",
+        "assent_outbox_pending{outbox=\"relay\"} 1",
         "assent_outbox_oldest_pending_age_seconds{outbox=\"email\"}",
         "assent_http_request_duration_seconds_bucket{",
     ] {

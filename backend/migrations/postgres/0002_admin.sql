@@ -18,6 +18,6 @@ CREATE INDEX requests_by_origin_status ON requests (origin, status, created_at);
 CREATE INDEX requests_by_mxid_created ON requests ((mxid COLLATE "C"), created_at DESC);
 CREATE INDEX requests_by_address_created ON requests ((address COLLATE "C"), created_at DESC);
 CREATE INDEX requests_by_origin_c ON requests ((origin COLLATE "C"), created_at DESC);
-DROP INDEX requests_by_mxid;
-DROP INDEX requests_by_address;
+-- (The plain mxid and address indexes stay: intake compares in the
+-- database's own collation, which a "C" index cannot serve.)
 CREATE INDEX outbox_open ON outbox (kind, state, created_at);

@@ -24,6 +24,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 const DEFAULT_PAGE: u32 = 50;
+/// Resends an administrator may make per request per hour.
+const RESENDS_PER_HOUR: usize = 3;
+const RESEND_WINDOW_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * 3600 * 1000;
 /// Most homeservers the stats list.
 const MAX_SERVERS: usize = 500;
@@ -64,6 +67,25 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
+/// No parameter may hold control characters (PostgreSQL refuses NUL in text).
+fn printable(params: &ListParams) -> Result<(), ApiError> {
+    let texts = [
+        &params.status,
+        &params.identity_server,
+        &params.requesting_server,
+        &params.q,
+        &params.from,
+    ];
+    if texts
+        .iter()
+        .filter_map(|t| t.as_deref())
+        .any(|t| t.chars().any(char::is_control))
+    {
+        return Err(invalid("parameters may not contain control characters"));
+    }
+    Ok(())
+}
+
 /// What a search term matches: its prefixes, as typed and in lower case,
 /// and as a Matrix ID's localpart.
 pub fn search_prefixes(q: &str) -> Vec<String> {
@@ -85,6 +107,9 @@ fn decode_cursor(text: &str) -> Option<ListCursor> {
     let raw = URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
     let raw = String::from_utf8(raw).ok()?;
     let (at, id) = raw.split_once(':')?;
+    if id.chars().any(char::is_control) {
+        return None;
+    }
     Some(ListCursor {
         created_at: at.parse().ok()?,
         id: id.to_owned(),
@@ -94,6 +119,7 @@ fn decode_cursor(text: &str) -> Option<ListCursor> {
 fn parse_list(query: Option<&str>) -> Result<(ListFilter, Option<ListCursor>, u32), ApiError> {
     let params: ListParams = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|e| invalid(format!("the query is not understood: {e}")))?;
+    printable(&params)?;
     let status = match non_empty(params.status) {
         None => None,
         Some(s) if s == "all" => None,
@@ -337,8 +363,17 @@ pub async fn resend(
             "this request's identity server is no longer configured",
         ));
     };
-    if let Err(retry_after_ms) = state.limits.admin_resends.hit(request.id.clone(), now) {
-        return Ok(rate_limited(retry_after_ms));
+    // Counted in the audit trail, so the limit holds across restarts and
+    // replicas, and a resend that failed used up nothing.
+    let trail = state.repo.audit_trail(&request.id).await?;
+    let recent: Vec<i64> = trail
+        .iter()
+        .filter(|e| e.kind == "admin_resend" && e.at > now - RESEND_WINDOW_MS)
+        .map(|e| e.at)
+        .collect();
+    if recent.len() >= RESENDS_PER_HOUR {
+        let oldest = recent.iter().min().copied().unwrap_or(now);
+        return Ok(rate_limited((oldest + RESEND_WINDOW_MS - now).max(1)));
     }
     let nonce = state.random_bytes::<32>();
     let token = state.tokens.token(&nonce);
@@ -397,10 +432,16 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<ActionOutcome>, ApiError> {
     let request = load(&state, &id).await?;
+    let now = state.now_ms();
+    if request.status == RequestStatus::Pending && now >= request.expires_at {
+        // Its time ran out: it is expired (recorded now), not cancelled.
+        crate::intake::hold::expire_overdue(&state, &request).await?;
+        let current = load(&state, &id).await?;
+        return Err(not_pending(&current, "cancelled"));
+    }
     if request.status != RequestStatus::Pending {
         return Err(not_pending(&request, "cancelled"));
     }
-    let now = state.now_ms();
     let signed =
         crate::decision::decide(&state, &request, RequestStatus::Cancelled, now).map_err(|e| {
             tracing::error!(request_id = %request.id, error = %e, "cannot sign a cancellation");
@@ -472,6 +513,22 @@ pub async fn retry(
     };
     let request = load(&state, &id).await?;
     let now = state.now_ms();
+    // An email is worth sending only while the owner can still decide.
+    let open = request.status == RequestStatus::Pending && now < request.expires_at;
+    let kind = match (kind, open) {
+        (Some(OutboxKind::Email), false) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "M_NOT_PENDING",
+                format!(
+                    "this request is {}; its email is no longer needed",
+                    request.status
+                ),
+            ))
+        }
+        (None, false) => Some(OutboxKind::Relay),
+        (kind, _) => kind,
+    };
     let audit = NewAudit::new(
         "admin_retry",
         Some(&admin.actor()),
@@ -513,25 +570,20 @@ pub async fn server_stats(
         .repo
         .origin_counts(now - DAY_MS, now - 7 * DAY_MS)
         .await?;
-    let mut servers: Vec<ServerStats> = Vec::new();
+    let mut by_server: std::collections::BTreeMap<String, ServerStats> =
+        std::collections::BTreeMap::new();
     for row in rows {
-        let index = match servers
-            .iter()
-            .position(|s| s.requesting_server == row.origin)
-        {
-            Some(i) => i,
-            None => {
-                servers.push(ServerStats {
-                    requesting_server: row.origin.clone(),
-                    last_24h: StatusCounts::default(),
-                    last_7d: StatusCounts::default(),
-                });
-                servers.len() - 1
-            }
-        };
-        servers[index].last_24h.add(row.status, row.day);
-        servers[index].last_7d.add(row.status, row.week);
+        let entry = by_server
+            .entry(row.origin.clone())
+            .or_insert_with(|| ServerStats {
+                requesting_server: row.origin.clone(),
+                last_24h: StatusCounts::default(),
+                last_7d: StatusCounts::default(),
+            });
+        entry.last_24h.add(row.status, row.day);
+        entry.last_7d.add(row.status, row.week);
     }
+    let mut servers: Vec<ServerStats> = by_server.into_values().collect();
     servers.sort_by(|a, b| {
         (b.last_24h.total(), b.last_7d.total(), &a.requesting_server).cmp(&(
             a.last_24h.total(),

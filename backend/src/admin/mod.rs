@@ -250,10 +250,23 @@ pub async fn sign_in(
     if let Some(retry_after_ms) = state.limits.admin_failures.is_limited(&client.ip(), now) {
         return rate_limited(retry_after_ms);
     }
-    let token = serde_json::from_slice::<SignIn>(&body)
-        .ok()
-        .map(|s| s.token.trim().to_owned())
-        .filter(|t| !t.is_empty());
+    // No body (or an empty token) is a caller without credentials; a body
+    // that is not a sign-in is a mistake worth naming.
+    let token = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<SignIn>(&body) {
+            Ok(sign_in) => Some(sign_in.token.trim().to_owned()).filter(|t| !t.is_empty()),
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "M_BAD_JSON",
+                    format!("the body must be {{\"token\": \"…\"}}: {e}"),
+                )
+                .into_response()
+            }
+        }
+    };
     let Some(token) = token else {
         return missing().into_response();
     };

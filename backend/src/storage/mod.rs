@@ -496,7 +496,9 @@ pub trait Repository: Send + Sync + 'static {
 
     /// Puts a request's given-up outbox rows (of `kind`, or all) back in the
     /// queue, due now, with their attempts counted from zero, and records
-    /// `audit` in the same transaction. Returns how many; none → no audit.
+    /// `audit` in the same transaction. Of its emails only the latest counts
+    /// (an earlier one carries a link a resend has replaced). Returns how
+    /// many; none → no audit.
     async fn requeue_given_up(
         &self,
         request_id: &str,
@@ -544,6 +546,10 @@ const REQUEST_COLUMNS: &str = "id, source, identity_server, origin, origin_key_i
      initiator, reason, callback_url, status, token_hash, created_at, expires_at, decided_at, decision_id, \
      decision_doc, raw_method, raw_path, raw_headers, raw_body, updated_at";
 
+/// A search matching at least this many requests is listed by walking the
+/// newest-first index instead of sorting its matches.
+const WALK_AFTER: i64 = 2_000;
+
 const OUTBOX_COLUMNS: &str =
     "id, request_id, kind, sink, idempotency_key, payload, state, attempts, next_attempt_at, \
      lease_owner, lease_until, last_error, created_at, updated_at, requeued_at";
@@ -559,7 +565,7 @@ fn parse_json(what: &str, text: &str) -> Result<serde_json::Value> {
 /// The repository body, the same for every database: `$pool` is the sqlx
 /// pool type, `$claim` the dialect's SQL for leasing outbox rows.
 macro_rules! sql_repository {
-    ($name:ident, $pool:ty, $row:ty, $kind:literal, $claim:literal, $bytes:literal) => {
+    ($name:ident, $pool:ty, $row:ty, $kind:literal, $claim:literal, $bytes:literal, $walk:literal) => {
         #[async_trait::async_trait]
         impl $crate::storage::Repository for $name {
             fn kind(&self) -> &'static str {
@@ -934,10 +940,26 @@ macro_rules! sql_repository {
                 after: Option<&$crate::storage::ListCursor>,
                 limit: i64,
             ) -> $crate::storage::Result<Vec<$crate::storage::RequestSummary>> {
-                let mut query = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(
+                // A search that matches few requests is fastest through the
+                // prefixes' indexes, then sorted; one that matches many, by
+                // walking the newest-first index until the page is full
+                // (`$walk` makes SQLite do that; PostgreSQL has statistics).
+                let mut walk = "";
+                if !filter.prefixes.is_empty() {
+                    let mut probe = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(
+                        "SELECT COUNT(*) AS n FROM (SELECT 1 AS one FROM requests WHERE 1 = 1",
+                    );
+                    push_filter(&mut probe, filter, true);
+                    probe.push(" LIMIT ").push_bind($crate::storage::WALK_AFTER).push(") AS m");
+                    let matches: i64 = probe.build().fetch_one(&self.pool).await?.try_get("n")?;
+                    if matches >= $crate::storage::WALK_AFTER {
+                        walk = $walk;
+                    }
+                }
+                let mut query = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(format!(
                     "SELECT id, source, status, identity_server, origin, mxid, medium, address, initiator, \
-                     created_at, expires_at, decided_at FROM requests WHERE 1 = 1",
-                );
+                     created_at, expires_at, decided_at FROM requests{walk} WHERE 1 = 1"
+                ));
                 push_filter(&mut query, filter, true);
                 if let Some(cursor) = after {
                     // A row value: one range on the index, however deep the page.
@@ -1082,7 +1104,9 @@ macro_rules! sql_repository {
                 let updated = sqlx::query(
                     "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $2, requeued_at = $2, \
                      lease_owner = NULL, lease_until = NULL, updated_at = $2 \
-                     WHERE request_id = $1 AND state = 'given_up' AND ($3 IS NULL OR kind = $3)",
+                     WHERE request_id = $1 AND state = 'given_up' AND ($3 IS NULL OR kind = $3) \
+                     AND (kind <> 'email' OR id = (SELECT MAX(id) FROM outbox AS latest \
+                     WHERE latest.request_id = $1 AND latest.kind = 'email'))",
                 )
                 .bind(request_id)
                 .bind(at)

@@ -37,5 +37,6 @@ sql_repository!(
      WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND kind = $4 AND next_attempt_at <= $3 \
      AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT $5 \
      FOR UPDATE SKIP LOCKED) RETURNING {cols}",
-    " COLLATE \"C\""
+    " COLLATE \"C\"",
+    ""
 );

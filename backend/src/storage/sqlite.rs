@@ -114,7 +114,8 @@ sql_repository!(
      WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND kind = $4 AND next_attempt_at <= $3 \
      AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT $5) \
      RETURNING {cols}",
-    ""
+    "",
+    " INDEXED BY requests_by_created"
 );
 
 #[cfg(test)]

@@ -1111,3 +1111,67 @@ async fn sessions_end_when_they_expire_or_are_deleted() {
     assert!(!db.repo.delete_session(&[2; 32]).await.unwrap());
     assert_eq!(db.repo.session(&[2; 32], 7_000).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_search_matching_many_requests_pages_through_them_newest_first() {
+    let db = test_db().await;
+    // More matches than WALK_AFTER: listed by walking the newest-first index.
+    let total = WALK_AFTER as usize + 150;
+    let holds: Vec<NewHold> = (0..total)
+        .map(|i| {
+            let mut request = new_request(&format!("r{i:05}"), &format!("user{i}@example.org"));
+            request.created_at = 10_000 + i as i64 / 2; // pairs share a millisecond
+            request.token_hash = format!("hash-{i}").into_bytes();
+            NewHold {
+                request,
+                audit: received(),
+                outbox: Vec::new(),
+            }
+        })
+        .collect();
+    for chunk in holds.chunks(500) {
+        db.repo.insert_requests(chunk).await.unwrap();
+    }
+    let search = ListFilter {
+        prefixes: vec!["user".to_owned()],
+        ..ListFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut after: Option<ListCursor> = None;
+    loop {
+        let page = db
+            .repo
+            .list_requests(&search, after.as_ref(), 500)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(ListCursor {
+            created_at: last.created_at,
+            id: last.id.clone(),
+        });
+        seen.extend(page.iter().map(|r| r.id.clone()));
+    }
+    let mut expected: Vec<String> = (0..total).map(|i| format!("r{i:05}")).collect();
+    expected.reverse();
+    assert_eq!(seen, expected, "every match once, newest first, ties by id");
+    // A few matches: through the prefixes' indexes.
+    let few = ListFilter {
+        prefixes: vec!["user214".to_owned()],
+        ..ListFilter::default()
+    };
+    let ids: Vec<String> = db
+        .repo
+        .list_requests(&few, None, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "r02149", "r02148", "r02147", "r02146", "r02145", "r02144", "r02143", "r02142",
+            "r02141", "r02140", "r00214"
+        ]
+    );
+}

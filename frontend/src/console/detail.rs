@@ -29,7 +29,7 @@ fn event_label(kind: &str) -> String {
         "email_failed" => "Email attempt failed (will retry)",
         "email_given_up" => "Email given up",
         "email_skipped" => "Email not sent",
-        "viewed" => "Consent page opened",
+        "viewed" => "Consent page loaded",
         "decided" => "Decided",
         "relay_delivered" => "Decision delivered",
         "relay_refused" => "Decision refused by the sink",
@@ -72,7 +72,7 @@ pub fn DetailPage(id: String) -> impl IntoView {
         move || {
             let id = id.clone();
             spawn_local(async move {
-                data.set(Some(session.check(api::detail(&id).await)));
+                data.try_set(Some(session.check(api::detail(&id).await)));
             });
         }
     };
@@ -85,9 +85,10 @@ pub fn DetailPage(id: String) -> impl IntoView {
             busy.set(true);
             spawn_local(async move {
                 let result = session.check(api::act(&id, action).await);
-                busy.set(false);
-                confirming.set(None);
-                message.set(Some(result.map(|o| o.message).map_err(|f| f.describe())));
+                // The page may have gone meanwhile (an ended session).
+                busy.try_set(false);
+                confirming.try_set(None);
+                message.try_set(Some(result.map(|o| o.message).map_err(|f| f.describe())));
                 focus_soon("action-outcome");
                 load();
             });

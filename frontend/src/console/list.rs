@@ -3,7 +3,7 @@
 
 use super::api::{self, encode, Failure};
 use super::{short_time, Session};
-use assent_shared::admin::{AdminRequest, RequestList, ServerStatsList};
+use assent_shared::admin::{AdminRequest, RequestList, ServerStatsList, COUNT_CAP};
 use assent_shared::RequestStatus;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -100,11 +100,12 @@ impl Filters {
         push("requesting_server", &self.requesting_server);
         push("identity_server", &self.identity_server);
         push("from", &self.from);
-        if let Some(ms) = day_start(&self.created_from) {
+        if let Some(ms) = day_start(&self.created_from, 0) {
             pairs.push(format!("created_from={ms}"));
         }
-        if let Some(ms) = day_start(&self.created_until) {
-            pairs.push(format!("created_before={}", ms + 24 * 3600 * 1000));
+        // Until the start of the next day (not 24 h: a day may have 23 or 25).
+        if let Some(ms) = day_start(&self.created_until, 1) {
+            pairs.push(format!("created_before={ms}"));
         }
         pairs.join("&")
     }
@@ -118,8 +119,9 @@ impl Filters {
     }
 }
 
-/// Midnight at the start of `YYYY-MM-DD` in the reader's zone, in ms.
-fn day_start(day: &str) -> Option<i64> {
+/// Midnight at the start of `YYYY-MM-DD` plus `later` days, in the
+/// reader's zone, in ms.
+fn day_start(day: &str, later: i32) -> Option<i64> {
     let mut parts = day.split('-').map(|p| p.parse::<u32>().ok());
     let (Some(Some(y)), Some(Some(m)), Some(Some(d))) = (parts.next(), parts.next(), parts.next())
     else {
@@ -128,7 +130,7 @@ fn day_start(day: &str) -> Option<i64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    let date = js_sys::Date::new_with_year_month_day(y, m as i32 - 1, d as i32);
+    let date = js_sys::Date::new_with_year_month_day(y, m as i32 - 1, d as i32 + later);
     let ms = date.get_time();
     ms.is_finite().then_some(ms as i64)
 }
@@ -154,16 +156,22 @@ pub fn ListPage() -> impl IntoView {
         let query = query.clone();
         spawn_local(async move {
             let result = session.check(api::list(&query).await);
-            // A failed refresh keeps what is shown, unless nothing is.
-            if result.is_ok() || data.get_untracked().is_none_or(|d| d.is_err()) {
-                data.set(Some(result));
+            // A failed refresh keeps what is shown, unless nothing is. (The
+            // page may have gone meanwhile: `try_…` does nothing then.)
+            if result.is_ok()
+                || data
+                    .try_get_untracked()
+                    .flatten()
+                    .is_none_or(|d| d.is_err())
+            {
+                data.try_set(Some(result));
             }
         });
     };
     load();
     spawn_local(async move {
         if let Ok(list) = session.check(api::server_stats().await) {
-            stats.set(Some(list));
+            stats.try_set(Some(list));
         }
     });
     if let Ok(handle) = set_interval_with_handle(
@@ -180,6 +188,7 @@ pub fn ListPage() -> impl IntoView {
         on_cleanup(move || handle.clear());
     }
 
+    let searching = !filters.q.is_empty();
     let tab = {
         let filters = filters.clone();
         move |status: Option<RequestStatus>| {
@@ -199,8 +208,11 @@ pub fn ListPage() -> impl IntoView {
                                 Some(s) => d.counts.get(s),
                                 None => d.counts.total(),
                             };
-                            // Counting stops at a cap: past it, "at least".
-                            if d.counts_complete { n.to_string() } else { format!("{n}+") }
+                            // Counting stops at a cap: there, "at least". Per
+                            // status when listing; all counts when searching.
+                            let capped = !d.counts_complete
+                                && (searching || status.is_none() || n >= COUNT_CAP);
+                            if capped { format!("{n}+") } else { n.to_string() }
                         })}
                     </span>
                 </a>

@@ -153,7 +153,7 @@ fn SignOut(me: Whoami) -> impl IntoView {
         busy.set(true);
         spawn_local(async move {
             let _ = api::sign_out().await;
-            busy.set(false);
+            busy.try_set(false);
             session.gate.set(Gate::SignedOut { expired: false });
         });
     };
@@ -187,7 +187,7 @@ fn SignIn(expired: bool, notice: RwSignal<Option<String>>) -> impl IntoView {
                     _ => failure.describe(),
                 })),
             }
-            busy.set(false);
+            busy.try_set(false);
         });
     };
     view! {
