@@ -174,6 +174,7 @@ async fn measure(rows: usize, calls: usize) -> Result<Vec<Case>, String> {
         ("search: an exact address", format!("{list}?q=user{probe}%40mail{}.example.com", probe % 50), true),
         ("search: a Matrix ID localpart prefix", format!("{list}?q=user{}", probe / 10), true),
         ("search: a server name prefix", format!("{list}?q=hs12.example"), true),
+        ("search: a broad prefix (hs1: 111 servers)", format!("{list}?q=hs1"), true),
         ("a page deep in the list (keyset cursor)", format!("{list}?limit=50&from={deep}"), true),
         ("per-server stats (24 h / 7 d)", assent.url("/_assent/v1/admin/stats/servers"), true),
     ];
