@@ -124,7 +124,12 @@ where
     let r = d.request.clone();
     let pending = r.status == RequestStatus::Pending;
     let can_resend = pending && r.threepid.medium == Medium::Email;
-    let can_retry = d.outbox.iter().any(|o| o.state == "given_up");
+    // Given-up relays can always go again; an email only while the owner
+    // can still decide (the server says the same).
+    let can_retry = d
+        .outbox
+        .iter()
+        .any(|o| o.state == "given_up" && (o.kind == "relay" || pending));
     let address = r.threepid.address.clone();
     let question = move |action: Action| {
         match action {

@@ -357,3 +357,52 @@ fn ServerStatsView(stats: RwSignal<Option<ServerStatsList>>) -> impl IntoView {
         })}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Filters;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test]
+    fn filters_make_console_links_and_api_queries() {
+        assert_eq!(Filters::default().link(), "/admin");
+        let filters = Filters {
+            status: "pending".into(),
+            q: "alice@example.org".into(),
+            requesting_server: "hs.example.org".into(),
+            created_from: "2026-03-29".into(),
+            created_until: "2026-03-29".into(),
+            ..Filters::default()
+        };
+        assert_eq!(
+            filters.link(),
+            "/admin?status=pending&q=alice%40example.org&requesting_server=hs.example.org&created_from=2026-03-29&created_until=2026-03-29"
+        );
+        let query = filters.api_query();
+        assert!(
+            query.starts_with(
+                "limit=50&status=pending&q=alice%40example.org&requesting_server=hs.example.org"
+            ),
+            "{query}"
+        );
+        let ms = |key: &str| -> i64 {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{key} in {query}"))
+        };
+        // One whole day in the reader's zone (23 h where clocks go forward).
+        let day = ms("created_before=") - ms("created_from=");
+        assert!(
+            (23 * 3600 * 1000..=25 * 3600 * 1000).contains(&day),
+            "{day}"
+        );
+        // A day that is not a day is left out, not sent.
+        let odd = Filters {
+            created_from: "2026-13-40".into(),
+            ..Filters::default()
+        };
+        assert_eq!(odd.api_query(), "limit=50");
+    }
+}
