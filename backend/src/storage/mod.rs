@@ -563,9 +563,14 @@ fn parse_json(what: &str, text: &str) -> Result<serde_json::Value> {
 }
 
 /// The repository body, the same for every database: `$pool` is the sqlx
-/// pool type, `$claim` the dialect's SQL for leasing outbox rows.
+/// pool type, `$claim` the dialect's SQL for leasing outbox rows, `$bytes`
+/// how to compare text byte by byte (prefix search), and `$walk`,
+/// `$by_address`, `$by_expiry` the index hints SQLite needs (it keeps no
+/// statistics, and may otherwise pick an index that scans a whole identity
+/// server); PostgreSQL's planner has statistics and gets none.
 macro_rules! sql_repository {
-    ($name:ident, $pool:ty, $row:ty, $kind:literal, $claim:literal, $bytes:literal, $walk:literal) => {
+    ($name:ident, $pool:ty, $row:ty, $kind:literal, $claim:literal, $bytes:literal, $walk:literal,
+     $by_address:literal, $by_expiry:literal) => {
         #[async_trait::async_trait]
         impl $crate::storage::Repository for $name {
             fn kind(&self) -> &'static str {
@@ -705,8 +710,9 @@ macro_rules! sql_repository {
 
             async fn overdue(&self, now: i64, limit: i64) -> $crate::storage::Result<Vec<$crate::storage::StoredRequest>> {
                 let sql = format!(
-                    "SELECT {} FROM requests WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
-                    $crate::storage::REQUEST_COLUMNS
+                    "SELECT {} FROM requests{} WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
+                    $crate::storage::REQUEST_COLUMNS,
+                    $by_expiry
                 );
                 let rows = sqlx::query(&sql).bind(now).bind(limit).fetch_all(&self.pool).await?;
                 rows.iter().map(request_from_row).collect()
@@ -741,10 +747,13 @@ macro_rules! sql_repository {
                      (SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM requests \
                       WHERE medium = $4 AND address = $5 AND created_at > $6) AS a \
                      LEFT JOIN requests AS r ON r.id = \
-                     (SELECT id FROM requests WHERE identity_server = $1 AND origin = $2 AND mxid = $3 \
+                     (SELECT id FROM requests{by_address} WHERE identity_server = $1 AND origin = $2 AND mxid = $3 \
                       AND medium = $4 AND address = $5 \
                       ORDER BY CASE WHEN status = 'pending' THEN 0 ELSE 1 END, created_at DESC, id DESC LIMIT 1)",
-                    columns.join(", ")
+                    columns.join(", "),
+                    // SQLite has no statistics: named, the address index is
+                    // used, not one that scans a whole identity server.
+                    by_address = $by_address
                 );
                 let row = sqlx::query(&sql)
                     .bind(key.identity_server)

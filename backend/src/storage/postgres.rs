@@ -38,5 +38,7 @@ sql_repository!(
      AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT $5 \
      FOR UPDATE SKIP LOCKED) RETURNING {cols}",
     " COLLATE \"C\"",
+    "",
+    "",
     ""
 );

@@ -115,7 +115,9 @@ sql_repository!(
      AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT $5) \
      RETURNING {cols}",
     "",
-    " INDEXED BY requests_by_created"
+    " INDEXED BY requests_by_created",
+    " INDEXED BY requests_by_address_created",
+    " INDEXED BY requests_pending_expiry"
 );
 
 #[cfg(test)]
