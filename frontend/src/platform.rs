@@ -190,3 +190,16 @@ impl Parent {
         callback.forget();
     }
 }
+
+/// Moves keyboard and screen-reader focus to the element `id` once drawn
+/// (after the view that holds it has rendered).
+pub fn focus_soon(id: &'static str) {
+    leptos::prelude::request_animation_frame(move || {
+        let element = leptos::prelude::document()
+            .get_element_by_id(id)
+            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+        if let Some(element) = element {
+            let _ = element.focus();
+        }
+    });
+}

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod admin;
 pub mod browser;
 pub mod homeserver;
 pub mod key_server;

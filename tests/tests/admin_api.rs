@@ -2,68 +2,26 @@
 //! pass of `cargo xtask test`) on PostgreSQL: authentication, the list, a
 //! request's story, the three actions, stats, metrics and health.
 
+use assent_e2e::admin::{self, ADMIN_TOKEN};
 use assent_e2e::smtp::SmtpServer;
-use assent_e2e::{Assent, Options};
+use assent_e2e::Assent;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-const ADMIN_TOKEN: &str = "admin-token-for-the-admin-api-tests-0123456789";
-const IS_TOKEN: &str = "integrated-token-for-admin-api-tests-0123456789";
 const CSRF: &str = "x-assent-csrf";
 
-fn config(smtp_url: &str) -> String {
-    format!(
-        r#"
-[email]
-transport = "smtp"
-smtp_url = "{smtp_url}"
-timeout = "1s"
-retry_initial = "300ms"
-retry_max = "1s"
-max_attempts = 1
-
-[admin]
-tokens = ["{ADMIN_TOKEN}"]
-
-[[identity_servers]]
-name = "matrix.example.org"
-display_name = "Example identity server"
-operator = "Example Ltd"
-upstream = "http://127.0.0.1:9/"
-binding_check = "none"
-api_tokens = ["{IS_TOKEN}"]
-relay = [{{ kind = "webhook", url = "http://127.0.0.1:9/hook" }}]
-"#
-    )
-}
-
 async fn start(smtp: &SmtpServer) -> Assent {
-    Assent::start(Options {
-        config: Some(config(&smtp.url())),
-        ..Options::default()
-    })
+    admin::start(
+        smtp,
+        r#"[{ kind = "webhook", url = "http://127.0.0.1:9/hook" }]"#,
+    )
     .await
 }
 
-/// Holds a request through integrated intake; returns its id.
 async fn hold(assent: &Assent, local: &str, server: &str) -> String {
-    let response = Client::new()
-        .post(assent.url("/_assent/v1/requests"))
-        .bearer_auth(IS_TOKEN)
-        .json(&json!({
-            "mxid": format!("@{local}:{server}"),
-            "threepid": {"medium": "email", "address": format!("{local}@example.org")},
-            "requesting_server": server,
-            "initiator": "admin",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["id"].as_str().unwrap().to_owned()
+    admin::hold(assent, local, server, json!({})).await
 }
 
 async fn admin(

@@ -2,63 +2,21 @@
 //! a request's detail, each action with its confirmation, an ended session,
 //! and sign-out.
 
+use assent_e2e::admin::{self, ADMIN_TOKEN};
 use assent_e2e::browser::{console_errors, screenshot, wait_for_text, Browser};
 use assent_e2e::smtp::SmtpServer;
-use assent_e2e::{Assent, Options};
+use assent_e2e::Assent;
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-const ADMIN_TOKEN: &str = "admin-token-for-the-console-tests-0123456789";
-const IS_TOKEN: &str = "integrated-token-for-console-tests-0123456789";
-
 async fn start(smtp: &SmtpServer) -> Assent {
-    Assent::start(Options {
-        config: Some(format!(
-            r#"
-[email]
-transport = "smtp"
-smtp_url = "{}"
-timeout = "1s"
-retry_initial = "300ms"
-retry_max = "1s"
-max_attempts = 1
-
-[admin]
-tokens = ["{ADMIN_TOKEN}"]
-
-[[identity_servers]]
-name = "matrix.example.org"
-display_name = "Example identity server"
-operator = "Example Ltd"
-upstream = "http://127.0.0.1:9/"
-binding_check = "none"
-api_tokens = ["{IS_TOKEN}"]
-"#,
-            smtp.url()
-        )),
-        ..Options::default()
-    })
-    .await
+    admin::start(smtp, "[]").await
 }
 
 async fn hold(assent: &Assent, local: &str, server: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(assent.url("/_assent/v1/requests"))
-        .bearer_auth(IS_TOKEN)
-        .json(&json!({
-            "mxid": format!("@{local}:{server}"),
-            "threepid": {"medium": "email", "address": format!("{local}@example.org")},
-            "requesting_server": server,
-            "initiator": "deactivation",
-            "reason": "The account was deactivated.",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["id"].as_str().unwrap().to_owned()
+    let extra = json!({"initiator": "deactivation", "reason": "The account was deactivated."});
+    admin::hold(assent, local, server, extra).await
 }
 
 /// Console errors other than the 401s a signed-out console expects (its

@@ -305,26 +305,13 @@ fn bench(args: &[String]) -> Result {
             )
         }
     }
-    step("Building the server and the load generator (release)");
-    run_cmd(command("cargo").args([
-        "build",
-        "--release",
-        "--package",
-        "assent-backend",
-        "--bin",
-        "assent",
-        "--package",
-        "assent-e2e",
-        "--bin",
+    run_bench(
         "intake-bench",
-    ]))?;
-    step("Benchmark: pre-signed unbinds against assent serve on SQLite");
-    let target = root().join("target").join("release");
-    run_cmd(
-        Command::new(target.join("intake-bench"))
-            .current_dir(root())
+        "the load generator",
+        "pre-signed unbinds against assent serve on SQLite",
+        Command::new(release_dir().join("intake-bench"))
             .arg("--assent")
-            .arg(target.join("assent"))
+            .arg(release_dir().join("assent"))
             .args(&args[1..]),
     )
 }
@@ -335,33 +322,34 @@ fn bench_consent(args: &[String]) -> Result {
     ensure_tools()?;
     ensure_test_dependencies()?;
     build_frontend()?;
-    step("Building the server and the page-load benchmark (release)");
-    run_cmd(command("cargo").args([
-        "build",
-        "--release",
-        "--package",
-        "assent-backend",
-        "--bin",
-        "assent",
-        "--package",
-        "assent-e2e",
-        "--bin",
+    run_bench(
         "consent-bench",
-    ]))?;
-    step("Benchmark: cold loads of /consent/{token} in headless Chromium");
-    let target = root().join("target").join("release");
-    run_cmd(
-        Command::new(target.join("consent-bench"))
-            .current_dir(root())
-            .env("E2E_ASSENT_BIN", target.join("assent"))
-            .args(args),
+        "the page-load benchmark",
+        "cold loads of /consent/{token} in headless Chromium",
+        Command::new(release_dir().join("consent-bench")).args(args),
     )
 }
 
 /// `cargo xtask bench admin [--rows N] [--calls N]`: the admin list and
-/// search with 100,000 stored requests in SQLite, against the release server.
+/// search with 10,000 and 100,000 stored requests in SQLite, against the
+/// release server.
 fn bench_admin(args: &[String]) -> Result {
-    step("Building the server and the admin benchmark (release)");
+    run_bench(
+        "admin-bench",
+        "the admin benchmark",
+        "the admin list at 10,000 and 100,000 requests in SQLite",
+        Command::new(release_dir().join("admin-bench")).args(args),
+    )
+}
+
+fn release_dir() -> PathBuf {
+    root().join("target").join("release")
+}
+
+/// Builds the release server and the benchmark binary `bin`, then runs
+/// `run` from the repository root against that server.
+fn run_bench(bin: &str, what: &str, title: &str, run: &mut Command) -> Result {
+    step(&format!("Building the server and {what} (release)"));
     run_cmd(command("cargo").args([
         "build",
         "--release",
@@ -372,15 +360,12 @@ fn bench_admin(args: &[String]) -> Result {
         "--package",
         "assent-e2e",
         "--bin",
-        "admin-bench",
+        bin,
     ]))?;
-    step("Benchmark: the admin list with 100,000 requests in SQLite");
-    let target = root().join("target").join("release");
+    step(&format!("Benchmark: {title}"));
     run_cmd(
-        Command::new(target.join("admin-bench"))
-            .current_dir(root())
-            .env("E2E_ASSENT_BIN", target.join("assent"))
-            .args(args),
+        run.current_dir(root())
+            .env("E2E_ASSENT_BIN", release_dir().join("assent")),
     )
 }
 

@@ -7,18 +7,6 @@ use assent_shared::admin::{AuditEntry, OutboxEntry, RequestDetail};
 use assent_shared::{Medium, RequestStatus};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use wasm_bindgen::JsCast;
-
-fn focus_soon(id: &'static str) {
-    request_animation_frame(move || {
-        let element = document()
-            .get_element_by_id(id)
-            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
-        if let Some(element) = element {
-            let _ = element.focus();
-        }
-    });
-}
 
 /// An audit event's kind in words.
 fn event_label(kind: &str) -> String {
@@ -89,7 +77,7 @@ pub fn DetailPage(id: String) -> impl IntoView {
                 busy.try_set(false);
                 confirming.try_set(None);
                 message.try_set(Some(result.map(|o| o.message).map_err(|f| f.describe())));
-                focus_soon("action-outcome");
+                crate::platform::focus_soon("action-outcome");
                 load();
             });
         }
@@ -141,7 +129,7 @@ where
     let start = move |action: Action| {
         message.set(None);
         confirming.set(Some(action));
-        focus_soon("confirm-yes");
+        crate::platform::focus_soon("confirm-yes");
     };
     let facts = vec![
         ("Status", r.status.as_str().to_owned()),

@@ -9,7 +9,6 @@ use assent_shared::i18n::{fill, Lang, Texts};
 use assent_shared::{ConsentView, DecisionOutcome, Initiator, OwnerDecision, RequestStatus};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use wasm_bindgen::JsCast;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -212,18 +211,6 @@ fn FactList(
     }
 }
 
-/// Moves keyboard and screen-reader focus to the element `id` once drawn.
-fn focus_soon(id: &'static str) {
-    request_animation_frame(move || {
-        let element = document()
-            .get_element_by_id(id)
-            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
-        if let Some(element) = element {
-            let _ = element.focus();
-        }
-    });
-}
-
 /// What a decision is called in `assent.decision` messages.
 fn decision_word(status: RequestStatus) -> &'static str {
     match status {
@@ -260,7 +247,7 @@ fn Request(request: ConsentView, token: String, lang: Lang, mode: Mode) -> impl 
         move |decision: OwnerDecision| {
             stage.set(Stage::Sending(decision));
             // The pressed button is redrawn disabled: focus stays on the step.
-            focus_soon("assent-step");
+            platform::focus_soon("assent-step");
             let token = token.clone();
             let parent = parent.clone();
             let request_id = request_id.clone();
@@ -306,17 +293,17 @@ fn Request(request: ConsentView, token: String, lang: Lang, mode: Mode) -> impl 
                     "assent-step"
                 };
                 stage.set(next);
-                focus_soon(focus);
+                platform::focus_soon(focus);
             });
         }
     };
     let choose = move |decision: OwnerDecision| {
         stage.set(Stage::Confirm(decision));
-        focus_soon("assent-step");
+        platform::focus_soon("assent-step");
     };
     let back = move || {
         stage.set(Stage::Choose);
-        focus_soon("assent-title");
+        platform::focus_soon("assent-title");
     };
     request_animation_frame(platform::mark_interactive);
     move || {
