@@ -4,7 +4,7 @@
 //! `api_tokens`.
 
 use super::hold::{hold, Held, ToHold};
-use crate::admin::check_token;
+use crate::admin::{bearer_token, check_token};
 use crate::app::AppState;
 use crate::config::IdentityServerConfig;
 use crate::errors::{rate_limited, ApiError};
@@ -50,13 +50,7 @@ impl FromRequestParts<AppState> for IsCaller {
                 return Err(rate_limited(retry));
             }
         }
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(presented) = presented else {
+        let Some(presented) = bearer_token(&parts.headers) else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "M_MISSING_TOKEN",
