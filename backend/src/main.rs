@@ -61,7 +61,8 @@ fn main() -> ExitCode {
     let result = if check_only {
         runtime.block_on(serve::check_config(&config))
     } else {
-        serve::init_logging();
+        // Flushes what is still queued when `serve` returns.
+        let _logs = serve::init_logging();
         runtime.block_on(serve::serve(config, demo))
     };
     match result {

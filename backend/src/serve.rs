@@ -39,19 +39,29 @@ const DB_FIX: &str =
     "check that the database server runs and that the URL, user and password are right \
                       (sqlite://path/to/file.db or postgres://user:pass@host:5432/db)";
 
-pub fn init_logging() {
+/// Logs on stderr, written by a thread of their own a buffer at a time: a
+/// write per line on the request path cost more than the rest of logging.
+/// None is lost or reordered (a full queue makes the logger wait); what is
+/// queued is written when the returned guard is dropped.
+pub fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    // A second call (tests) keeps the first subscriber.
-    use std::io::IsTerminal;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("assent-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     // Logs on stderr; stdout carries only what `serve` prints for people.
-    let _ = tracing_subscriber::fmt()
+    // A second call (tests) keeps the first subscriber.
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .try_init()
+        .ok()
+        .map(|()| guard)
 }
 
 /// `assent check-config`: prints the effective config, then checks that the

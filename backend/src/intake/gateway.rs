@@ -13,9 +13,9 @@ use super::key_fetch::KeySource;
 use super::upstream::{self, Binding};
 use super::xmatrix::{self, XMatrixError};
 use crate::app::AppState;
-use crate::config::{HeldResponse, IdentityServerConfig, MsisdnPolicy};
+use crate::config::{BindingCheck, HeldResponse, IdentityServerConfig, MsisdnPolicy};
 use crate::errors::{rate_limited, ApiError};
-use crate::storage::{RawIntake, RequestKey, Source, StoredRequest};
+use crate::storage::{HoldNew, RawIntake, RequestKey, Source, StoredRequest};
 use assent_shared::{Initiator, Medium, RequestStatus};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -251,10 +251,50 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         address: &threepid.address,
     };
     let authorization = authorization.unwrap_or_default();
-    let lookup = state
-        .repo
-        .intake_lookup(&key, now - hold::ADDRESS_WINDOW_MS)
-        .await?;
+    let to_hold = |binding: Binding| ToHold {
+        source: Source::Gateway,
+        identity_server: is,
+        origin: origin.clone(),
+        origin_key_id: Some(key_id.clone()),
+        verified_at: Some(now),
+        mxid: mxid.clone(),
+        threepid: threepid.clone(),
+        initiator: Initiator::Unknown,
+        reason: None,
+        callback_url: None,
+        raw: Some(RawIntake {
+            method: parts.method.as_str().to_owned(),
+            path: path_and_query.clone(),
+            headers: KEPT_HEADERS
+                .iter()
+                .filter_map(|name| {
+                    let value = parts.headers.get(name)?.to_str().ok()?;
+                    Some((name.as_str().to_owned(), value.to_owned()))
+                })
+                .collect(),
+            body: bytes.to_vec(),
+        }),
+        audit: json!({
+            "source": "gateway",
+            "path": parts.uri.path(),
+            "key_id": key_id,
+            "key_source": key_source.as_str(),
+            "binding_check": binding.as_str(),
+        }),
+        actor: Some(origin.clone()),
+    };
+    let since = now - hold::ADDRESS_WINDOW_MS;
+    if is.binding_check == BindingCheck::None {
+        // The common case in one step: nothing is stored for this request
+        // and its address is under its allowance, so it is held at once.
+        // Otherwise nothing was stored, and it goes the long way below.
+        let prepared = hold::prepare(state, to_hold(Binding::NotChecked));
+        let limit = i64::from(state.config.limits.holds_per_address_per_hour);
+        if state.repo.hold_if_new(&prepared.hold, since, limit).await? == HoldNew::Created {
+            return Ok(held(state, is, &origin, hold::created(state, prepared)));
+        }
+    }
+    let lookup = state.repo.intake_lookup(&key, since).await?;
     if let Some(stored) = lookup
         .latest
         .as_ref()
@@ -304,43 +344,12 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         return Ok(pass_through(bytes).await);
     }
 
-    let raw = RawIntake {
-        method: parts.method.as_str().to_owned(),
-        path: path_and_query.clone(),
-        headers: KEPT_HEADERS
-            .iter()
-            .filter_map(|name| {
-                let value = parts.headers.get(name)?.to_str().ok()?;
-                Some((name.as_str().to_owned(), value.to_owned()))
-            })
-            .collect(),
-        body: bytes.to_vec(),
-    };
-    let held = hold(
-        state,
-        ToHold {
-            source: Source::Gateway,
-            identity_server: is,
-            origin: origin.clone(),
-            origin_key_id: Some(key_id.clone()),
-            verified_at: Some(now),
-            mxid,
-            threepid,
-            initiator: Initiator::Unknown,
-            reason: None,
-            callback_url: None,
-            raw: Some(raw),
-            audit: json!({
-                "source": "gateway",
-                "path": parts.uri.path(),
-                "key_id": key_id,
-                "key_source": key_source.as_str(),
-                "binding_check": binding.as_str(),
-            }),
-            actor: Some(origin.clone()),
-        },
-    )
-    .await?;
+    let held = hold(state, to_hold(binding)).await?;
+    Ok(self::held(state, is, &origin, held))
+}
+
+/// Logs and counts a hold, and gives the homeserver its answer.
+fn held(state: &AppState, is: &IdentityServerConfig, origin: &str, held: Held) -> Response {
     match held {
         Held::Created { id, .. } => {
             tracing::info!(request_id = %id, %origin, identity_server = %is.name, outcome = "held", "unbind held for the owner's consent");
@@ -351,7 +360,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             state.metrics.intake("joined_pending");
         }
     }
-    Ok(held_answer(state.config.held_response))
+    held_answer(state.config.held_response)
 }
 
 /// The homeserver's signature, checked: the verified origin, key id and where

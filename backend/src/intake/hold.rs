@@ -5,8 +5,8 @@ use crate::app::AppState;
 use crate::config::IdentityServerConfig;
 use crate::errors::ApiError;
 use crate::storage::{
-    Inserted, IntakeLookup, NewAudit, NewOutbox, NewRequest, OutboxKind, RawIntake, Source,
-    StoredRequest,
+    Inserted, IntakeLookup, NewAudit, NewHold, NewOutbox, NewRequest, OutboxKind, RawIntake,
+    Source, StoredRequest,
 };
 use crate::tokens;
 use assent_shared::{Initiator, Medium, ThreePid};
@@ -116,8 +116,16 @@ pub async fn expire_overdue(state: &AppState, request: &StoredRequest) -> Result
     Ok(())
 }
 
-/// Stores the request as pending (or joins the pending one), with its email.
-pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError> {
+/// A request ready to store: the rows, and what its caller answers with.
+pub struct Prepared {
+    pub hold: NewHold,
+    pub id: String,
+    pub expires_at: i64,
+}
+
+/// The rows that hold `input`: a fresh id and consent token (only its hash
+/// is kept), the first audit event and, for an email address, its email.
+pub fn prepare(state: &AppState, input: ToHold<'_>) -> Prepared {
     let now = state.now_ms();
     let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
     let id = new_request_id(state);
@@ -153,16 +161,38 @@ pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError>
         )],
         Medium::Msisdn => Vec::new(),
     };
-    match state.repo.insert_request(&request, &audit, &outbox).await? {
-        Inserted::Created => {
-            if !outbox.is_empty() {
-                state.outbox_wake.notify_one();
-            }
-            Ok(Held::Created {
-                id,
-                expires_at: request.expires_at,
-            })
-        }
+    Prepared {
+        expires_at: request.expires_at,
+        hold: NewHold {
+            request,
+            audit,
+            outbox,
+        },
+        id,
+    }
+}
+
+/// After `prepared` was stored: its email goes out.
+pub fn created(state: &AppState, prepared: Prepared) -> Held {
+    if !prepared.hold.outbox.is_empty() {
+        state.outbox_wake.notify_one();
+    }
+    Held::Created {
+        id: prepared.id,
+        expires_at: prepared.expires_at,
+    }
+}
+
+/// Stores the request as pending (or joins the pending one), with its email.
+pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError> {
+    let prepared = prepare(state, input);
+    let inserted = state
+        .repo
+        .insert_requests(std::slice::from_ref(&prepared.hold))
+        .await
+        .and_then(crate::storage::only)?;
+    match inserted {
+        Inserted::Created => Ok(created(state, prepared)),
         Inserted::JoinedPending(existing) => Ok(Held::Joined(existing)),
     }
 }

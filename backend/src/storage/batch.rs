@@ -1,14 +1,25 @@
-//! Group commit for new requests. SQLite has one writer at a time: rather
-//! than many transactions queueing for the lock (and sleeping in its busy
-//! handler), one task writes every request that arrived meanwhile in a single
-//! transaction. Callers still get one answer each, only after the commit.
+//! Group commit for new requests on SQLite. SQLite has one writer at a
+//! time: rather than many transactions queueing for the lock, one thread
+//! writes every request that arrived meanwhile in a single transaction.
+//! Callers still get one answer each, only after the commit.
+//!
+//! The thread has its own connection (rusqlite, on the same libsqlite3 as
+//! sqlx) and runs its statements, prepared once, in place: through sqlx,
+//! each statement was a round trip to the connection's worker thread, and
+//! those hops cost more than the writing. Intake's check for an earlier
+//! request runs in the same transaction ([`Repository::hold_if_new`]), so a
+//! new unbind costs one hand-off in all. The other writes (decisions, the
+//! outbox, sessions) stay on sqlx's writer connection; the two take turns
+//! through the repository's [`WriteGate`].
 
+use super::sqlite::{SqliteRepository, WriteGate};
 use super::{
-    AdminSession, AttemptResult, AuditEvent, Counted, Decided, Decision, Inserted, IntakeLookup,
-    ListCursor, ListFilter, NewAudit, NewHold, NewOutbox, OriginCount, OutboxDepth, OutboxKind,
-    OutboxRow, Repo, RequestKey, RequestSummary, Result, StorageError, StoredRequest,
+    AdminSession, AttemptResult, AuditEvent, Counted, Decided, Decision, HoldNew, Inserted,
+    IntakeLookup, ListCursor, ListFilter, NewAudit, NewHold, NewOutbox, OriginCount, OutboxDepth,
+    OutboxKind, OutboxRow, Repo, RequestKey, RequestSummary, Result, StorageError, StoredRequest,
 };
 use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -16,100 +27,302 @@ use tokio::sync::{mpsc, oneshot};
 /// Most requests written in one transaction.
 pub const MAX_BATCH: usize = 256;
 
-type Job = (NewHold, oneshot::Sender<Result<Inserted>>);
+enum Job {
+    /// [`Repository::hold_if_new`].
+    HoldIfNew {
+        hold: NewHold,
+        since: i64,
+        limit: i64,
+    },
+    /// [`Repository::insert_requests`], one request.
+    Insert(NewHold),
+}
+
+/// What the writer did with one job.
+#[derive(Debug)]
+enum Outcome {
+    Created,
+    /// A twin is pending: this id.
+    Pending(String),
+    Known,
+}
+
+type Reply = oneshot::Sender<Result<Outcome>>;
 
 pub struct Batched {
     inner: Repo,
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<(Job, Reply)>,
     /// Batches written so far.
     batches: Arc<AtomicU64>,
 }
 
 impl Batched {
-    /// Wraps `inner`. The writer runs on a thread of its own, so that its
-    /// turns are not queued behind request handlers on the shared runtime:
-    /// every request waits for it, so its latency is everyone's.
-    pub fn new(inner: Repo) -> std::io::Result<Self> {
+    /// Wraps `sqlite`, with a writer thread on a connection of its own.
+    pub fn new(sqlite: Arc<SqliteRepository>) -> Result<Self> {
+        let conn = sqlite.open_writer()?;
+        let gate = sqlite.gate();
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let repo = inner.clone();
         let batches = Arc::new(AtomicU64::new(0));
         let counter = batches.clone();
         std::thread::Builder::new()
             .name("assent-db-writer".to_owned())
-            .spawn(move || runtime.block_on(writer(repo, jobs, counter)))?;
+            .spawn(move || writer(conn, gate, jobs, counter))
+            .map_err(|e| StorageError::Writer(format!("cannot start the writer thread: {e}")))?;
         Ok(Batched {
-            inner,
+            inner: sqlite,
             queue,
             batches,
         })
     }
 
-    /// How many batches the writer has taken so far (for metrics and tests).
+    /// How many batches the writer has taken so far (for tests).
     pub fn batches(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
     }
+
+    async fn submit(&self, job: Job) -> Result<oneshot::Receiver<Result<Outcome>>> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((job, reply)).await.map_err(|_| stopped())?;
+        Ok(answer)
+    }
 }
 
-async fn writer(inner: Repo, mut jobs: mpsc::Receiver<Job>, batches: Arc<AtomicU64>) {
+fn stopped() -> StorageError {
+    StorageError::Writer("the database writer has stopped".to_owned())
+}
+
+async fn outcome(answer: oneshot::Receiver<Result<Outcome>>) -> Result<Outcome> {
+    answer.await.map_err(|_| {
+        StorageError::Writer("the database writer failed while writing this request".to_owned())
+    })?
+}
+
+/// The writer thread: a batch is every job waiting when it takes its turn.
+/// Ends when every sender is gone.
+fn writer(
+    mut conn: Connection,
+    gate: WriteGate,
+    mut jobs: mpsc::Receiver<(Job, Reply)>,
+    batches: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
         batches.fetch_add(1, Ordering::Relaxed);
-        let (holds, replies): (Vec<NewHold>, Vec<_>) =
-            std::mem::take(&mut batch).into_iter().unzip();
-        // Run as a task, so that a panic fails this batch, not the writer.
-        let repo = inner.clone();
-        let written = tokio::spawn(async move {
-            let result = repo.insert_requests(&holds).await;
-            (holds, result)
-        })
-        .await;
-        let (holds, result) = match written {
-            Ok(done) => done,
-            Err(panic) => {
-                for reply in replies {
-                    let _ = reply.send(Err(StorageError::Writer(format!("panicked: {panic}"))));
-                }
-                continue;
-            }
-        };
-        match result {
-            Ok(results) if results.len() == holds.len() => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
+        let turn = gate.blocking_lock();
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write_batch(&mut conn, &batch)
+        }));
+        if !conn.is_autocommit() {
+            // Only after a panic mid-batch: nothing of it stays.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        drop(turn);
+        match written {
+            Ok(Ok(outcomes)) => {
+                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = reply.send(outcome);
                 }
             }
-            // A row the database refused (a constraint): write each alone, so
-            // that one bad request does not fail the others.
-            Err(StorageError::Database(sqlx::Error::Database(_))) if holds.len() > 1 => {
-                for (hold, reply) in holds.iter().zip(replies) {
-                    let result = inner
-                        .insert_requests(std::slice::from_ref(hold))
-                        .await
-                        .and_then(super::only);
-                    let _ = reply.send(result);
-                }
-            }
-            // Anything else (the database unreachable, a timeout) would fail
-            // each alone too: answer everyone at once.
-            Err(e) => {
+            Ok(Err(e)) => {
                 let why = e.to_string();
-                tracing::error!(error = %why, size = holds.len(), "a batch of new requests was not written");
-                for reply in replies {
+                tracing::error!(error = %why, size = batch.len(), "a batch of new requests was not written");
+                for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(StorageError::Writer(why.clone())));
                 }
             }
-            Ok(_) => {
-                for reply in replies {
-                    let _ = reply.send(Err(StorageError::Corrupt(
-                        "the database answered a batch with the wrong number of results".to_owned(),
+            Err(_) => {
+                tracing::error!(
+                    size = batch.len(),
+                    "the writer panicked; its batch was not written"
+                );
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StorageError::Writer(
+                        "the writer failed on this batch; nothing was stored".to_owned(),
                     )));
                 }
             }
         }
     }
+}
+
+/// One transaction for the whole batch. `Err` when the transaction as a
+/// whole failed: nothing of it was stored. A job the database refuses (a
+/// constraint) must fail alone: then the batch is rolled back and written
+/// again with a savepoint around each job. Not every time, because a
+/// savepoint copies each page a job touches first.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[(Job, Reply)],
+) -> rusqlite::Result<Vec<Result<Outcome>>> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (job, _) in batch {
+        match write_one(conn, job) {
+            Ok(outcome) => outcomes.push(Ok(outcome)),
+            // Part of the job may be written: none of it may stay.
+            Err(_) => {
+                conn.prepare_cached("ROLLBACK")?.execute([])?;
+                return write_each(conn, batch);
+            }
+        }
+    }
+    commit(conn, outcomes)
+}
+
+/// [`write_batch`] with a savepoint per job.
+fn write_each(
+    conn: &mut Connection,
+    batch: &[(Job, Reply)],
+) -> rusqlite::Result<Vec<Result<Outcome>>> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (job, _) in batch {
+        conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+        match write_one(conn, job) {
+            Ok(outcome) => outcomes.push(Ok(outcome)),
+            Err(e) => {
+                conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                outcomes.push(Err(StorageError::Sqlite(e)));
+            }
+        }
+        conn.prepare_cached("RELEASE job")?.execute([])?;
+    }
+    commit(conn, outcomes)
+}
+
+fn commit(
+    conn: &mut Connection,
+    outcomes: Vec<Result<Outcome>>,
+) -> rusqlite::Result<Vec<Result<Outcome>>> {
+    match conn.prepare_cached("COMMIT")?.execute([]) {
+        Ok(_) => Ok(outcomes),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// How many requests for the address since `?6`, and whether any request
+/// has the same key. Both walk the address index (named: SQLite keeps no
+/// statistics and might pick one that scans a whole identity server).
+const KNOWN: &str = "SELECT \
+     (SELECT COUNT(*) FROM requests INDEXED BY requests_by_address_created \
+      WHERE address = ?5 AND medium = ?4 AND created_at > ?6), \
+     EXISTS (SELECT 1 FROM requests INDEXED BY requests_by_address_created \
+      WHERE address = ?5 AND identity_server = ?1 AND origin = ?2 AND mxid = ?3 AND medium = ?4)";
+
+const PENDING: &str = "SELECT id FROM requests WHERE identity_server = ?1 AND origin = ?2 \
+     AND mxid = ?3 AND medium = ?4 AND address = ?5 AND status = 'pending'";
+
+const INSERT_REQUEST: &str = "INSERT INTO requests (id, source, identity_server, origin, \
+     origin_key_id, verified_at, mxid, medium, address, initiator, reason, callback_url, status, \
+     token_hash, created_at, expires_at, raw_method, raw_path, raw_headers, raw_body, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13, ?14, ?15, ?16, ?17, \
+     ?18, ?19, ?14)";
+
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit_events (request_id, at, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+const INSERT_OUTBOX: &str = "INSERT INTO outbox (request_id, kind, sink, idempotency_key, \
+     payload, state, attempts, next_attempt_at, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)";
+
+fn write_one(conn: &Connection, job: &Job) -> rusqlite::Result<Outcome> {
+    let hold = match job {
+        Job::HoldIfNew { hold, since, limit } => {
+            let r = &hold.request;
+            let (recent, known): (i64, bool) = conn.prepare_cached(KNOWN)?.query_row(
+                params![
+                    r.identity_server,
+                    r.origin,
+                    r.mxid,
+                    r.medium.as_str(),
+                    r.address,
+                    since
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            if known || recent >= *limit {
+                return Ok(Outcome::Known);
+            }
+            hold
+        }
+        Job::Insert(hold) => {
+            let r = &hold.request;
+            let pending: Option<String> = conn
+                .prepare_cached(PENDING)?
+                .query_row(
+                    params![
+                        r.identity_server,
+                        r.origin,
+                        r.mxid,
+                        r.medium.as_str(),
+                        r.address
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(id) = pending {
+                return Ok(Outcome::Pending(id));
+            }
+            hold
+        }
+    };
+    let r = &hold.request;
+    let raw = r.raw.as_ref();
+    let headers =
+        raw.map(|raw| serde_json::to_string(&raw.headers).unwrap_or_else(|_| "[]".to_owned()));
+    conn.prepare_cached(INSERT_REQUEST)?.execute(params![
+        r.id,
+        r.source.as_str(),
+        r.identity_server,
+        r.origin,
+        r.origin_key_id,
+        r.verified_at,
+        r.mxid,
+        r.medium.as_str(),
+        r.address,
+        r.initiator.as_str(),
+        r.reason,
+        r.callback_url,
+        r.token_hash,
+        r.created_at,
+        r.expires_at,
+        raw.map(|raw| raw.method.as_str()),
+        raw.map(|raw| raw.path.as_str()),
+        headers,
+        raw.map(|raw| raw.body.as_slice()),
+    ])?;
+    conn.prepare_cached(INSERT_AUDIT)?.execute(params![
+        r.id,
+        r.created_at,
+        hold.audit.kind,
+        hold.audit.actor,
+        hold.audit.detail.to_string(),
+    ])?;
+    for out in &hold.outbox {
+        conn.prepare_cached(INSERT_OUTBOX)?.execute(params![
+            r.id,
+            out.kind.as_str(),
+            out.sink,
+            out.idempotency_key,
+            out.payload.to_string(),
+            r.created_at,
+        ])?;
+    }
+    Ok(Outcome::Created)
+}
+
+fn unexpected(outcome: &Outcome) -> StorageError {
+    StorageError::Corrupt(format!("the writer answered {outcome:?} to this job"))
 }
 
 #[async_trait]
@@ -130,20 +343,40 @@ impl super::Repository for Batched {
     async fn insert_requests(&self, batch: &[NewHold]) -> Result<Vec<Inserted>> {
         let mut waiting = Vec::with_capacity(batch.len());
         for hold in batch {
-            let (reply, answer) = oneshot::channel();
-            self.queue
-                .send((hold.clone(), reply))
-                .await
-                .map_err(|_| StorageError::Corrupt("the database writer has stopped".to_owned()))?;
-            waiting.push(answer);
+            waiting.push(self.submit(Job::Insert(hold.clone())).await?);
         }
         let mut results = Vec::with_capacity(waiting.len());
         for answer in waiting {
-            results.push(answer.await.map_err(|_| {
-                StorageError::Corrupt("the database writer has stopped".to_owned())
-            })??);
+            results.push(match outcome(answer).await? {
+                Outcome::Created => Inserted::Created,
+                // Committed before this batch began: readers see it.
+                Outcome::Pending(id) => match self.inner.request(&id).await? {
+                    Some(existing) => Inserted::JoinedPending(Box::new(existing)),
+                    None => {
+                        return Err(StorageError::Corrupt(format!(
+                            "pending request {id} cannot be read back"
+                        )))
+                    }
+                },
+                other => return Err(unexpected(&other)),
+            });
         }
         Ok(results)
+    }
+
+    async fn hold_if_new(&self, hold: &NewHold, since: i64, limit: i64) -> Result<HoldNew> {
+        let answer = self
+            .submit(Job::HoldIfNew {
+                hold: hold.clone(),
+                since,
+                limit,
+            })
+            .await?;
+        match outcome(answer).await? {
+            Outcome::Created => Ok(HoldNew::Created),
+            Outcome::Known => Ok(HoldNew::Known),
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn request(&self, id: &str) -> Result<Option<StoredRequest>> {

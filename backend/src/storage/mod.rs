@@ -29,6 +29,8 @@ pub enum StorageError {
     Contended,
     #[error("the database writer failed: {0}")]
     Writer(String),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -99,6 +101,19 @@ pub struct NewRequest {
     pub raw: Option<RawIntake>,
 }
 
+impl NewRequest {
+    /// What makes another request the same one.
+    pub fn key(&self) -> RequestKey<'_> {
+        RequestKey {
+            identity_server: &self.identity_server,
+            origin: &self.origin,
+            mxid: &self.mxid,
+            medium: self.medium,
+            address: &self.address,
+        }
+    }
+}
+
 /// A request to hold, with what is written in the same transaction.
 #[derive(Clone, Debug)]
 pub struct NewHold {
@@ -115,6 +130,17 @@ pub struct IntakeLookup {
     pub recent_for_address: i64,
     /// When the oldest of those was created.
     pub oldest_recent: Option<i64>,
+}
+
+/// What [`Repository::hold_if_new`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldNew {
+    /// Stored, with its audit event and outbox rows.
+    Created,
+    /// Nothing was stored: a request for the same key exists (pending or
+    /// decided), or its address used its allowance. The caller looks it up
+    /// and answers as a repeat or a limit.
+    Known,
 }
 
 /// What makes two requests the same request.
@@ -407,6 +433,24 @@ pub trait Repository: Send + Sync + 'static {
         only(self.insert_requests(std::slice::from_ref(&hold)).await?)
     }
 
+    /// Intake's common case in one step: stores `hold` (as
+    /// [`Repository::insert_requests`]) only when no request for its key
+    /// exists and fewer than `limit` requests for its address were created
+    /// after `since`; otherwise stores nothing and answers
+    /// [`HoldNew::Known`]. SQLite checks and writes in one transaction; this
+    /// default looks up first, then inserts (a twin that became pending in
+    /// between is still caught by the insert).
+    async fn hold_if_new(&self, hold: &NewHold, since: i64, limit: i64) -> Result<HoldNew> {
+        let lookup = self.intake_lookup(&hold.request.key(), since).await?;
+        if lookup.latest.is_some() || lookup.recent_for_address >= limit {
+            return Ok(HoldNew::Known);
+        }
+        match only(self.insert_requests(std::slice::from_ref(hold)).await?)? {
+            Inserted::Created => Ok(HoldNew::Created),
+            Inserted::JoinedPending(_) => Ok(HoldNew::Known),
+        }
+    }
+
     async fn request(&self, id: &str) -> Result<Option<StoredRequest>>;
 
     async fn request_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<StoredRequest>>;
@@ -535,10 +579,8 @@ pub async fn connect(url: &str) -> Result<Repo> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PgRepository::connect(url).await?))
     } else {
-        let sqlite: Repo = Arc::new(SqliteRepository::connect(url).await?);
-        Ok(Arc::new(
-            batch::Batched::new(sqlite).map_err(sqlx::Error::Io)?,
-        ))
+        let sqlite = Arc::new(SqliteRepository::connect(url).await?);
+        Ok(Arc::new(batch::Batched::new(sqlite)?))
     }
 }
 
@@ -590,6 +632,7 @@ macro_rules! sql_repository {
                     return Ok(Vec::new());
                 }
                 'attempt: for _attempt in 0..3 {
+                    let _turn = self.write_turn().await;
                     let mut tx = self.writer.begin().await?;
                     let mut insert = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(
                         "INSERT INTO requests (id, source, identity_server, origin, origin_key_id, verified_at, mxid, \
@@ -785,6 +828,7 @@ macro_rules! sql_repository {
                 if d.status == assent_shared::RequestStatus::Pending {
                     return Err($crate::storage::StorageError::Corrupt("a decision cannot be `pending`".to_owned()));
                 }
+                let _turn = self.write_turn().await;
                 let mut tx = self.writer.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE requests SET status = $2, decided_at = $3, decision_id = $4, decision_doc = $5, updated_at = $3 \
@@ -818,6 +862,7 @@ macro_rules! sql_repository {
                 audit: &$crate::storage::NewAudit,
                 outbox: &[$crate::storage::NewOutbox],
             ) -> $crate::storage::Result<bool> {
+                let _turn = self.write_turn().await;
                 let mut tx = self.writer.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE requests SET token_hash = $2, updated_at = $3 WHERE id = $1 AND status = 'pending'",
@@ -845,6 +890,7 @@ macro_rules! sql_repository {
                 at: i64,
                 event: &$crate::storage::NewAudit,
             ) -> $crate::storage::Result<()> {
+                let _turn = self.write_turn().await;
                 let mut tx = self.writer.begin().await?;
                 insert_audit(&mut tx, request_id, at, event).await?;
                 tx.commit().await?;
@@ -889,6 +935,7 @@ macro_rules! sql_repository {
                 lease_ms: i64,
                 limit: i64,
             ) -> $crate::storage::Result<Vec<$crate::storage::OutboxRow>> {
+                let _turn = self.write_turn().await;
                 let sql = format!($claim, cols = $crate::storage::OUTBOX_COLUMNS);
                 let mut rows = sqlx::query(&sql)
                     .bind(owner)
@@ -919,6 +966,7 @@ macro_rules! sql_repository {
                     AttemptResult::RetryAt { at, error } => (OutboxState::Pending, Some(*at), Some(error.as_str())),
                     AttemptResult::GiveUp { error } => (OutboxState::GivenUp, None, Some(error.as_str())),
                 };
+                let _turn = self.write_turn().await;
                 let mut tx = self.writer.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE outbox SET state = $3, next_attempt_at = COALESCE($4, next_attempt_at), \
@@ -1109,6 +1157,7 @@ macro_rules! sql_repository {
                 at: i64,
                 audit: &$crate::storage::NewAudit,
             ) -> $crate::storage::Result<u64> {
+                let _turn = self.write_turn().await;
                 let mut tx = self.writer.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $2, requeued_at = $2, \
@@ -1135,6 +1184,7 @@ macro_rules! sql_repository {
             }
 
             async fn create_session(&self, session: &$crate::storage::AdminSession) -> $crate::storage::Result<()> {
+                let _turn = self.write_turn().await;
                 let mut tx = self.writer.begin().await?;
                 sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
                     .bind(session.created_at)
@@ -1171,6 +1221,7 @@ macro_rules! sql_repository {
             }
 
             async fn delete_session(&self, id_hash: &[u8]) -> $crate::storage::Result<bool> {
+                let _turn = self.write_turn().await;
                 let deleted = sqlx::query("DELETE FROM admin_sessions WHERE id_hash = $1")
                     .bind(id_hash)
                     .execute(&self.writer)

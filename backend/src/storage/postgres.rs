@@ -24,6 +24,11 @@ impl PgRepository {
             pool,
         })
     }
+
+    /// PostgreSQL takes concurrent writers: no turns needed.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        None
+    }
 }
 
 // SKIP LOCKED: replicas claiming at the same moment take different rows

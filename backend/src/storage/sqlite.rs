@@ -5,19 +5,37 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Turns at SQLite's one write lock for this process's two writers (sqlx's
+/// writer connection, and the new-request writer in [`super::batch`]), so
+/// that neither sleeps in SQLite's busy handler waiting for the other: a
+/// waiter here wakes the moment the lock is free, in arrival order.
+pub type WriteGate = Arc<tokio::sync::Mutex<()>>;
 
 pub struct SqliteRepository {
     /// Readers: WAL lets them run beside the writer.
     pool: SqlitePool,
-    /// The one connection that writes, so a write never queues behind
-    /// readers for a connection nor sleeps in SQLite's busy handler.
+    /// The one sqlx connection that writes, so a write never queues behind
+    /// readers for a connection.
     writer: SqlitePool,
+    gate: WriteGate,
+    file: PathBuf,
 }
 
 impl SqliteRepository {
+    /// Opens the database, with its checkpoints running in the background.
     pub async fn connect(url: &str) -> Result<Self> {
+        let repo = Self::open(url).await?;
+        tokio::spawn(checkpoints(repo.pool.clone(), repo.gate.clone()));
+        Ok(repo)
+    }
+
+    /// Opens the database (creating it, and bringing its schema up to date).
+    async fn open(url: &str) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -32,6 +50,12 @@ impl SqliteRepository {
             // Readers map the file instead of copying pages their caches lost
             // to the writer's commits.
             .pragma("mmap_size", "67108864");
+        let file = options.get_filename().to_owned();
+        if file.to_string_lossy().starts_with("file:") || file.as_os_str() == ":memory:" {
+            return Err(super::StorageError::Corrupt(format!(
+                "SQLite must be a file, not `{url}`: name one, as sqlite://<path>"
+            )));
+        }
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
@@ -52,8 +76,49 @@ impl SqliteRepository {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        tokio::spawn(checkpoints(pool.clone()));
-        Ok(SqliteRepository { pool, writer })
+        Ok(SqliteRepository {
+            pool,
+            writer,
+            gate: WriteGate::default(),
+            file,
+        })
+    }
+
+    /// This process's turn at the write lock, held until dropped.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        Some(self.gate.lock().await)
+    }
+
+    pub fn gate(&self) -> WriteGate {
+        self.gate.clone()
+    }
+
+    /// A new connection to the same file, set up as sqlx's are, for
+    /// writing outside sqlx (see [`super::batch`]).
+    pub fn open_writer(&self) -> Result<rusqlite::Connection> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.file,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Another process holding the lock (a checkpoint, the command line):
+        // ask again every 100 µs for up to 10 s, rather than SQLite's
+        // default of sleeping longer and longer.
+        conn.busy_handler(Some(|attempt| {
+            std::thread::sleep(Duration::from_micros(100));
+            attempt < 100_000
+        }))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(super::StorageError::Corrupt(format!(
+                "the database is in journal mode `{mode}`, not WAL"
+            )));
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = memory; \
+             PRAGMA wal_autocheckpoint = 0; PRAGMA mmap_size = 67108864;",
+        )?;
+        Ok(conn)
     }
 }
 
@@ -67,7 +132,7 @@ const WAL_RESTART_FRAMES: i64 = 8192;
 /// [`WAL_RESTART_FRAMES`] a RESTART checkpoint makes the writer wait for the
 /// few frames left, so the next commit writes from the start of the file
 /// again. Ends when the pool closes.
-async fn checkpoints(pool: SqlitePool) {
+async fn checkpoints(pool: SqlitePool, gate: WriteGate) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -75,7 +140,7 @@ async fn checkpoints(pool: SqlitePool) {
         if pool.is_closed() {
             return;
         }
-        let result = checkpoint(&pool, WAL_RESTART_FRAMES).await;
+        let result = checkpoint(&pool, &gate, WAL_RESTART_FRAMES).await;
         if let Err(e) = result {
             if pool.is_closed() {
                 return;
@@ -89,6 +154,7 @@ async fn checkpoints(pool: SqlitePool) {
 /// `restart_after` frames. Returns the log's frame count before.
 async fn checkpoint(
     pool: &SqlitePool,
+    gate: &WriteGate,
     restart_after: i64,
 ) -> std::result::Result<i64, sqlx::Error> {
     let frames: i64 = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
@@ -96,6 +162,9 @@ async fn checkpoint(
         .await?
         .try_get(1)?;
     if frames > restart_after {
+        // It holds off writers until it is done: they wait for their turn
+        // here, not in SQLite's busy handler.
+        let _turn = gate.lock().await;
         sqlx::query("PRAGMA wal_checkpoint(RESTART)")
             .execute(pool)
             .await?;
@@ -154,7 +223,9 @@ mod tests {
     async fn a_long_log_starts_over_under_steady_reads_and_writes() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let repo = SqliteRepository::connect(&url).await.unwrap();
+        // Without the background checkpoints: one that ran while the reader
+        // was between snapshots would start the log over.
+        let repo = SqliteRepository::open(&url).await.unwrap();
         sqlx::query("PRAGMA foreign_keys = OFF")
             .execute(&repo.writer)
             .await
@@ -167,7 +238,7 @@ mod tests {
         for n in 0..50 {
             renew_snapshot(&mut reader, n > 0).await;
             frames = frames_after_a_write(&repo, n).await;
-            assert!(checkpoint(&repo.pool, i64::MAX).await.unwrap() >= frames);
+            assert!(checkpoint(&repo.pool, &repo.gate, i64::MAX).await.unwrap() >= frames);
         }
         assert!(frames >= 50, "the log grows commit by commit: {frames}");
         // Past the threshold, the restart waits for the reader to finish
@@ -177,7 +248,7 @@ mod tests {
             sqlx::query("COMMIT").execute(&mut *reader).await.unwrap();
             reader
         });
-        assert!(checkpoint(&repo.pool, 10).await.unwrap() >= 50);
+        assert!(checkpoint(&repo.pool, &repo.gate, 10).await.unwrap() >= 50);
         let mut reader = release.await.unwrap();
         renew_snapshot(&mut reader, false).await;
         let after = frames_after_a_write(&repo, 50).await;

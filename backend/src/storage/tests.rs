@@ -651,7 +651,7 @@ async fn held_writer() -> (
     use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let inner: Repo = Arc::new(SqliteRepository::connect(&url).await.unwrap());
+    let inner = Arc::new(SqliteRepository::connect(&url).await.unwrap());
     let batched = std::sync::Arc::new(batch::Batched::new(inner).unwrap());
     let mut blocker = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query("BEGIN IMMEDIATE")
@@ -810,6 +810,76 @@ async fn the_intake_lookup_counts_recent_requests_for_the_address_only() {
             .recent_for_address,
         0
     );
+}
+
+fn new_hold(id: &str, mxid: &str, address: &str, at: i64) -> NewHold {
+    let mut request = new_request(id, address);
+    request.mxid = mxid.to_owned();
+    request.created_at = at;
+    request.token_hash = format!("hash-of-{id}").into_bytes();
+    NewHold {
+        request,
+        audit: received(),
+        outbox: vec![email_outbox(id)],
+    }
+}
+
+#[tokio::test]
+async fn hold_if_new_stores_only_what_is_new_and_under_the_address_allowance() {
+    let db = test_db().await;
+    let since = 500;
+    // New: stored with its audit event and its email.
+    let first = new_hold("h1", "@a:hs.test", "shared@example.org", 1_000);
+    assert_eq!(
+        db.repo.hold_if_new(&first, since, 3).await.unwrap(),
+        HoldNew::Created
+    );
+    assert_eq!(db.repo.audit_trail("h1").await.unwrap().len(), 1);
+    assert_eq!(db.repo.outbox_for("h1").await.unwrap().len(), 1);
+    // The same key again while pending: nothing stored.
+    let twin = new_hold("h2", "@a:hs.test", "shared@example.org", 2_000);
+    assert_eq!(
+        db.repo.hold_if_new(&twin, since, 3).await.unwrap(),
+        HoldNew::Known
+    );
+    assert_eq!(db.repo.request("h2").await.unwrap(), None);
+    assert!(db.repo.outbox_for("h2").await.unwrap().is_empty());
+    // Decided: still known (the caller answers from the decision).
+    db.repo
+        .decide(
+            "h1",
+            &decision("h1", RequestStatus::Denied, 1_500),
+            &received(),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        db.repo.hold_if_new(&twin, since, 3).await.unwrap(),
+        HoldNew::Known
+    );
+    assert_eq!(db.repo.request("h2").await.unwrap(), None);
+    // Another Matrix ID for the address: new, until the address has had
+    // `limit` requests since `since`.
+    let other = new_hold("h3", "@b:hs.test", "shared@example.org", 3_000);
+    assert_eq!(
+        db.repo.hold_if_new(&other, since, 2).await.unwrap(),
+        HoldNew::Created
+    );
+    let third = new_hold("h4", "@c:hs.test", "shared@example.org", 4_000);
+    assert_eq!(
+        db.repo.hold_if_new(&third, since, 2).await.unwrap(),
+        HoldNew::Known
+    );
+    assert_eq!(db.repo.request("h4").await.unwrap(), None);
+    // Requests before `since` do not count.
+    assert_eq!(
+        db.repo.hold_if_new(&third, 2_000, 2).await.unwrap(),
+        HoldNew::Created
+    );
+    let stored = db.repo.request("h4").await.unwrap().unwrap();
+    assert_eq!(stored.status, RequestStatus::Pending);
+    assert_eq!(stored.raw, third.request.raw);
 }
 
 /// Requests r0..r6: one a millisecond apart, alternating two homeservers,
