@@ -20,9 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tower_http::LatencyUnit;
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 /// The time, injected so that tests can move it.
 pub trait Clock: Send + Sync + 'static {
@@ -202,8 +200,33 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(|request: &Request| {
                     tracing::info_span!("http", method = %request.method(), path = %redact_path(request.uri().path()))
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros)),
+                .on_response(AccessLog),
         )
+}
+
+/// The access log line of a request. Refusals (4xx) are worth an operator's
+/// eye, at `info`; a line for every success is not (each unbind held logs a
+/// line of its own), and it cost a few per cent of intake's throughput, so
+/// those are at `debug` (`RUST_LOG=debug` shows them). Server errors are
+/// logged by the trace layer's `on_failure`, at `error`.
+#[derive(Clone, Copy)]
+struct AccessLog;
+
+impl<B> tower_http::trace::OnResponse<B> for AccessLog {
+    fn on_response(
+        self,
+        response: &axum::http::Response<B>,
+        latency: std::time::Duration,
+        _: &tracing::Span,
+    ) {
+        let status = response.status().as_u16();
+        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if response.status().is_client_error() {
+            tracing::info!(status, latency_us, "finished processing request");
+        } else {
+            tracing::debug!(status, latency_us, "finished processing request");
+        }
+    }
 }
 
 /// The path with consent tokens cut out, for logs. Query strings are never logged.

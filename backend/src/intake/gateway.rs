@@ -8,7 +8,7 @@
 //! the binding, then hold.
 
 use super::body::{self, UnbindBody};
-use super::hold::{self, hold, Held, ToHold};
+use super::hold::{self, hold, Held, Prepared, ToHold};
 use super::key_fetch::KeySource;
 use super::upstream::{self, Binding};
 use super::xmatrix::{self, XMatrixError};
@@ -288,10 +288,16 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         // The common case in one step: nothing is stored for this request
         // and its address is under its allowance, so it is held at once.
         // Otherwise nothing was stored, and it goes the long way below.
-        let prepared = hold::prepare(state, to_hold(Binding::NotChecked));
+        let Prepared {
+            hold: rows,
+            id,
+            expires_at,
+        } = hold::prepare(state, to_hold(Binding::NotChecked));
+        let email = !rows.outbox.is_empty();
         let limit = i64::from(state.config.limits.holds_per_address_per_hour);
-        if state.repo.hold_if_new(&prepared.hold, since, limit).await? == HoldNew::Created {
-            return Ok(held(state, is, &origin, hold::created(state, prepared)));
+        if state.repo.hold_if_new(rows, since, limit).await? == HoldNew::Created {
+            let created = hold::created(state, id, expires_at, email);
+            return Ok(held(state, is, &origin, created));
         }
     }
     let lookup = state.repo.intake_lookup(&key, since).await?;

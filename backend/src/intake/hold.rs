@@ -172,15 +172,12 @@ pub fn prepare(state: &AppState, input: ToHold<'_>) -> Prepared {
     }
 }
 
-/// After `prepared` was stored: its email goes out.
-pub fn created(state: &AppState, prepared: Prepared) -> Held {
-    if !prepared.hold.outbox.is_empty() {
+/// After a request was stored: its email, if any, goes out.
+pub fn created(state: &AppState, id: String, expires_at: i64, email: bool) -> Held {
+    if email {
         state.outbox_wake.notify_one();
     }
-    Held::Created {
-        id: prepared.id,
-        expires_at: prepared.expires_at,
-    }
+    Held::Created { id, expires_at }
 }
 
 /// Stores the request as pending (or joins the pending one), with its email.
@@ -192,7 +189,12 @@ pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError>
         .await
         .and_then(crate::storage::only)?;
     match inserted {
-        Inserted::Created => Ok(created(state, prepared)),
+        Inserted::Created => Ok(created(
+            state,
+            prepared.id,
+            prepared.expires_at,
+            !prepared.hold.outbox.is_empty(),
+        )),
         Inserted::JoinedPending(existing) => Ok(Held::Joined(existing)),
     }
 }

@@ -440,12 +440,12 @@ pub trait Repository: Send + Sync + 'static {
     /// [`HoldNew::Known`]. SQLite checks and writes in one transaction; this
     /// default looks up first, then inserts (a twin that became pending in
     /// between is still caught by the insert).
-    async fn hold_if_new(&self, hold: &NewHold, since: i64, limit: i64) -> Result<HoldNew> {
+    async fn hold_if_new(&self, hold: NewHold, since: i64, limit: i64) -> Result<HoldNew> {
         let lookup = self.intake_lookup(&hold.request.key(), since).await?;
         if lookup.latest.is_some() || lookup.recent_for_address >= limit {
             return Ok(HoldNew::Known);
         }
-        match only(self.insert_requests(std::slice::from_ref(hold)).await?)? {
+        match only(self.insert_requests(std::slice::from_ref(&hold)).await?)? {
             Inserted::Created => Ok(HoldNew::Created),
             Inserted::JoinedPending(_) => Ok(HoldNew::Known),
         }

@@ -165,9 +165,19 @@ async fn checkpoint(
         // It holds off writers until it is done: they wait for their turn
         // here, not in SQLite's busy handler.
         let _turn = gate.lock().await;
+        let started = std::time::Instant::now();
         sqlx::query("PRAGMA wal_checkpoint(RESTART)")
             .execute(pool)
             .await?;
+        let waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::debug!(frames, waited_ms, "SQLite log started over; writers waited");
+        if waited_ms >= 100 {
+            tracing::warn!(
+                frames,
+                waited_ms,
+                "SQLite log start-over was slow (writers waited): is the disk busy?"
+            );
+        }
     }
     Ok(frames)
 }

@@ -831,7 +831,7 @@ async fn hold_if_new_stores_only_what_is_new_and_under_the_address_allowance() {
     // New: stored with its audit event and its email.
     let first = new_hold("h1", "@a:hs.test", "shared@example.org", 1_000);
     assert_eq!(
-        db.repo.hold_if_new(&first, since, 3).await.unwrap(),
+        db.repo.hold_if_new(first.clone(), since, 3).await.unwrap(),
         HoldNew::Created
     );
     assert_eq!(db.repo.audit_trail("h1").await.unwrap().len(), 1);
@@ -839,7 +839,7 @@ async fn hold_if_new_stores_only_what_is_new_and_under_the_address_allowance() {
     // The same key again while pending: nothing stored.
     let twin = new_hold("h2", "@a:hs.test", "shared@example.org", 2_000);
     assert_eq!(
-        db.repo.hold_if_new(&twin, since, 3).await.unwrap(),
+        db.repo.hold_if_new(twin.clone(), since, 3).await.unwrap(),
         HoldNew::Known
     );
     assert_eq!(db.repo.request("h2").await.unwrap(), None);
@@ -855,7 +855,7 @@ async fn hold_if_new_stores_only_what_is_new_and_under_the_address_allowance() {
         .await
         .unwrap();
     assert_eq!(
-        db.repo.hold_if_new(&twin, since, 3).await.unwrap(),
+        db.repo.hold_if_new(twin.clone(), since, 3).await.unwrap(),
         HoldNew::Known
     );
     assert_eq!(db.repo.request("h2").await.unwrap(), None);
@@ -863,18 +863,18 @@ async fn hold_if_new_stores_only_what_is_new_and_under_the_address_allowance() {
     // `limit` requests since `since`.
     let other = new_hold("h3", "@b:hs.test", "shared@example.org", 3_000);
     assert_eq!(
-        db.repo.hold_if_new(&other, since, 2).await.unwrap(),
+        db.repo.hold_if_new(other.clone(), since, 2).await.unwrap(),
         HoldNew::Created
     );
     let third = new_hold("h4", "@c:hs.test", "shared@example.org", 4_000);
     assert_eq!(
-        db.repo.hold_if_new(&third, since, 2).await.unwrap(),
+        db.repo.hold_if_new(third.clone(), since, 2).await.unwrap(),
         HoldNew::Known
     );
     assert_eq!(db.repo.request("h4").await.unwrap(), None);
     // Requests before `since` do not count.
     assert_eq!(
-        db.repo.hold_if_new(&third, 2_000, 2).await.unwrap(),
+        db.repo.hold_if_new(third.clone(), 2_000, 2).await.unwrap(),
         HoldNew::Created
     );
     let stored = db.repo.request("h4").await.unwrap().unwrap();

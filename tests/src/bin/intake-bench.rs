@@ -97,6 +97,41 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time the process has used so far (user + system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line.
+    field(11) + field(12)
+}
+
+/// The machine's idle and total clock ticks so far (all CPUs; iowait counts
+/// as idle).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let values: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    (idle, values.iter().take(8).sum())
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+const TICKS_PER_S: f64 = 100.0;
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -250,6 +285,8 @@ fn main() -> Result<(), String> {
         tokio::time::sleep(Duration::from_secs(args.warmup)).await;
         measuring.store(true, Ordering::Relaxed);
         let started = Instant::now();
+        let server_cpu_before = cpu_ticks(pid);
+        let machine_before = machine_ticks();
         let mut rss_peak = 0;
         while started.elapsed() < Duration::from_secs(args.seconds) {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -257,6 +294,10 @@ fn main() -> Result<(), String> {
         }
         measuring.store(false, Ordering::Relaxed);
         let measured = started.elapsed();
+        let server_cpu = cpu_ticks(pid).saturating_sub(server_cpu_before);
+        let machine_after = machine_ticks();
+        let idle = (machine_after.0.saturating_sub(machine_before.0)) as f64
+            / (machine_after.1.saturating_sub(machine_before.1)).max(1) as f64;
         stop.store(true, Ordering::Relaxed);
         let mut tally = Tally::default();
         for w in workers {
@@ -269,6 +310,7 @@ fn main() -> Result<(), String> {
         Ok((
             tally,
             measured,
+            (server_cpu, idle),
             rss_idle,
             rss_peak.max(rss_end),
             hwm,
@@ -277,7 +319,7 @@ fn main() -> Result<(), String> {
     });
     let _ = child.kill();
     let _ = child.wait();
-    let (mut tally, measured, rss_idle, rss_peak, hwm, sent) = result?;
+    let (mut tally, measured, (server_cpu, idle), rss_idle, rss_peak, hwm, sent) = result?;
     tally.latencies_us.sort_unstable();
     let total = tally.latencies_us.len() as f64;
     let rate = total / measured.as_secs_f64();
@@ -293,6 +335,9 @@ fn main() -> Result<(), String> {
         "p90_ms": percentile(&tally.latencies_us, 90.0),
         "p99_ms": percentile(&tally.latencies_us, 99.0),
         "max_ms": percentile(&tally.latencies_us, 100.0),
+        // Less sensitive than the rate to what else the machine is doing.
+        "server_cpu_us_per_request": (server_cpu as f64 / TICKS_PER_S * 1e6 / total.max(1.0)).round(),
+        "machine_idle_percent": (idle * 1000.0).round() / 10.0,
         "rss_idle_mib": rss_idle as f64 / 1024.0,
         "rss_peak_mib": rss_peak as f64 / 1024.0,
         "vm_hwm_mib": hwm as f64 / 1024.0,
@@ -303,11 +348,13 @@ fn main() -> Result<(), String> {
         serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?
     );
     println!(
-        "intake: {:.0} held requests/s, p50 {:.2} ms, p99 {:.2} ms, peak RSS {:.1} MiB (c={}, {:.0} s, {} non-202)",
+        "intake: {:.0} held requests/s, p50 {:.2} ms, p99 {:.2} ms, peak RSS {:.1} MiB, server CPU {:.0} µs/request, machine {:.0} % idle (c={}, {:.0} s, {} non-202)",
         rate,
         percentile(&tally.latencies_us, 50.0),
         percentile(&tally.latencies_us, 99.0),
         rss_peak as f64 / 1024.0,
+        server_cpu as f64 / TICKS_PER_S * 1e6 / total.max(1.0),
+        idle * 100.0,
         args.concurrency,
         measured.as_secs_f64(),
         tally.other
