@@ -462,10 +462,10 @@ mod session_tests {
         let cookie = signed_in(&h).await;
         let mut config = (*h.state.config).clone();
         config.admin.tokens = vec!["another-admin-token-0123456789abcdef0123".to_owned()];
-        let state = crate::app::AppState {
+        let state = crate::app::AppState::from(crate::app::Shared {
             config: std::sync::Arc::new(config),
-            ..h.state.clone()
-        };
+            ..(*h.state).clone()
+        });
         let app = crate::app::router(state);
         let status = tower::ServiceExt::oneshot(
             app,
