@@ -228,7 +228,8 @@ pub fn router(state: AppState) -> Router {
 /// The access log line of a request. Refusals (4xx) are worth an operator's
 /// eye, at `info`; a line for every success is not (each unbind held logs a
 /// line of its own), and it cost a few per cent of intake's throughput, so
-/// those are at `debug` (`RUST_LOG=debug` shows them). Server errors are
+/// those are at `debug` under their own target
+/// (`RUST_LOG=info,sqlx=warn,assent::access=debug` shows them). Server errors are
 /// logged by the trace layer's `on_failure`, at `error`.
 #[derive(Clone, Copy)]
 struct AccessLog;
@@ -245,7 +246,7 @@ impl<B> tower_http::trace::OnResponse<B> for AccessLog {
         if response.status().is_client_error() {
             tracing::info!(status, latency_us, "finished processing request");
         } else {
-            tracing::debug!(status, latency_us, "finished processing request");
+            tracing::debug!(target: "assent::access", status, latency_us, "finished processing request");
         }
     }
 }

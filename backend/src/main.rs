@@ -48,6 +48,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Ended after the runtime: what background tasks log while shutting
+    // down is still written.
+    let logs = if check_only {
+        None
+    } else {
+        serve::init_logging()
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,10 +68,11 @@ fn main() -> ExitCode {
     let result = if check_only {
         runtime.block_on(serve::check_config(&config))
     } else {
-        // Flushes what is still queued when `serve` returns.
-        let _logs = serve::init_logging();
         runtime.block_on(serve::serve(config, demo))
     };
+    // Whatever is still queued is written before the last word below.
+    drop(runtime);
+    drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

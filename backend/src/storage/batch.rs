@@ -163,9 +163,14 @@ fn writer(
             write_batch(&mut conn, &batch)
         }));
         if !conn.is_autocommit() {
-            // Only after a panic mid-batch: nothing of it stays.
+            // After a panic, or a rollback that failed: nothing of it stays.
             let _ = conn.execute_batch("ROLLBACK");
         }
+        // Still inside a transaction, the connection would keep SQLite's
+        // write lock and fail every later batch: the writer stops instead
+        // (closing the connection releases the lock), so that `/health`
+        // fails and every caller gets an error at once.
+        let stuck = !conn.is_autocommit();
         drop(turn);
         match written {
             Ok(Ok(outcomes)) => {
@@ -191,6 +196,12 @@ fn writer(
                     )));
                 }
             }
+        }
+        if stuck {
+            tracing::error!(
+                "the SQLite writer cannot end its transaction and stops; restart Assent"
+            );
+            return;
         }
     }
 }

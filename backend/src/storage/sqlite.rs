@@ -102,11 +102,12 @@ impl SqliteRepository {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         // Another process holding the lock (a checkpoint, the command line):
-        // ask again every 100 µs for up to 10 s, rather than SQLite's
-        // default of sleeping longer and longer.
+        // ask again every 100 µs, rather than SQLite's default of sleeping
+        // longer and longer; after 50,000 tries (at least 5 s of sleeping,
+        // about 10 s by the clock) the batch fails.
         conn.busy_handler(Some(|attempt| {
             std::thread::sleep(Duration::from_micros(100));
-            attempt < 100_000
+            attempt < 50_000
         }))?;
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {

@@ -743,6 +743,39 @@ async fn a_bad_request_in_a_batch_fails_alone() {
     assert!(batched.request("fine").await.unwrap().is_some());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twins_in_one_batch_are_held_once() {
+    let (batched, _dir, release) = held_writer().await;
+    let spawn = |hold: NewHold| {
+        let repo = batched.clone();
+        tokio::spawn(async move { repo.hold_if_new(hold, 0, 10).await })
+    };
+    // The writer takes an unrelated request and waits for the lock …
+    let unrelated = spawn(new_hold("t0", "@z:hs.test", "z@example.org", 999));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // … while these queue up, to be written in one transaction: the same
+    // key twice, and another Matrix ID at the same address.
+    let first = spawn(new_hold("t1", "@a:hs.test", "twin@example.org", 1_000));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let twin = spawn(new_hold("t2", "@a:hs.test", "twin@example.org", 1_001));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let other = spawn(new_hold("t3", "@b:hs.test", "twin@example.org", 1_002));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    release.send(()).unwrap();
+    assert_eq!(unrelated.await.unwrap().unwrap(), HoldNew::Created);
+    assert_eq!(first.await.unwrap().unwrap(), HoldNew::Created);
+    assert_eq!(twin.await.unwrap().unwrap(), HoldNew::Known);
+    assert_eq!(other.await.unwrap().unwrap(), HoldNew::Created);
+    assert_eq!(
+        batched.batches(),
+        2,
+        "the first alone, then the three together"
+    );
+    assert_eq!(batched.request("t2").await.unwrap(), None);
+    assert!(batched.outbox_for("t2").await.unwrap().is_empty());
+    assert_eq!(batched.outbox_for("t3").await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_primary_key_clash_fails_only_that_request() {
     let db = test_db().await;
