@@ -160,7 +160,7 @@ fn writer(
         batches.fetch_add(1, Ordering::Relaxed);
         let turn = gate.blocking_lock();
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write_batch(&mut conn, &batch)
+            write_batch(&mut conn, &batch, false)
         }));
         if !conn.is_autocommit() {
             // After a panic, or a rollback that failed: nothing of it stays.
@@ -219,44 +219,34 @@ fn take_waiting(jobs: &mut mpsc::Receiver<(Job, Reply)>, batch: &mut Vec<(Job, R
 /// One transaction for the whole batch. `Err` when the transaction as a
 /// whole failed: nothing of it was stored. A job the database refuses (a
 /// constraint) must fail alone: then the batch is rolled back and written
-/// again with a savepoint around each job. Not every time, because a
-/// savepoint copies each page a job touches first.
+/// again with a savepoint around each job (`savepoints`). Not every time,
+/// because a savepoint copies each page a job touches first.
 fn write_batch(
     conn: &mut Connection,
     batch: &[(Job, Reply)],
+    savepoints: bool,
 ) -> rusqlite::Result<Vec<Result<Outcome>>> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for (job, _) in batch {
-        match write_one(conn, job) {
-            Ok(outcome) => outcomes.push(Ok(outcome)),
-            // Part of the job may be written: none of it may stay.
-            Err(_) => {
-                conn.prepare_cached("ROLLBACK")?.execute([])?;
-                return write_each(conn, batch);
-            }
+        if savepoints {
+            conn.prepare_cached("SAVEPOINT job")?.execute([])?;
         }
-    }
-    commit(conn, outcomes)
-}
-
-/// [`write_batch`] with a savepoint per job.
-fn write_each(
-    conn: &mut Connection,
-    batch: &[(Job, Reply)],
-) -> rusqlite::Result<Vec<Result<Outcome>>> {
-    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for (job, _) in batch {
-        conn.prepare_cached("SAVEPOINT job")?.execute([])?;
         match write_one(conn, job) {
             Ok(outcome) => outcomes.push(Ok(outcome)),
-            Err(e) => {
+            Err(e) if savepoints => {
                 conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
                 outcomes.push(Err(StorageError::Sqlite(e)));
             }
+            // Part of the job may be written: none of it may stay.
+            Err(_) => {
+                conn.prepare_cached("ROLLBACK")?.execute([])?;
+                return write_batch(conn, batch, true);
+            }
         }
-        conn.prepare_cached("RELEASE job")?.execute([])?;
+        if savepoints {
+            conn.prepare_cached("RELEASE job")?.execute([])?;
+        }
     }
     commit(conn, outcomes)
 }
