@@ -385,9 +385,7 @@ impl super::Repository for Batched {
 
     async fn ping(&self) -> Result<()> {
         if self.queue.is_closed() {
-            return Err(StorageError::Writer(
-                "the writer thread has stopped".to_owned(),
-            ));
+            return Err(stopped());
         }
         self.inner.ping().await
     }

@@ -52,9 +52,12 @@ impl SqliteRepository {
             .pragma("mmap_size", "67108864");
         let file = options.get_filename().to_owned();
         if file.to_string_lossy().starts_with("file:") || file.as_os_str() == ":memory:" {
-            return Err(super::StorageError::Corrupt(format!(
-                "SQLite must be a file, not `{url}`: name one, as sqlite://<path>"
-            )));
+            // New requests are written on a second connection, which would
+            // see a database of its own.
+            return Err(sqlx::Error::Configuration(
+                format!("SQLite must be a file, not `{url}`: name one, as sqlite://<path>").into(),
+            )
+            .into());
         }
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
@@ -228,6 +231,18 @@ mod tests {
             .fetch_one(&mut **reader)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_a_clear_error() {
+        let Err(e) = SqliteRepository::connect("sqlite::memory:").await else {
+            panic!("an in-memory database was accepted");
+        };
+        assert!(
+            e.to_string()
+                .contains("SQLite must be a file, not `sqlite::memory:`"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
