@@ -41,7 +41,7 @@ pub async fn seed(state: &AppState) -> Result<String, StorageError> {
     let token = state.tokens.token(&nonce);
     let now = state.now_ms();
     let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
-    let id = crate::intake::hold::new_request_id(state);
+    let id = crate::intake::hold::new_request_id(state, now);
     let request = NewRequest {
         id,
         source: Source::Demo,

@@ -40,13 +40,15 @@ pub enum Held {
     Joined(Box<StoredRequest>),
 }
 
-/// `req_` + the creation time in milliseconds (12 hex digits) + 64 random
-/// bits. Ids sort by creation time, so new rows land at the end of the
-/// indexes that contain them instead of all over them.
-pub fn new_request_id(state: &AppState) -> String {
+/// `req_` + the creation time `now` in milliseconds (12 hex digits) + 64
+/// random bits. Ids sort by creation time, so new rows land at the end of
+/// the indexes that contain them instead of all over them; with the row's
+/// own `created_at` as `now`, the admin list's order (newest first, then by
+/// id) is the ids' order.
+pub fn new_request_id(state: &AppState, now: i64) -> String {
     use std::fmt::Write;
     let mut id = String::with_capacity(32);
-    let _ = write!(id, "req_{:012x}", state.now_ms().max(0));
+    let _ = write!(id, "req_{:012x}", now.max(0));
     for b in state.random_bytes::<8>() {
         let _ = write!(id, "{b:02x}");
     }
@@ -128,7 +130,7 @@ pub struct Prepared {
 pub fn prepare(state: &AppState, input: ToHold<'_>) -> Prepared {
     let now = state.now_ms();
     let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
-    let id = new_request_id(state);
+    let id = new_request_id(state, now);
     let nonce = state.random_bytes::<32>();
     let token = state.tokens.token(&nonce);
     let request = NewRequest {
@@ -211,7 +213,7 @@ pub async fn record_owner_proven(
     upstream_status: u16,
 ) -> Result<(), ApiError> {
     let now = state.now_ms();
-    let id = new_request_id(state);
+    let id = new_request_id(state, now);
     // A token no one is ever sent: the column wants one.
     let token = crate::tokens::encode(&state.random_bytes::<32>());
     let request = NewRequest {
