@@ -99,6 +99,11 @@ impl Sydent {
         sydent
     }
 
+    /// The sydent process's id (for its memory and CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sydent.log")).unwrap_or_default()
     }

@@ -290,7 +290,7 @@ fn build_frontend() -> Result {
     ]))
 }
 
-/// `cargo xtask bench intake [--seconds N] [--concurrency N]`.
+/// `cargo xtask bench intake [--seconds N] [--concurrency N] [--server sydent]`.
 fn bench(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
         Some("intake") => {}
@@ -298,22 +298,31 @@ fn bench(args: &[String]) -> Result {
         Some("admin") => return bench_admin(&args[1..]),
         _ => {
             return Err(
-                "usage: cargo xtask bench intake [--seconds 15] [--concurrency 16] [--send-email false]\n       \
+                "usage: cargo xtask bench intake [--seconds 15] [--concurrency 16] [--send-email false] [--server assent|sydent]\n       \
                  cargo xtask bench consent [--loads 15]\n       \
                  cargo xtask bench admin [--rows 10000,100000] [--calls 101]"
                     .to_owned(),
             )
         }
     }
-    run_bench(
-        "intake-bench",
-        "the load generator",
-        "pre-signed unbinds against assent serve on SQLite",
-        Command::new(release_dir().join("intake-bench"))
-            .arg("--assent")
-            .arg(release_dir().join("assent"))
-            .args(&args[1..]),
-    )
+    let mut load = Command::new(release_dir().join("intake-bench"));
+    load.arg("--assent")
+        .arg(release_dir().join("assent"))
+        .args(&args[1..]);
+    // The same unbinds against sydent 2.6.1, the issue's yardstick.
+    let sydent = args
+        .windows(2)
+        .any(|w| w[0] == "--server" && w[1] == "sydent");
+    if sydent {
+        step("sydent (the yardstick)");
+        load.env("ASSENT_SYDENT_PYTHON", ensure_sydent()?);
+    }
+    let title = if sydent {
+        "the same pre-signed unbinds against sydent 2.6.1"
+    } else {
+        "pre-signed unbinds against assent serve on SQLite"
+    };
+    run_bench("intake-bench", "the load generator", title, &mut load)
 }
 
 /// `cargo xtask bench consent [--loads N]`: cold loads of the consent page

@@ -5,6 +5,7 @@
 //!
 //! Usage: intake-bench --assent <binary> [--seconds 15] [--concurrency 16]
 //!        [--warmup 2] [--log <file for the server's log>] [--send-email false]
+//!        [--server assent|sydent]
 //!
 //! By default the server only queues each request's email (the outbox row is
 //! written in the request's transaction) and does not send it
@@ -13,10 +14,17 @@
 //! meanwhile, on the same two cores and the same SQLite writer.
 //!
 //! Each request is a distinct (mxid, address), so every one is a new hold.
+//!
+//! `--server sydent` sends the same signed unbinds to a real sydent 2.6.1
+//! instead (the one `cargo xtask test` installs), which fetches the
+//! homeserver's key over TLS once and answers 200: the issue's yardstick,
+//! measured on the same machine in the same way.
 //! The load generator is closed-loop: each of the connections sends its next
 //! request when the previous answer arrived (like wrk).
 
 use assent_e2e::homeserver::Homeserver;
+use assent_e2e::key_server::KeyServer;
+use assent_e2e::sydent::Sydent;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::path::PathBuf;
@@ -37,6 +45,8 @@ struct Args {
     log: Option<PathBuf>,
     /// Whether the server also sends the queued email (to files) meanwhile.
     send_email: bool,
+    /// `assent` or `sydent`.
+    server: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -47,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         concurrency: 16,
         log: None,
         send_email: false,
+        server: "assent".to_owned(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,6 +70,8 @@ fn parse_args() -> Result<Args, String> {
             "--concurrency" => args.concurrency = number()? as usize,
             "--log" => args.log = Some(PathBuf::from(&value)),
             "--send-email" => args.send_email = value == "true",
+            "--server" if value == "assent" || value == "sydent" => args.server = value,
+            "--server" => return Err(format!("--server: {value}: assent or sydent")),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -143,8 +156,88 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
+    /// Answers with the server's success status (202 from Assent, 200
+    /// from sydent).
     held: u64,
     other: u64,
+}
+
+/// The server under load.
+enum Server {
+    Assent {
+        child: std::process::Child,
+        log_path: PathBuf,
+    },
+    Sydent {
+        sydent: Sydent,
+        _keys: KeyServer,
+    },
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        match self {
+            Server::Assent { child, .. } => child.id(),
+            Server::Sydent { sydent, .. } => sydent.pid(),
+        }
+    }
+
+    /// The status a stored (Assent) or done (sydent) unbind is answered with.
+    fn success(&self) -> u16 {
+        match self {
+            Server::Assent { .. } => 202,
+            Server::Sydent { .. } => 200,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = match self {
+            Server::Assent { log_path, .. } => {
+                std::fs::read_to_string(log_path).unwrap_or_default()
+            }
+            Server::Sydent { sydent, .. } => sydent.log(),
+        };
+        let tail: Vec<_> = log.lines().rev().take(10).collect();
+        tail.join("\n")
+    }
+
+    fn stop(self) {
+        if let Server::Assent { mut child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts Assent on a free port with the benchmark's configuration.
+fn start_assent(
+    args: &Args,
+    hs: &Homeserver,
+    dir: &std::path::Path,
+) -> Result<(Server, u16), String> {
+    let config = format!(
+        "{}\n[limits]\nunbinds_per_origin_per_minute = 100000000\n\n[email]\nsend = {}\n\n\
+         [[identity_servers]]\nname = \"{IS_NAME}\"\ndisplay_name = \"Benchmark IS\"\noperator = \"Bench\"\n\
+         upstream = \"http://127.0.0.1:9/\"\nbinding_check = \"none\"\n",
+        hs.pinned_toml(),
+        args.send_email
+    );
+    let config_path = dir.join("assent.toml");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let port = assent_e2e::free_port();
+    let log_path = args.log.clone().unwrap_or_else(|| dir.join("assent.log"));
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let child = Command::new(&args.assent)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("ASSENT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ASSENT_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("ASSENT_DATA_DIR", dir.join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", args.assent.display()))?;
+    Ok((Server::Assent { child, log_path }, port))
 }
 
 async fn worker(
@@ -153,6 +246,7 @@ async fn worker(
     next: Arc<AtomicUsize>,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    success: u16,
 ) -> Result<Tally, String> {
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -192,7 +286,7 @@ async fn worker(
             tally
                 .latencies_us
                 .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
-            if status.as_u16() == 202 {
+            if status.as_u16() == success {
                 tally.held += 1;
             } else {
                 tally.other += 1;
@@ -205,33 +299,42 @@ async fn worker(
 fn main() -> Result<(), String> {
     let args = parse_args()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let hs = Homeserver::new("hs.bench", 5);
-    let config = format!(
-        "{}\n[limits]\nunbinds_per_origin_per_minute = 100000000\n\n[email]\nsend = {}\n\n\
-         [[identity_servers]]\nname = \"{IS_NAME}\"\ndisplay_name = \"Benchmark IS\"\noperator = \"Bench\"\n\
-         upstream = \"http://127.0.0.1:9/\"\nbinding_check = \"none\"\n",
-        hs.pinned_toml(),
-        args.send_email
-    );
-    let config_path = dir.path().join("assent.toml");
-    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
-    let port = assent_e2e::free_port();
-    let log_path = args
-        .log
-        .clone()
-        .unwrap_or_else(|| dir.path().join("assent.log"));
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let mut child = Command::new(&args.assent)
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env("ASSENT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ASSENT_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-        .env("ASSENT_DATA_DIR", dir.path().join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", args.assent.display()))?;
-    let pid = child.id();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (hs, server, port) = if args.server == "sydent" {
+        runtime.block_on(async {
+            // Named by its key server's address, where sydent fetches its key.
+            let listener = KeyServer::reserve().await;
+            let name = listener
+                .local_addr()
+                .map_err(|e| e.to_string())?
+                .to_string();
+            let hs = Homeserver::new(&name, 5);
+            let keys = KeyServer::start(listener, &hs);
+            let sydent = Sydent::start(IS_NAME).await;
+            let port = sydent
+                .base
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse().ok())
+                .ok_or("sydent's port")?;
+            Ok::<_, String>((
+                hs,
+                Server::Sydent {
+                    sydent,
+                    _keys: keys,
+                },
+                port,
+            ))
+        })?
+    } else {
+        let hs = Homeserver::new("hs.bench", 5);
+        let (server, port) = start_assent(&args, &hs, dir.path())?;
+        (hs, server, port)
+    };
+    let pid = server.pid();
+    let success = server.success();
 
     // Enough distinct requests for the fastest plausible run.
     let needed = ((args.seconds + args.warmup) as usize) * 25_000;
@@ -248,18 +351,16 @@ fn main() -> Result<(), String> {
     requests.extend(b);
     eprintln!("signed in {:.1} s", signing.elapsed().as_secs_f64());
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     let result = runtime.block_on(async {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !http
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
+        // Assent's health check; sydent answered before `start` returned.
+        while success == 202
+            && !http
+                .get(format!("http://127.0.0.1:{port}/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
         {
             if Instant::now() > deadline {
                 return Err("assent did not become healthy".to_owned());
@@ -279,6 +380,7 @@ fn main() -> Result<(), String> {
                     next.clone(),
                     measuring.clone(),
                     stop.clone(),
+                    success,
                 ))
             })
             .collect();
@@ -317,18 +419,20 @@ fn main() -> Result<(), String> {
             next.load(Ordering::Relaxed),
         ))
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    let log_tail = server.log_tail();
+    server.stop();
     let (mut tally, measured, (server_cpu, idle), rss_idle, rss_peak, hwm, sent) = result?;
     tally.latencies_us.sort_unstable();
     let total = tally.latencies_us.len() as f64;
     let rate = total / measured.as_secs_f64();
     let summary = serde_json::json!({
+        "server": args.server,
         "concurrency": args.concurrency,
         "send_email": args.send_email,
         "seconds": measured.as_secs_f64(),
         "requests": total,
-        "held_202": tally.held,
+        "answered_success": tally.held,
+        "success_status": success,
         "other_status": tally.other,
         "requests_per_s": rate.round(),
         "p50_ms": percentile(&tally.latencies_us, 50.0),
@@ -348,8 +452,10 @@ fn main() -> Result<(), String> {
         serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?
     );
     println!(
-        "intake: {:.0} held requests/s, p50 {:.2} ms, p99 {:.2} ms, peak RSS {:.1} MiB, server CPU {:.0} µs/request, machine {:.0} % idle (c={}, {:.0} s, {} non-202)",
+        "{}: {:.0} {} requests/s, p50 {:.2} ms, p99 {:.2} ms, peak RSS {:.1} MiB, server CPU {:.0} µs/request, machine {:.0} % idle (c={}, {:.0} s, {} non-{})",
+        args.server,
         rate,
+        if success == 202 { "held" } else { "answered" },
         percentile(&tally.latencies_us, 50.0),
         percentile(&tally.latencies_us, 99.0),
         rss_peak as f64 / 1024.0,
@@ -357,15 +463,11 @@ fn main() -> Result<(), String> {
         idle * 100.0,
         args.concurrency,
         measured.as_secs_f64(),
-        tally.other
+        tally.other,
+        success
     );
     if tally.other > 0 {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let tail: Vec<_> = log.lines().rev().take(10).collect();
-        eprintln!(
-            "some answers were not 202; the server log ends with:\n{}",
-            tail.join("\n")
-        );
+        eprintln!("some answers were not {success}; the server log ends with:\n{log_tail}");
     }
     Ok(())
 }
