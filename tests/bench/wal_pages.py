@@ -41,8 +41,7 @@ DESCENDING = """
 DROP INDEX requests_by_status_created; CREATE INDEX requests_by_status_created ON requests (status, created_at DESC, id DESC);
 DROP INDEX requests_by_created; CREATE INDEX requests_by_created ON requests (created_at DESC, id DESC);
 DROP INDEX requests_by_is_created; CREATE INDEX requests_by_is_created ON requests (identity_server, created_at DESC, id DESC);
-DROP INDEX requests_by_mxid_created; CREATE INDEX requests_by_mxid_created ON requests (mxid, created_at DESC);
-DROP INDEX requests_by_address_created; CREATE INDEX requests_by_address_created ON requests (address, created_at DESC);
+DROP INDEX requests_by_origin; CREATE INDEX requests_by_origin ON requests (origin, created_at DESC);
 """
 
 NO_AUTOINCREMENT = """

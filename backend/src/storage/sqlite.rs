@@ -245,8 +245,7 @@ mod tests {
             "requests_by_status_created",
             "requests_by_created",
             "requests_by_is_created",
-            "requests_by_mxid_created",
-            "requests_by_address_created",
+            "requests_by_origin",
         ] {
             let descending: Vec<i64> = sqlx::query(&format!("PRAGMA index_xinfo({index})"))
                 .fetch_all(&repo.pool)
@@ -279,6 +278,14 @@ mod tests {
         )
         .await;
         assert!(search.contains("requests_by_origin_status"), "{search}");
+        // A count by identity server and requesting server: through the
+        // requesting server's rows, not all of the identity server's.
+        let both = plan(
+            "SELECT COUNT(*) FROM (SELECT 1 AS one FROM requests WHERE status = 'approved' \
+             AND identity_server = 'is.example' AND origin = 'hs.example' LIMIT 10000)",
+        )
+        .await;
+        assert!(both.contains("requests_by_origin_status"), "{both}");
         // Newest first, read backwards, with no sort.
         let list = plan("SELECT id FROM requests ORDER BY created_at DESC, id DESC LIMIT 50").await;
         assert!(list.contains("requests_by_created"), "{list}");
