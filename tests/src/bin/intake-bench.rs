@@ -75,6 +75,9 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
+    if args.server == "sydent" && (args.log.is_some() || args.send_email) {
+        return Err("--log and --send-email are for Assent, not --server sydent".to_owned());
+    }
     Ok(args)
 }
 
