@@ -17,9 +17,11 @@ use std::time::Instant;
 const TRUNK_VERSION: &str = "0.21.14";
 const BINARYEN_VERSION: &str = "132";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
-const TEST_PACKAGES: [&str; 5] = [
+const TEST_PACKAGES: [&str; 6] = [
     "chromium",
     "chromium-driver",
+    // The test homeserver's key server makes its TLS certificate with it.
+    "openssl",
     "postgresql",
     "python3-aiosmtpd",
     "python3-venv",
@@ -415,7 +417,7 @@ fn run(extra: &[String]) -> Result {
 }
 
 fn ensure_test_dependencies() -> Result {
-    step("Test dependencies (Chromium, ChromeDriver, PostgreSQL, aiosmtpd, Python venv)");
+    step("Test dependencies (Chromium, ChromeDriver, OpenSSL, PostgreSQL, aiosmtpd, Python venv)");
     let missing: Vec<&str> = TEST_PACKAGES
         .iter()
         .copied()
