@@ -145,12 +145,12 @@ def main():
     parser.add_argument("--only", action="store_true")
     args = parser.parse_args()
     cases = [("as migrated", "")]
+    cases += [("without " + name, "DROP INDEX %s;" % name) for name in SECONDARY]
+    cases += [("without any secondary index", "".join("DROP INDEX %s;" % i for i in SECONDARY))]
+    cases += [("descending, as before migration 0003", DESCENDING)]
+    cases += [("without AUTOINCREMENT", NO_AUTOINCREMENT)]
     if args.only:
         cases = cases[:1]
-    cases += [] if args.only else [("without " + name, "DROP INDEX %s;" % name) for name in SECONDARY]
-    cases += [] if args.only else [("without any secondary index", "".join("DROP INDEX %s;" % i for i in SECONDARY))]
-    cases += [] if args.only else [("descending, as before migration 0003", DESCENDING)]
-    cases += [] if args.only else [("without AUTOINCREMENT", NO_AUTOINCREMENT)]
     print("batch of %d, %s ids" % (args.batch, "random" if args.random else "numbered"))
     with tempfile.TemporaryDirectory() as directory:
         for size in (int(s) for s in args.page_size.split(",")):
