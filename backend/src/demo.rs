@@ -37,9 +37,9 @@ pub fn prepare_config(config: &mut Config) {
 /// Seeds the demo request, or gives the one seeded by an earlier run a fresh
 /// link, and returns the consent link.
 pub async fn seed(state: &AppState) -> Result<String, StorageError> {
-    let nonce = state.random_bytes::<32>();
-    let token = state.tokens.token(&nonce);
     let now = state.now_ms();
+    let nonce = tokens::nonce(now, state.random_bytes::<32>());
+    let token = state.tokens.mint(&nonce);
     let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
     let id = crate::intake::hold::new_request_id(state, now);
     let request = NewRequest {

@@ -218,16 +218,15 @@ async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (Attempt
     if request.medium != Medium::Email {
         return Err(give_up("only email addresses can be written to"));
     }
-    let nonce = row
+    let token = row
         .payload
         .get("nonce")
         .and_then(|n| n.as_str())
         .and_then(|n| URL_SAFE_NO_PAD.decode(n).ok())
-        .and_then(|n| <[u8; 32]>::try_from(n).ok());
-    let Some(nonce) = nonce else {
+        .and_then(|n| state.tokens.token(&n));
+    let Some(token) = token else {
         return Err(give_up("the outbox row has no valid nonce"));
     };
-    let token = state.tokens.token(&nonce);
     if tokens::hash(&token) != request.token_hash {
         return Err(skip("a newer link replaced this one"));
     }
@@ -373,6 +372,57 @@ mod tests {
                 // A timeout beyond the cap leaves no time to start at all.
                 assert_eq!(latest_start, claimed, "{seconds}");
             }
+        }
+    }
+
+    /// An email queued before tokens began with their time carries a
+    /// 32-byte nonce: it still gets its (43-character) link, and a row whose
+    /// nonce is neither kind is given up with a clear reason.
+    #[tokio::test]
+    async fn an_email_queued_with_an_old_nonce_still_gets_its_link() {
+        let h = crate::intake::tests::Harness::new(|_| {}).await;
+        let (id, token) = h.hold("olaf").await;
+        let row = h.state.repo.outbox_for(&id).await.unwrap().remove(0);
+        let prepared = prepare(&h.state, &row).await.ok().unwrap();
+        assert!(prepared.secrets.contains(&token));
+
+        let is = h
+            .state
+            .config
+            .identity_server(crate::intake::tests::IS_NAME)
+            .unwrap();
+        let legacy = h.state.tokens.token(&[4; 32]).unwrap();
+        let email = crate::intake::hold::email_outbox(&h.state, is, &id, &[4; 32], "old");
+        let audit = NewAudit::new("token_replaced", Some("test"), json!({}));
+        assert!(h
+            .state
+            .repo
+            .replace_token(&id, &tokens::hash(&legacy), 1, &audit, &[email])
+            .await
+            .unwrap());
+        let rows = h.state.repo.outbox_for(&id).await.unwrap();
+        let old = rows
+            .iter()
+            .find(|r| r.idempotency_key.ends_with(":old"))
+            .unwrap();
+        let prepared = prepare(&h.state, old).await.ok().unwrap();
+        assert_eq!(legacy.len(), tokens::LEGACY_TOKEN_LEN);
+        assert!(prepared.secrets.contains(&legacy));
+        assert!(prepared
+            .secrets
+            .iter()
+            .any(|s| s.ends_with(&format!("/consent/{legacy}"))));
+        // The first row's link was replaced: skipped, not sent.
+        assert!(matches!(
+            prepare(&h.state, &rows[0]).await.err().unwrap().0,
+            AttemptResult::Done
+        ));
+
+        let mut bad = old.clone();
+        bad.payload["nonce"] = json!(URL_SAFE_NO_PAD.encode([4; 33]));
+        match prepare(&h.state, &bad).await.err().unwrap().0 {
+            AttemptResult::GiveUp { error } => assert!(error.contains("nonce"), "{error}"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -54,9 +54,10 @@ async fn read<T: DeserializeOwned>(response: Response) -> Result<T, ApiFailure> 
     Err(ApiFailure::from_status(response.status(), body))
 }
 
-/// Tokens are 43 URL-safe characters; anything else is not sent at all.
+/// Tokens are 51 URL-safe characters (43 in links made before tokens began
+/// with their time); anything else is not sent at all.
 pub fn is_token(token: &str) -> bool {
-    token.len() == 43
+    (token.len() == 51 || token.len() == 43)
         && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -137,8 +138,12 @@ mod tests {
 
     #[wasm_bindgen_test]
     fn only_well_formed_tokens_are_sent() {
+        assert!(is_token(&"a".repeat(51)));
         assert!(is_token(&"a".repeat(43)));
         assert!(!is_token("short"));
+        for len in [42, 44, 50, 52] {
+            assert!(!is_token(&"a".repeat(len)), "{len}");
+        }
         assert!(!is_token(&format!("{}/", "a".repeat(42))));
     }
 }

@@ -177,7 +177,7 @@ async fn forged_or_cross_site_forms_decide_nothing() {
     assert!(odd.contains("Start again"), "{odd}");
     assert!(!odd.contains("../../admin"), "{odd}");
     // An unknown link says so.
-    let unknown = reqwest::get(assent.url(&format!("/consent/{}", "A".repeat(43))))
+    let unknown = reqwest::get(assent.url(&format!("/consent/{}", "A".repeat(51))))
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);

@@ -144,7 +144,7 @@ async fn the_demo_request_opens_in_chromium_without_errors() {
     assert!(consent.starts_with(&assent.base), "{consent}");
     // Tokens are only in the printed links, never in the log.
     let token = consent.rsplit('/').next().unwrap().to_owned();
-    assert_eq!(token.len(), 43);
+    assert_eq!(token.len(), 51);
     assert!(
         !assent.stderr_text().contains(&token),
         "the consent token leaked into the log"

@@ -375,8 +375,8 @@ pub async fn resend(
         let oldest = recent.iter().min().copied().unwrap_or(now);
         return Ok(rate_limited((oldest + RESEND_WINDOW_MS - now).max(1)));
     }
-    let nonce = state.random_bytes::<32>();
-    let token = state.tokens.token(&nonce);
+    let nonce = crate::tokens::nonce(now, state.random_bytes::<32>());
+    let token = state.tokens.mint(&nonce);
     let email = crate::intake::hold::email_outbox(
         &state,
         is,

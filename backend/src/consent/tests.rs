@@ -306,3 +306,32 @@ async fn too_many_page_views_are_told_apart_from_a_failed_decision() {
     assert!(page.contains("Too many attempts"), "{page}");
     assert!(!page.contains("was not recorded"), "{page}");
 }
+
+/// A link mailed before tokens began with their time: 43 characters, stored
+/// as its SHA-256 alone, as an upgraded database holds it. It still opens
+/// its request and decides it.
+#[tokio::test]
+async fn a_link_from_before_the_time_prefix_still_works() {
+    let h = Harness::new(|_| {}).await;
+    let (id, token) = h.hold("linus").await;
+    let legacy = h.state.tokens.token(&[3; 32]).unwrap();
+    assert_eq!(legacy.len(), crate::tokens::LEGACY_TOKEN_LEN);
+    let audit = crate::storage::NewAudit::new("token_replaced", Some("test"), json!({}));
+    assert!(h
+        .state
+        .repo
+        .replace_token(&id, &crate::tokens::hash(&legacy), 1, &audit, &[])
+        .await
+        .unwrap());
+    let (status, _) = h.send(get(&format!("/_assent/v1/consent/{token}"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the replaced link is dead");
+    let (status, view) = h.send(get(&format!("/_assent/v1/consent/{legacy}"))).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["request_id"], id.as_str());
+    let (status, _) = h.send(post(&legacy, &decision("deny"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        h.state.repo.request(&id).await.unwrap().unwrap().status,
+        RequestStatus::Denied
+    );
+}

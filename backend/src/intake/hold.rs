@@ -73,7 +73,7 @@ pub fn email_outbox(
     state: &AppState,
     is: &IdentityServerConfig,
     request_id: &str,
-    nonce: &[u8; 32],
+    nonce: &[u8],
     purpose: &str,
 ) -> NewOutbox {
     let language = is
@@ -131,8 +131,8 @@ pub fn prepare(state: &AppState, input: ToHold<'_>) -> Prepared {
     let now = state.now_ms();
     let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
     let id = new_request_id(state, now);
-    let nonce = state.random_bytes::<32>();
-    let token = state.tokens.token(&nonce);
+    let nonce = tokens::nonce(now, state.random_bytes::<32>());
+    let token = state.tokens.mint(&nonce);
     let request = NewRequest {
         id: id.clone(),
         source: input.source,
@@ -215,7 +215,9 @@ pub async fn record_owner_proven(
     let now = state.now_ms();
     let id = new_request_id(state, now);
     // A token no one is ever sent: the column wants one.
-    let token = crate::tokens::encode(&state.random_bytes::<32>());
+    let token = state
+        .tokens
+        .mint(&tokens::nonce(now, state.random_bytes::<32>()));
     let request = NewRequest {
         id: id.clone(),
         source: Source::OwnerProven,

@@ -159,12 +159,10 @@ impl Harness {
     pub(crate) async fn token_of(&self, id: &str) -> String {
         let outbox = self.state.repo.outbox_for(id).await.unwrap();
         let nonce = outbox[0].payload["nonce"].as_str().unwrap();
-        let nonce: [u8; 32] =
+        let nonce =
             base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
-                .unwrap()
-                .try_into()
                 .unwrap();
-        self.state.tokens.token(&nonce)
+        self.state.tokens.token(&nonce).unwrap()
     }
 
     /// Holds a signed unbind for `local`: (request id, consent token).
@@ -285,12 +283,11 @@ async fn a_validly_signed_unbind_is_held_with_its_raw_intake_audit_and_email() {
     assert_eq!(outbox[0].kind, OutboxKind::Email);
     // The token the email will carry is the one whose hash is stored.
     let nonce = outbox[0].payload["nonce"].as_str().unwrap();
-    let nonce: [u8; 32] =
-        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce)
-            .unwrap()
-            .try_into()
-            .unwrap();
-    let token = h.state.tokens.token(&nonce);
+    let nonce =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, nonce).unwrap();
+    assert_eq!(nonce.len(), crate::tokens::NONCE_LEN);
+    let token = h.state.tokens.token(&nonce).unwrap();
+    assert_eq!(token.len(), crate::tokens::TOKEN_LEN);
     assert_eq!(crate::tokens::hash(&token), stored.token_hash);
     let trail = h.state.repo.audit_trail(&stored.id).await.unwrap();
     assert_eq!(trail[0].kind, "received");

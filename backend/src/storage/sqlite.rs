@@ -30,7 +30,11 @@ impl SqliteRepository {
     /// Opens the database, with its checkpoints running in the background.
     pub async fn connect(url: &str) -> Result<Self> {
         let repo = Self::open(url).await?;
-        tokio::spawn(checkpoints(repo.pool.clone(), repo.gate.clone()));
+        let dir = match repo.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        tokio::spawn(checkpoints(repo.pool.clone(), repo.gate.clone(), dir));
         Ok(repo)
     }
 
@@ -129,22 +133,24 @@ impl SqliteRepository {
 /// Past this many frames (about 32 MiB of 4 KiB pages) the log is restarted.
 const WAL_RESTART_FRAMES: i64 = 8192;
 
-/// Copies the write-ahead log into the database file every half second, off
-/// the writer's path (a passive checkpoint waits for no one). Under sustained
+/// Copies the write-ahead log into the database file every quarter second,
+/// off the writer's path (a passive checkpoint waits for no one), and writes
+/// what it copied out to the disk there too ([`flush`]). Under sustained
 /// writes a passive checkpoint never catches up with the last frame, so the
 /// log would never start over and would grow without bound; once it is past
-/// [`WAL_RESTART_FRAMES`] a RESTART checkpoint makes the writer wait for the
-/// few frames left, so the next commit writes from the start of the file
-/// again. Ends when the pool closes.
-async fn checkpoints(pool: SqlitePool, gate: WriteGate) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+/// [`WAL_RESTART_FRAMES`], passive checkpoints run again until the writer
+/// has added only a few frames meanwhile, and a RESTART checkpoint, which
+/// makes writers wait, copies those few, so the next commit writes from the
+/// start of the file again. Ends when the pool closes.
+async fn checkpoints(pool: SqlitePool, gate: WriteGate, dir: PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
-        let result = checkpoint(&pool, &gate, WAL_RESTART_FRAMES).await;
+        let result = checkpoint(&pool, &gate, &dir, WAL_RESTART_FRAMES).await;
         if let Err(e) = result {
             if pool.is_closed() {
                 return;
@@ -154,36 +160,100 @@ async fn checkpoints(pool: SqlitePool, gate: WriteGate) {
     }
 }
 
-/// One passive checkpoint, then a RESTART one if the log had more than
-/// `restart_after` frames. Returns the log's frame count before.
+/// Passive checkpoints to give writers a short wait: at most this many more
+/// while the writer keeps adding more than [`CATCH_UP_FRAMES`] during one.
+const CATCH_UP_PASSES: u32 = 8;
+const CATCH_UP_FRAMES: i64 = 512;
+
+/// One passive checkpoint; if the log had more than `restart_after` frames,
+/// more until they catch up with the writer, then a RESTART one. Returns the
+/// log's frame count before.
 async fn checkpoint(
     pool: &SqlitePool,
     gate: &WriteGate,
+    dir: &std::path::Path,
     restart_after: i64,
 ) -> std::result::Result<i64, sqlx::Error> {
-    let frames: i64 = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(pool)
-        .await?
-        .try_get(1)?;
-    if frames > restart_after {
-        // It holds off writers until it is done: they wait for their turn
-        // here, not in SQLite's busy handler.
-        let _turn = gate.lock().await;
-        let started = std::time::Instant::now();
-        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-            .execute(pool)
-            .await?;
-        let waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        tracing::debug!(frames, waited_ms, "SQLite log started over; writers waited");
-        if waited_ms >= 100 {
-            tracing::warn!(
-                frames,
-                waited_ms,
-                "SQLite log start-over was slow (writers waited): is the disk busy?"
-            );
-        }
+    let (frames, _) = passive(pool).await?;
+    if frames == 0 {
+        return Ok(0);
+    }
+    flush(dir).await;
+    if frames <= restart_after {
+        return Ok(frames);
+    }
+    // Each pass copies what the writer added during the one before, so
+    // the RESTART below, which holds writers off, is left only a few
+    // frames to copy and sync.
+    let mut log = frames;
+    let mut passes = 1;
+    let mut grew = i64::MAX;
+    while grew > CATCH_UP_FRAMES && passes <= CATCH_UP_PASSES {
+        let before = log;
+        (log, _) = passive(pool).await?;
+        grew = log - before;
+        passes += 1;
+    }
+    flush(dir).await;
+    // It holds off writers until it is done: they wait for their turn
+    // here, not in SQLite's busy handler.
+    let _turn = gate.lock().await;
+    let started = std::time::Instant::now();
+    sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+        .execute(pool)
+        .await?;
+    let waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::debug!(
+        frames,
+        passes,
+        waited_ms,
+        "SQLite log started over; writers waited"
+    );
+    if waited_ms >= 100 {
+        tracing::warn!(
+            frames,
+            waited_ms,
+            "SQLite log start-over was slow (writers waited): is the disk busy?"
+        );
     }
     Ok(frames)
+}
+
+/// A passive checkpoint: the frames in the log, and how many of them are in
+/// the database file.
+async fn passive(pool: &SqlitePool) -> std::result::Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    Ok((row.try_get(1)?, row.try_get(2)?))
+}
+
+/// Writes the file system's changed pages to the disk (Linux's `syncfs`,
+/// on a blocking thread), so that the pages the passive checkpoints copied
+/// into the database file reach the disk beside the writers. SQLite syncs the
+/// database file only when a checkpoint has copied the whole log, which
+/// under steady writes is the RESTART one: with every page since the last
+/// RESTART to write, writers waited 30–40 ms for it under the benchmark,
+/// 2–24 ms with this (and p99 went from 15–18 ms to 9 ms). The database
+/// file itself is not opened for this: closing a second descriptor of it
+/// would drop the POSIX locks SQLite holds on it. Elsewhere than Linux,
+/// nothing: the RESTART checkpoint syncs it all.
+async fn flush(dir: &std::path::Path) {
+    #[cfg(target_os = "linux")]
+    {
+        let dir = dir.to_owned();
+        let _ = tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsRawFd;
+            if let Ok(handle) = std::fs::File::open(&dir) {
+                // SAFETY: `syncfs` takes any open descriptor on the file
+                // system; this one stays open for the call.
+                unsafe { libc::syncfs(handle.as_raw_fd()) };
+            }
+        })
+        .await;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = dir;
 }
 
 // SQLite has one writer at a time, so a plain UPDATE … RETURNING is already
@@ -329,7 +399,12 @@ mod tests {
         for n in 0..50 {
             renew_snapshot(&mut reader, n > 0).await;
             frames = frames_after_a_write(&repo, n).await;
-            assert!(checkpoint(&repo.pool, &repo.gate, i64::MAX).await.unwrap() >= frames);
+            assert!(
+                checkpoint(&repo.pool, &repo.gate, dir.path(), i64::MAX)
+                    .await
+                    .unwrap()
+                    >= frames
+            );
         }
         assert!(frames >= 50, "the log grows commit by commit: {frames}");
         // Past the threshold, the restart waits for the reader to finish
@@ -339,7 +414,12 @@ mod tests {
             sqlx::query("COMMIT").execute(&mut *reader).await.unwrap();
             reader
         });
-        assert!(checkpoint(&repo.pool, &repo.gate, 10).await.unwrap() >= 50);
+        assert!(
+            checkpoint(&repo.pool, &repo.gate, dir.path(), 10)
+                .await
+                .unwrap()
+                >= 50
+        );
         let mut reader = release.await.unwrap();
         renew_snapshot(&mut reader, false).await;
         let after = frames_after_a_write(&repo, 50).await;
