@@ -3,8 +3,8 @@
 
 Applies the real SQLite migrations to a scratch database, writes 20,000
 requests shaped like `cargo xtask bench intake`'s (a request row with its raw
-intake, an audit event, an email outbox row; batches of 7, as 16 connections
-give), then counts the log frames that the next 7,000 take. Then the same with
+intake and its token's stored form, the token's time and then its SHA-256; an
+audit event; an email outbox row; batches of 7, as 16 connections give), then counts the log frames that the next 7,000 take. Then the same with
 each secondary index dropped in turn, with the newest-first indexes declared
 descending as they were before migration 0003, and with `AUTOINCREMENT`
 dropped.
@@ -103,7 +103,7 @@ def measure(directory, change, batch, count, random_ids, page_size):
             "expires_at, raw_method, raw_path, raw_headers, raw_body, updated_at) VALUES "
             "(?, 'gateway', 'is.bench', 'hs.bench', 'ed25519:a_abcd', ?, ?, 'email', ?, 'unknown', "
             "NULL, NULL, 'pending', ?, ?, ?, 'POST', '/_matrix/identity/v2/3pid/unbind', ?, ?, ?)",
-            (rid, now, mxid, address, secrets.token_bytes(32), now, now + 7 * 86_400_000,
+            (rid, now, mxid, address, now.to_bytes(6, "big") + secrets.token_bytes(32), now, now + 7 * 86_400_000,
              HEADERS, BODY, now))
         db.execute(
             "INSERT INTO audit_events (request_id, at, kind, actor, detail) VALUES (?, ?, 'held', 'hs.bench', ?)",
