@@ -145,17 +145,21 @@ const WAL_RESTART_FRAMES: i64 = 8192;
 async fn checkpoints(pool: SqlitePool, gate: WriteGate, dir: PathBuf) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous = 0;
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
-        let result = checkpoint(&pool, &gate, &dir, WAL_RESTART_FRAMES).await;
-        if let Err(e) = result {
-            if pool.is_closed() {
-                return;
+        let result = checkpoint(&pool, &gate, &dir, WAL_RESTART_FRAMES, previous).await;
+        match result {
+            Ok(frames) => previous = frames,
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, "SQLite checkpoint failed; will try again");
             }
-            tracing::warn!(error = %e, "SQLite checkpoint failed; will try again");
         }
     }
 }
@@ -164,21 +168,25 @@ async fn checkpoints(pool: SqlitePool, gate: WriteGate, dir: PathBuf) {
 /// while the writer keeps adding more than [`CATCH_UP_FRAMES`] during one.
 const CATCH_UP_PASSES: u32 = 8;
 const CATCH_UP_FRAMES: i64 = 512;
+/// A log shorter than this (4 MiB) is not worth a [`flush`].
+const FLUSH_AFTER_FRAMES: i64 = 1024;
 
 /// One passive checkpoint; if the log had more than `restart_after` frames,
 /// more until they catch up with the writer, then a RESTART one. Returns the
-/// log's frame count before.
+/// log's frame count before. `previous` is what the last call returned.
 async fn checkpoint(
     pool: &SqlitePool,
     gate: &WriteGate,
     dir: &std::path::Path,
     restart_after: i64,
+    previous: i64,
 ) -> std::result::Result<i64, sqlx::Error> {
     let (frames, _) = passive(pool).await?;
-    if frames == 0 {
-        return Ok(0);
+    // Under light writes the RESTART below never comes, and there is
+    // nothing worth writing out early; nor when nothing was written since.
+    if frames > FLUSH_AFTER_FRAMES && frames != previous {
+        flush(dir).await;
     }
-    flush(dir).await;
     if frames <= restart_after {
         return Ok(frames);
     }
@@ -400,7 +408,7 @@ mod tests {
             renew_snapshot(&mut reader, n > 0).await;
             frames = frames_after_a_write(&repo, n).await;
             assert!(
-                checkpoint(&repo.pool, &repo.gate, dir.path(), i64::MAX)
+                checkpoint(&repo.pool, &repo.gate, dir.path(), i64::MAX, 0)
                     .await
                     .unwrap()
                     >= frames
@@ -415,7 +423,7 @@ mod tests {
             reader
         });
         assert!(
-            checkpoint(&repo.pool, &repo.gate, dir.path(), 10)
+            checkpoint(&repo.pool, &repo.gate, dir.path(), 10, 0)
                 .await
                 .unwrap()
                 >= 50
