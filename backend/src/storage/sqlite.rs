@@ -242,7 +242,7 @@ async fn passive(pool: &SqlitePool) -> std::result::Result<(i64, i64), sqlx::Err
 /// database file only when a checkpoint has copied the whole log, which
 /// under steady writes is the RESTART one: with every page since the last
 /// RESTART to write, writers waited 30–40 ms for it under the benchmark,
-/// 2–24 ms with this (and p99 went from 15–18 ms to 9 ms). The database
+/// 2–24 ms with this (p99 15–18 → 9–10 ms, single runs, a quiet host). The database
 /// file itself is not opened for this: closing a second descriptor of it
 /// would drop the POSIX locks SQLite holds on it. Elsewhere than Linux,
 /// nothing: the RESTART checkpoint syncs it all.
