@@ -181,7 +181,7 @@ async fn checkpoint(
     restart_after: i64,
     previous: i64,
 ) -> std::result::Result<i64, sqlx::Error> {
-    let (frames, _) = passive(pool).await?;
+    let frames = passive(pool).await?;
     // Under light writes the RESTART below never comes, and there is
     // nothing worth writing out early; nor when nothing was written since.
     if frames > FLUSH_AFTER_FRAMES && frames != previous {
@@ -198,7 +198,7 @@ async fn checkpoint(
     let mut grew = i64::MAX;
     while grew > CATCH_UP_FRAMES && passes <= CATCH_UP_PASSES {
         let before = log;
-        (log, _) = passive(pool).await?;
+        log = passive(pool).await?;
         grew = log - before;
         passes += 1;
     }
@@ -227,13 +227,12 @@ async fn checkpoint(
     Ok(frames)
 }
 
-/// A passive checkpoint: the frames in the log, and how many of them are in
-/// the database file.
-async fn passive(pool: &SqlitePool) -> std::result::Result<(i64, i64), sqlx::Error> {
-    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+/// A passive checkpoint: the frames in the log when it began.
+async fn passive(pool: &SqlitePool) -> std::result::Result<i64, sqlx::Error> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(pool)
-        .await?;
-    Ok((row.try_get(1)?, row.try_get(2)?))
+        .await?
+        .try_get(1)
 }
 
 /// Writes the file system's changed pages to the disk (Linux's `syncfs`,
