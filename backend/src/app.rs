@@ -78,6 +78,8 @@ pub struct Shared {
     pub limits: Arc<crate::ratelimit::Limits>,
     /// Fetches and caches homeservers' signing keys.
     pub server_keys: Arc<KeyFetcher>,
+    /// Checks the signatures of concurrent unbinds together.
+    pub signature_checks: Arc<crate::intake::signature_batch::SignatureChecks>,
     /// Talks to the configured upstream identity servers (trusted addresses).
     pub upstream: reqwest::Client,
     pub tokens: Arc<TokenMinter>,
@@ -129,6 +131,7 @@ impl AppState {
             key: Arc::new(key),
             web: Arc::new(web),
             server_keys: Arc::new(server_keys),
+            signature_checks: Arc::default(),
             upstream,
             tokens: Arc::new(tokens),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),

@@ -518,10 +518,12 @@ impl Config {
                         "copy the key id from the homeserver's /_matrix/key/v2/server",
                     ));
                 }
-                if crate::keys::decode_unpadded(public).map(|k| k.len()) != Some(32) {
+                let point = crate::keys::decode_unpadded(public)
+                    .and_then(|k| ed25519_dalek::VerifyingKey::try_from(k.as_slice()).ok());
+                if point.is_none() {
                     errors.push(problem(
                         format!("{key}.\"{key_id}\""),
-                        "is not a 32-byte key in unpadded base64",
+                        "is not an ed25519 public key (32 bytes in unpadded base64)",
                         "copy `verify_keys.<id>.key` from the homeserver's /_matrix/key/v2/server",
                     ));
                 }
@@ -1027,6 +1029,35 @@ frame_ancestors = ["https://is.example.org/path"]
                 "identity_servers[0].frame_ancestors[0]"
             ]
         );
+    }
+
+    #[test]
+    fn pinned_keys_must_be_ed25519_public_keys() {
+        // 32 bytes that are no point on the curve, found rather than written
+        // down so that the test says what it checks.
+        let not_a_point = (0..=255u8)
+            .map(|b| [b; 32])
+            .find(|raw| ed25519_dalek::VerifyingKey::try_from(raw.as_slice()).is_err())
+            .map(|raw| crate::keys::encode_unpadded(&raw))
+            .unwrap();
+        let good = "1oqOQhXJ5QqSnZija6zHwdsAgOUakzBGnEHrvDatgdU";
+        let errors = load_str(&format!(
+            r#"
+[keys.pinned."hs.example.org"]
+"ed25519:good" = "{good}"
+"ed25519:curve" = "{not_a_point}"
+"ed25519:short" = "AAAA"
+"#
+        ))
+        .unwrap_err();
+        assert_eq!(
+            keys_of(&errors),
+            [
+                "keys.pinned.\"hs.example.org\".\"ed25519:curve\"",
+                "keys.pinned.\"hs.example.org\".\"ed25519:short\""
+            ]
+        );
+        assert!(errors.to_string().contains("is not an ed25519 public key"));
     }
 
     #[test]

@@ -218,13 +218,16 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
         }
         println!();
     }
-    axum::serve(
+    let checks = state.signature_checks.clone();
+    let served = axum::serve(
         listener,
         app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| StartError {
+    .await;
+    let (batches, signatures) = checks.counts();
+    tracing::info!(batches, signatures, "homeserver signatures checked");
+    served.map_err(|e| StartError {
         key: "listen",
         problem: format!("the server stopped: {e}"),
         fix: "see the log above",

@@ -408,15 +408,21 @@ async fn verify_signature(
                     e.public_message(&origin)
                 )))
             })?;
-    xmatrix::verify(
+    let signed = xmatrix::signed_message(
         &header,
-        &public_key,
         parts.method.as_str(),
         path_and_query,
         &is.name,
         bytes,
     )
     .map_err(|e| Err(from_xmatrix(e)))?;
+    if !state
+        .signature_checks
+        .check(public_key, signed.message, signed.signature)
+        .await
+    {
+        return Err(Err(from_xmatrix(XMatrixError::BadSignature)));
+    }
     if let Err(retry) = state.limits.origin.hit(origin.clone(), now) {
         return Err(Ok(rate_limited(retry)));
     }

@@ -7,8 +7,9 @@
 //! SRV records are not consulted; a homeserver that relies on them alone must
 //! be pinned or publish `.well-known`.
 
-use super::server_keys::{pinned_key, verify_key_document, KeyDocError, ServerKeySet};
+use super::server_keys::{verify_key_document, KeyDocError, ServerKeySet};
 use crate::config::KeysConfig;
+use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -93,11 +94,24 @@ impl KeySource {
     }
 }
 
+/// A server's keys, decompressed once (it costs 5 µs a check otherwise),
+/// and until when they may be used (ms since the Unix epoch).
+struct CachedKeys {
+    keys: BTreeMap<String, VerifyingKey>,
+    valid_until_ts: i64,
+}
+
+/// `raw` as a key, if it is a point on the curve.
+fn verifying_key(raw: &[u8]) -> Option<VerifyingKey> {
+    VerifyingKey::try_from(raw).ok()
+}
+
 pub struct KeyFetcher {
     http: reqwest::Client,
-    pinned: BTreeMap<String, BTreeMap<String, String>>,
+    /// `[keys.pinned]`: server name → key id → key.
+    pinned: Vec<(String, BTreeMap<String, VerifyingKey>)>,
     allow_private: bool,
-    cache: Mutex<HashMap<String, ServerKeySet>>,
+    cache: Mutex<HashMap<String, CachedKeys>>,
     /// Last fetch per server: when, and why it failed if it did.
     recent: Mutex<HashMap<String, (i64, Option<String>)>>,
     /// One fetch per server at a time: the others wait for its result.
@@ -126,9 +140,24 @@ impl KeyFetcher {
                 allow_private: config.allow_private_addresses,
             }))
             .build()?;
+        // Config validation refuses pinned keys that are not curve points.
+        let pinned = config
+            .pinned
+            .iter()
+            .map(|(server, keys)| {
+                let keys = keys
+                    .iter()
+                    .filter_map(|(id, key)| {
+                        let key = verifying_key(&crate::keys::decode_unpadded(key)?)?;
+                        Some((id.clone(), key))
+                    })
+                    .collect();
+                (server.clone(), keys)
+            })
+            .collect();
         Ok(KeyFetcher {
             http,
-            pinned: config.pinned.clone(),
+            pinned,
             allow_private: config.allow_private_addresses,
             cache: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
@@ -138,30 +167,30 @@ impl KeyFetcher {
         })
     }
 
-    /// The raw public key `key_id` of `server`, valid at `now_ms`.
+    /// The public key `key_id` of `server`, valid at `now_ms`.
     pub async fn key(
         &self,
         server: &str,
         key_id: &str,
         now_ms: i64,
-    ) -> Result<(Vec<u8>, KeySource), KeyFetchError> {
-        if let Some(key) = pinned_key(&self.pinned, server, key_id) {
-            return Ok((key, KeySource::Pinned));
+    ) -> Result<(VerifyingKey, KeySource), KeyFetchError> {
+        // A pinned server's keys come from the config only.
+        if let Some((_, keys)) = self
+            .pinned
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(server))
+        {
+            return match keys.get(key_id) {
+                Some(key) => Ok((*key, KeySource::Pinned)),
+                None => Err(KeyFetchError::UnknownKey {
+                    server: server.to_owned(),
+                    key_id: key_id.to_owned(),
+                }),
+            };
         }
         let cache_key = server.to_ascii_lowercase();
         if let Some(key) = self.cached(&cache_key, key_id, now_ms) {
             return Ok((key, KeySource::Cached));
-        }
-        // A pinned server's keys come from the config only.
-        if self
-            .pinned
-            .keys()
-            .any(|pinned| pinned.eq_ignore_ascii_case(server))
-        {
-            return Err(KeyFetchError::UnknownKey {
-                server: server.to_owned(),
-                key_id: key_id.to_owned(),
-            });
         }
         let gate = self.gate(&cache_key);
         let _turn = gate.lock().await;
@@ -200,13 +229,18 @@ impl KeyFetcher {
                 valid_until_ts: set.valid_until_ts,
             });
         }
-        let key = set.keys.get(key_id).cloned();
         // However long a document claims to be valid, it is fetched again
-        // after a week (the spec's cap).
-        let set = ServerKeySet {
+        // after a week (the spec's cap). Its keys verified its signature, so
+        // each is a point on the curve.
+        let set = CachedKeys {
+            keys: set
+                .keys
+                .iter()
+                .filter_map(|(id, raw)| Some((id.clone(), verifying_key(raw)?)))
+                .collect(),
             valid_until_ts: set.valid_until_ts.min(now_ms.saturating_add(MAX_CACHE_MS)),
-            ..set
         };
+        let key = set.keys.get(key_id).copied();
         if let Ok(mut cache) = self.cache.lock() {
             // Server names come from requests: keep the cache bounded.
             if cache.len() >= MAX_CACHED_SERVERS {
@@ -252,11 +286,11 @@ impl KeyFetcher {
         }
     }
 
-    fn cached(&self, server: &str, key_id: &str, now_ms: i64) -> Option<Vec<u8>> {
+    fn cached(&self, server: &str, key_id: &str, now_ms: i64) -> Option<VerifyingKey> {
         let cache = self.cache.lock().ok()?;
         let set = cache.get(server)?;
         (set.valid_until_ts > now_ms)
-            .then(|| set.keys.get(key_id).cloned())
+            .then(|| set.keys.get(key_id).copied())
             .flatten()
     }
 
@@ -520,7 +554,7 @@ mod tests {
         let server = hs.addr.to_string();
         let (raw, source) = fetcher.key(&server, key.key_id(), 1_000).await.unwrap();
         assert_eq!(
-            (crate::keys::encode_unpadded(&raw), source),
+            (crate::keys::encode_unpadded(raw.as_bytes()), source),
             (key.public_key_base64(), KeySource::Fetched)
         );
         let (_, source) = fetcher.key(&server, key.key_id(), 2_000).await.unwrap();
@@ -712,9 +746,28 @@ mod tests {
                 "1oqOQhXJ5QqSnZija6zHwdsAgOUakzBGnEHrvDatgdU".to_owned(),
             )]),
         );
+        keys.pinned.insert(
+            "Other.test".to_owned(),
+            BTreeMap::from([(
+                "ed25519:b".to_owned(),
+                "1oqOQhXJ5QqSnZija6zHwdsAgOUakzBGnEHrvDatgdU".to_owned(),
+            )]),
+        );
         let fetcher = KeyFetcher::new(&keys).unwrap();
-        let (_, source) = fetcher.key("hs.test", "ed25519:a_iNuw", 1).await.unwrap();
+        let (key, source) = fetcher.key("hs.test", "ed25519:a_iNuw", 1).await.unwrap();
         assert_eq!(source, KeySource::Pinned);
+        assert_eq!(
+            crate::keys::encode_unpadded(key.as_bytes()),
+            "1oqOQhXJ5QqSnZija6zHwdsAgOUakzBGnEHrvDatgdU"
+        );
+        // Server names match whatever their case.
+        let (_, source) = fetcher.key("other.TEST", "ed25519:b", 1).await.unwrap();
+        assert_eq!(source, KeySource::Pinned);
+        // A pinned server's other key ids are unknown, not fetched.
+        assert!(matches!(
+            fetcher.key("hs.test", "ed25519:other", 1).await,
+            Err(KeyFetchError::UnknownKey { .. })
+        ));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Intake: what homeservers and identity servers send.
 //!
 //! - `gateway`: the two unbind routes, reached under the identity server's name;
-//! - `xmatrix`, `server_keys`, `key_fetch`: the homeserver's signature and keys;
+//! - `xmatrix`, `signature_batch`, `server_keys`, `key_fetch`: the homeserver's
+//!   signature (checked in batches) and keys;
 //! - `body`: the unbind body;
 //! - `upstream`: forwarding to the real identity server and the binding check;
 //! - `hold`: storing a held request with its email;
@@ -15,6 +16,7 @@ pub mod integrated;
 pub mod key_fetch;
 pub mod passthrough;
 pub mod server_keys;
+pub mod signature_batch;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod upstream;

@@ -1,5 +1,5 @@
 //! Homeserver signing keys: the `/_matrix/key/v2/server` document, checked
-//! against its own signature, and the keys an operator pinned in the config.
+//! against its own signature.
 
 use crate::keys::decode_unpadded;
 use ruma_common::canonical_json::CanonicalJsonObject;
@@ -95,20 +95,6 @@ pub fn verify_key_document(server_name: &str, body: &[u8]) -> Result<ServerKeySe
     })
 }
 
-/// A key pinned in `[keys.pinned."server"]`, if there is one.
-pub fn pinned_key(
-    pinned: &BTreeMap<String, BTreeMap<String, String>>,
-    server: &str,
-    key_id: &str,
-) -> Option<Vec<u8>> {
-    pinned
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(server))
-        .and_then(|(_, keys)| keys.get(key_id))
-        .and_then(|key| decode_unpadded(key))
-        .filter(|key| key.len() == 32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,22 +157,5 @@ mod tests {
             verify_key_document("hs.test", &body),
             Err(KeyDocError::BadSignature(_))
         ));
-    }
-
-    #[test]
-    fn pinned_keys_are_found_by_server_and_id() {
-        let pinned = BTreeMap::from([(
-            "HS.test".to_owned(),
-            BTreeMap::from([(
-                "ed25519:a_iNuw".to_owned(),
-                "1oqOQhXJ5QqSnZija6zHwdsAgOUakzBGnEHrvDatgdU".to_owned(),
-            )]),
-        )]);
-        assert_eq!(
-            pinned_key(&pinned, "hs.test", "ed25519:a_iNuw").map(|k| k.len()),
-            Some(32)
-        );
-        assert_eq!(pinned_key(&pinned, "hs.test", "ed25519:other"), None);
-        assert_eq!(pinned_key(&pinned, "other.test", "ed25519:a_iNuw"), None);
     }
 }

@@ -91,16 +91,23 @@ pub fn signed_object(
     Ok(object)
 }
 
-/// Checks `header`'s signature over the request with `public_key` (raw
-/// ed25519 bytes of the key the header names).
-pub fn verify(
+/// The bytes a homeserver signed for this request, with the header's
+/// signature over them, for a check against the key the header names.
+pub struct Signed {
+    pub message: Vec<u8>,
+    pub signature: ed25519_dalek::Signature,
+}
+
+/// What `header` signs for this request to identity server
+/// `destination_is`; refused if the header names another destination, a key
+/// that is not ed25519, or a signature that is not 64 bytes.
+pub fn signed_message(
     header: &XMatrix,
-    public_key: &[u8],
     method: &str,
     uri: &str,
     destination_is: &str,
     body: &[u8],
-) -> Result<(), XMatrixError> {
+) -> Result<Signed, XMatrixError> {
     if let Some(destination) = &header.destination {
         if !destination.as_str().eq_ignore_ascii_case(destination_is) {
             return Err(XMatrixError::WrongDestination(destination.to_string()));
@@ -110,13 +117,30 @@ pub fn verify(
         return Err(XMatrixError::UnsupportedAlgorithm(header.key.to_string()));
     }
     let object = signed_object(method, uri, header.origin.as_str(), destination_is, body)?;
-    let canonical =
-        serde_json::to_vec(&object).map_err(|e| XMatrixError::BadBody(e.to_string()))?;
+    let message = serde_json::to_vec(&object).map_err(|e| XMatrixError::BadBody(e.to_string()))?;
+    let signature = ed25519_dalek::Signature::from_slice(header.sig.as_bytes())
+        .map_err(|_| XMatrixError::BadSignature)?;
+    Ok(Signed { message, signature })
+}
+
+/// Checks `header`'s signature over the request with `public_key` (raw
+/// ed25519 bytes of the key the header names), one request alone, as
+/// ruma-signatures checks it. The gateway checks concurrent requests
+/// together ([`super::signature_batch`]).
+pub fn verify(
+    header: &XMatrix,
+    public_key: &[u8],
+    method: &str,
+    uri: &str,
+    destination_is: &str,
+    body: &[u8],
+) -> Result<(), XMatrixError> {
+    let signed = signed_message(header, method, uri, destination_is, body)?;
     ruma_signatures::verify_canonical_json_bytes(
         &SigningKeyAlgorithm::Ed25519,
         public_key,
-        header.sig.as_bytes(),
-        &canonical,
+        &signed.signature.to_bytes(),
+        &signed.message,
     )
     .map_err(|_| XMatrixError::BadSignature)
 }

@@ -204,8 +204,17 @@ impl Server {
         tail.join("\n")
     }
 
+    /// Asks the server to stop (so that it logs its closing figures), and
+    /// kills it if it has not after 5 s.
     fn stop(self) {
         if let Server::Assent { mut child, .. } = self {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
