@@ -518,12 +518,12 @@ impl Config {
                         "copy the key id from the homeserver's /_matrix/key/v2/server",
                     ));
                 }
-                let point = crate::keys::decode_unpadded(public)
-                    .and_then(|k| ed25519_dalek::VerifyingKey::try_from(k.as_slice()).ok());
-                if point.is_none() {
+                let usable = crate::keys::decode_unpadded(public)
+                    .and_then(|k| crate::intake::signature_batch::usable_key(&k));
+                if usable.is_none() {
                     errors.push(problem(
                         format!("{key}.\"{key_id}\""),
-                        "is not an ed25519 public key (32 bytes in unpadded base64)",
+                        "is not a usable ed25519 public key (32 bytes in unpadded base64, a point on the curve, not of small order)",
                         "copy `verify_keys.<id>.key` from the homeserver's /_matrix/key/v2/server",
                     ));
                 }
@@ -1047,17 +1047,27 @@ frame_ancestors = ["https://is.example.org/path"]
 "ed25519:good" = "{good}"
 "ed25519:curve" = "{not_a_point}"
 "ed25519:short" = "AAAA"
-"#
+"ed25519:weak" = "{identity}"
+"#,
+            // The identity point: of small order, anyone can sign for it.
+            identity = crate::keys::encode_unpadded(&{
+                let mut raw = [0u8; 32];
+                raw[0] = 1;
+                raw
+            }),
         ))
         .unwrap_err();
         assert_eq!(
             keys_of(&errors),
             [
                 "keys.pinned.\"hs.example.org\".\"ed25519:curve\"",
-                "keys.pinned.\"hs.example.org\".\"ed25519:short\""
+                "keys.pinned.\"hs.example.org\".\"ed25519:short\"",
+                "keys.pinned.\"hs.example.org\".\"ed25519:weak\""
             ]
         );
-        assert!(errors.to_string().contains("is not an ed25519 public key"));
+        assert!(errors
+            .to_string()
+            .contains("is not a usable ed25519 public key"));
     }
 
     #[test]

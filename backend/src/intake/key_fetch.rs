@@ -8,6 +8,7 @@
 //! be pinned or publish `.well-known`.
 
 use super::server_keys::{verify_key_document, KeyDocError, ServerKeySet};
+use super::signature_batch::usable_key;
 use crate::config::KeysConfig;
 use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeMap, HashMap};
@@ -101,11 +102,6 @@ struct CachedKeys {
     valid_until_ts: i64,
 }
 
-/// `raw` as a key, if it is a point on the curve.
-fn verifying_key(raw: &[u8]) -> Option<VerifyingKey> {
-    VerifyingKey::try_from(raw).ok()
-}
-
 pub struct KeyFetcher {
     http: reqwest::Client,
     /// `[keys.pinned]`: server name → key id → key.
@@ -148,7 +144,7 @@ impl KeyFetcher {
                 let keys = keys
                     .iter()
                     .filter_map(|(id, key)| {
-                        let key = verifying_key(&crate::keys::decode_unpadded(key)?)?;
+                        let key = usable_key(&crate::keys::decode_unpadded(key)?)?;
                         Some((id.clone(), key))
                     })
                     .collect();
@@ -231,12 +227,13 @@ impl KeyFetcher {
         }
         // However long a document claims to be valid, it is fetched again
         // after a week (the spec's cap). Its keys verified its signature, so
-        // each is a point on the curve.
+        // each is a point on the curve; one of small order, for which anyone
+        // can sign, is left out and so unknown.
         let set = CachedKeys {
             keys: set
                 .keys
                 .iter()
-                .filter_map(|(id, raw)| Some((id.clone(), verifying_key(raw)?)))
+                .filter_map(|(id, raw)| Some((id.clone(), usable_key(raw)?)))
                 .collect(),
             valid_until_ts: set.valid_until_ts.min(now_ms.saturating_add(MAX_CACHE_MS)),
         };
