@@ -136,7 +136,8 @@ impl KeyFetcher {
                 allow_private: config.allow_private_addresses,
             }))
             .build()?;
-        // Config validation refuses pinned keys that are not curve points.
+        // Config validation refuses pinned keys that are not usable (not a
+        // curve point, or of small order), so none is left out here.
         let pinned = config
             .pinned
             .iter()
