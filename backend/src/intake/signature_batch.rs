@@ -150,6 +150,30 @@ mod tests {
         (message, signature)
     }
 
+    /// Queues a check by `key` as a request that joins a batch would: its answer.
+    fn queue(
+        shared: &SignatureChecks,
+        key: &SigningKey,
+        (message, signature): (Vec<u8>, Signature),
+    ) -> oneshot::Receiver<bool> {
+        let (reply, answer) = oneshot::channel();
+        shared.lock().push(Check {
+            key: key.verifying_key(),
+            message,
+            signature,
+            reply,
+        });
+        answer
+    }
+
+    /// The answers of checks that have run.
+    fn answered(answers: Vec<oneshot::Receiver<bool>>) -> Vec<bool> {
+        answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().expect("the check was answered"))
+            .collect()
+    }
+
     /// Checks started together, some of them forged: each gets its own answer.
     async fn together(checks: Vec<(VerifyingKey, Vec<u8>, Signature)>) -> Vec<bool> {
         let shared = Arc::new(SignatureChecks::default());
@@ -211,27 +235,17 @@ mod tests {
     #[test]
     fn a_batch_answers_like_single_checks() {
         let hs = SigningKey::from_bytes(&[1u8; 32]);
+        // Each set of checks in one batch, on a fresh state (no bad batch before).
         let answers = |checks: Vec<(Vec<u8>, Signature)>| {
-            let (replies, answers): (Vec<_>, Vec<_>) = checks
+            let shared = SignatureChecks::default();
+            let count = checks.len() as u64;
+            let answers = checks
                 .into_iter()
-                .map(|(message, signature)| {
-                    let (reply, answer) = oneshot::channel();
-                    (
-                        Check {
-                            key: hs.verifying_key(),
-                            message,
-                            signature,
-                            reply,
-                        },
-                        answer,
-                    )
-                })
-                .unzip();
-            verify(replies, true);
-            answers
-                .into_iter()
-                .map(|mut a| a.try_recv().unwrap())
-                .collect::<Vec<_>>()
+                .map(|check| queue(&shared, &hs, check))
+                .collect();
+            shared.run_waiting();
+            assert_eq!(shared.counts(), (1, count));
+            answered(answers)
         };
         let good: Vec<_> = (0..8).map(|i| signed(&hs, i)).collect();
         assert_eq!(answers(good.clone()), vec![true; 8]);
@@ -253,27 +267,17 @@ mod tests {
         let hs = SigningKey::from_bytes(&[1u8; 32]);
         let shared = SignatureChecks::default();
         let round = |bad: bool| {
-            let mut answers = Vec::new();
-            for i in 0..4 {
-                let (message, mut signature) = signed(&hs, i);
-                if bad && i == 2 {
-                    signature = signed(&hs, 99).1;
-                }
-                let (reply, answer) = oneshot::channel();
-                shared.lock().push(Check {
-                    key: hs.verifying_key(),
-                    message,
-                    signature,
-                    reply,
-                });
-                answers.push(answer);
-            }
-            shared.run_waiting();
-            let answers: Vec<bool> = answers
-                .into_iter()
-                .map(|mut a| a.try_recv().unwrap())
+            let answers = (0..4)
+                .map(|i| {
+                    let (message, mut signature) = signed(&hs, i);
+                    if bad && i == 2 {
+                        signature = signed(&hs, 99).1;
+                    }
+                    queue(&shared, &hs, (message, signature))
+                })
                 .collect();
-            (answers, shared.one_by_one.load(Ordering::Relaxed))
+            shared.run_waiting();
+            (answered(answers), shared.one_by_one.load(Ordering::Relaxed))
         };
         assert_eq!(round(false), (vec![true; 4], false));
         assert_eq!(round(true), (vec![true, true, false, true], true));
@@ -306,14 +310,7 @@ mod tests {
         let first = shared.check(hs.verifying_key(), message, signature);
         let mut first = Box::pin(first);
         assert!(futures_poll_once(&mut first).await.is_none());
-        let (message, signature) = signed(&hs, 2);
-        let (reply, answer) = oneshot::channel();
-        shared.lock().push(Check {
-            key: hs.verifying_key(),
-            message,
-            signature,
-            reply,
-        });
+        let answer = queue(&shared, &hs, signed(&hs, 2));
         drop(first);
         let answered = tokio::time::timeout(std::time::Duration::from_secs(5), answer).await;
         assert_eq!(
