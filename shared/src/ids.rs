@@ -87,15 +87,66 @@ pub struct ThreePid {
 }
 
 impl ThreePid {
-    /// Validates the address for its medium. Email addresses are compared as
-    /// identity servers store them: the whole address lower-cased.
+    /// Validates the address for its medium and puts it in the one form the
+    /// identity server acts on: email addresses get Unicode full case
+    /// folding, exactly what sydent applies (Python's `str.casefold()`) before
+    /// it binds, looks up or unbinds; phone numbers are taken as they are, as
+    /// sydent takes them.
     pub fn new(medium: Medium, address: &str) -> Result<Self, ValidationError> {
         let address = match medium {
-            Medium::Email => validate_email(address)?.to_lowercase(),
+            Medium::Email => fold_email(validate_email(address)?)?,
             Medium::Msisdn => validate_msisdn(address)?.to_owned(),
         };
         Ok(ThreePid { medium, address })
     }
+
+    /// Whether `sent`, the address as a request spelt it, differs from this
+    /// normalised address beyond ASCII case: it used characters that only
+    /// look like, or fold into, the ones of the address (`ſ` for `s`, `ß`
+    /// for `ss`, a Kelvin sign for `k`, full-width letters). The owner is
+    /// shown both spellings then.
+    pub fn is_look_alike(&self, sent: &str) -> bool {
+        self.medium == Medium::Email && sent.to_ascii_lowercase() != self.address
+    }
+}
+
+/// Letters whose case folding Unicode defined after version 11.0 (Python
+/// 3.7, the oldest Python sydent 2.6.1 runs on): an identity server on an
+/// older Python leaves them as they are where Assent would fold them, so the
+/// two would act on different addresses. Addresses with them are refused.
+/// (Unicode 12.0 and 13.0: Latin; 14.0: Glagolitic, Latin, Vithkuqi; 16.0:
+/// Cyrillic, Latin, Garay; 17.0: Latin, Beria Erfe.) A test checks against
+/// the machine's Python that every code point whose folding differs from
+/// Python's is in here.
+const RECENTLY_CASED: [(char, char); 9] = [
+    ('\u{1C89}', '\u{1C8A}'),
+    ('\u{2C2F}', '\u{2C2F}'),
+    ('\u{2C5F}', '\u{2C5F}'),
+    ('\u{A7BA}', '\u{A7F6}'),
+    ('\u{AB6C}', '\u{AB6F}'),
+    ('\u{10570}', '\u{105BF}'),
+    ('\u{10D50}', '\u{10D8F}'),
+    ('\u{16EA0}', '\u{16EDF}'),
+    ('\u{1DF00}', '\u{1DFFF}'),
+];
+
+fn recently_cased(c: char) -> bool {
+    RECENTLY_CASED
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
+}
+
+/// Unicode full case folding (the `C` and `F` mappings of
+/// CaseFolding.txt, no Turkic special case): Python's `str.casefold()`.
+pub fn fold_email(address: &str) -> Result<String, ValidationError> {
+    if address.chars().any(recently_cased) {
+        return Err(ValidationError::InvalidEmail(
+            "contains a letter whose case folding is too recent for identity servers to agree on",
+        ));
+    }
+    Ok(icu_casemap::CaseMapper::new()
+        .fold_string(address)
+        .into_owned())
 }
 
 fn validate_email(address: &str) -> Result<&str, ValidationError> {
@@ -169,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn emails_are_checked_and_lower_cased() {
+    fn emails_are_checked_and_folded() {
         let pid = ThreePid::new(Medium::Email, "Alice@Example.ORG").unwrap();
         assert_eq!(pid.address, "alice@example.org");
         for bad in [
@@ -189,6 +240,96 @@ mod tests {
         }
         assert!(ThreePid::new(Medium::Email, &format!("{}@example.org", "a".repeat(65))).is_err());
         assert!(ThreePid::new(Medium::Email, "\"a@b\"@example.org").is_ok());
+    }
+
+    #[test]
+    fn emails_are_case_folded_as_python_casefold_folds_them() {
+        for (sent, folded) in [
+            ("Bob.Smith@Example.org", "bob.smith@example.org"),
+            ("bob.\u{17F}mith@example.org", "bob.smith@example.org"),
+            ("STRA\u{DF}E@example.org", "strasse@example.org"),
+            ("STRA\u{1E9E}E@example.org", "strasse@example.org"),
+            ("\u{FB01}nn@example.org", "finn@example.org"),
+            ("\u{212A}im@example.org", "kim@example.org"),
+            ("\u{212B}sa@example.org", "\u{E5}sa@example.org"),
+            ("\u{3A3}\u{3A3}@example.org", "\u{3C3}\u{3C3}@example.org"),
+            ("\u{FF22}ob@example.org", "\u{FF42}ob@example.org"),
+        ] {
+            let pid = ThreePid::new(Medium::Email, sent).unwrap();
+            assert_eq!(pid.address, folded, "{sent:?}");
+            assert_eq!(pid.is_look_alike(sent), !sent.is_ascii(), "{sent:?}");
+        }
+        // Composed and decomposed forms stay apart, as they do at sydent.
+        let nfc = ThreePid::new(Medium::Email, "ren\u{E9}@example.org").unwrap();
+        let nfd = ThreePid::new(Medium::Email, "rene\u{301}@example.org").unwrap();
+        assert_ne!(nfc.address, nfd.address);
+        assert!(ThreePid::new(Medium::Email, "a\u{A7C9}@example.org").is_err());
+    }
+
+    /// The proof that Assent folds as the identity server does: every code
+    /// point, folded here and by the machine's `python3` (`str.casefold()`,
+    /// what sydent applies). They agree on every code point whose folding
+    /// differs from `lower()`, and anywhere else they differ the code point
+    /// is refused in an address.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn folding_agrees_with_python_casefold_on_every_code_point() {
+        let script = "import sys\n\
+            for c in range(0x110000):\n\
+            \x20   if 0xD800 <= c < 0xE000: continue\n\
+            \x20   s = chr(c); f = s.casefold()\n\
+            \x20   if f != s or f != s.lower():\n\
+            \x20       print('%x %s %d' % (c, ','.join('%x' % ord(x) for x in f), f != s.lower()))\n";
+        let out = std::process::Command::new("python3")
+            .args(["-c", script])
+            .output()
+            .expect("python3 runs (the tests need it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut python = std::collections::HashMap::new();
+        let mut differs_from_lower = 0;
+        for line in text.lines() {
+            let mut parts = line.split(' ');
+            let c = u32::from_str_radix(parts.next().unwrap(), 16).unwrap();
+            let folded: String = parts
+                .next()
+                .unwrap()
+                .split(',')
+                .map(|x| char::from_u32(u32::from_str_radix(x, 16).unwrap()).unwrap())
+                .collect();
+            let c = char::from_u32(c).unwrap();
+            if parts.next() == Some("1") {
+                differs_from_lower += 1;
+                let ours = icu_casemap::CaseMapper::new()
+                    .fold_string(&c.to_string())
+                    .into_owned();
+                assert_eq!(ours, folded, "U+{:04X}", c as u32);
+            }
+            python.insert(c, folded);
+        }
+        assert!(python.len() > 1400, "python3 folded only {}", python.len());
+        assert!(differs_from_lower > 250, "{differs_from_lower}");
+        for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+            let ours = icu_casemap::CaseMapper::new()
+                .fold_string(&c.to_string())
+                .into_owned();
+            let theirs = python.get(&c).cloned().unwrap_or_else(|| c.to_string());
+            if ours != theirs {
+                assert!(
+                    recently_cased(c),
+                    "U+{:04X}: Assent folds to {ours:?}, python3 to {theirs:?}",
+                    c as u32
+                );
+            } else if python.contains_key(&c) && !recently_cased(c) {
+                let sent = format!("a{c}b@example.org");
+                let folded = format!("a{theirs}b@example.org");
+                assert_eq!(fold_email(&sent).unwrap(), folded);
+            }
+        }
     }
 
     #[test]
