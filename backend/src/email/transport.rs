@@ -82,17 +82,10 @@ impl Mailer {
                         key: "email.dkim.key_file",
                         problem: format!("not a usable key: {e}"),
                     })?;
-                let headers = [
-                    "From",
-                    "To",
-                    "Subject",
-                    "Date",
-                    "Message-ID",
-                    "Auto-Submitted",
-                ]
-                .into_iter()
-                .map(HeaderName::new_from_ascii_str)
-                .collect();
+                let headers = SIGNED_HEADERS
+                    .into_iter()
+                    .map(HeaderName::new_from_ascii_str)
+                    .collect();
                 Some(DkimConfig::new(
                     dkim.selector.clone(),
                     dkim.domain.clone(),
@@ -168,6 +161,24 @@ async fn write_file(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<()>
     tokio::fs::rename(&tmp, dir.join(format!("{stem}.eml"))).await
 }
 
+/// The headers DKIM signs. From and Subject are named once more than the
+/// message has them (over-signed): a verifier then counts the missing second
+/// one as empty, so a From or Subject added on the way, which some mail
+/// programs would show instead, breaks the signature. (lettre signs the one
+/// instance of a header however often it is named, which is exactly that.)
+const SIGNED_HEADERS: [&str; 10] = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "Auto-Submitted",
+    "From",
+    "Subject",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,11 +214,21 @@ mod tests {
             .collect();
         assert_eq!(names, ["req_1.initial.1.eml"], "no temporary file left");
         let raw = std::fs::read_to_string(mail_dir.join(&names[0])).unwrap();
-        let signature = raw
-            .lines()
-            .find(|l| l.starts_with("DKIM-Signature:"))
-            .unwrap_or_else(|| panic!("not signed:\n{raw}"));
-        for tag in ["a=ed25519-sha256", "d=example.org", "s=assent"] {
+        // The header, unfolded.
+        let signature: String = raw
+            .split("\r\n")
+            .skip_while(|l| !l.starts_with("DKIM-Signature:"))
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || l.starts_with([' ', '\t']))
+            .map(|(_, l)| l.trim_start())
+            .collect();
+        assert!(!signature.is_empty(), "not signed:\n{raw}");
+        for tag in [
+            "a=ed25519-sha256",
+            "d=example.org",
+            "s=assent",
+            "h=from:to:subject:date:message-id:mime-version:content-type:auto-submitted:from:subject;",
+        ] {
             assert!(signature.contains(tag), "{signature}");
         }
 
