@@ -18,8 +18,11 @@ pub struct UnbindBody {
     pub mxid: String,
     /// The server name in the mxid.
     pub mxid_server: String,
-    /// Validated and normalised (email addresses lower-cased).
+    /// Validated and normalised as the identity server normalises it
+    /// (email addresses case-folded).
     pub threepid: ThreePid,
+    /// The address exactly as the request spelt it.
+    pub address_as_sent: String,
     /// The owner's validation session, when they proved control of the 3PID.
     pub session: Option<Session>,
 }
@@ -75,7 +78,7 @@ pub fn parse(bytes: &[u8]) -> Result<UnbindBody, ApiError> {
     if bytes.len() > MAX_BODY {
         return Err(too_large());
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(not_json)?;
+    let value = serde_json::from_slice::<Unique>(bytes).map_err(not_json)?.0;
     let Value::Object(object) = value else {
         return Err(bad_json("the body must be a JSON object"));
     };
@@ -89,8 +92,15 @@ pub fn parse(bytes: &[u8]) -> Result<UnbindBody, ApiError> {
         .ok_or_else(|| missing("threepid.medium"))?;
     let address = string_field(threepid, "address", "threepid.address")?
         .ok_or_else(|| missing("threepid.address"))?;
-    let sid = string_field(&object, "sid", "sid")?;
-    let client_secret = string_field(&object, "client_secret", "client_secret")?;
+    // sydent takes the session path when both keys are present, whatever
+    // their values: so a present key must hold a string, never null.
+    let session_field = |name: &str| match object.get(name) {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.as_str())),
+        Some(_) => Err(bad_json(format!("`{name}` must be a string"))),
+    };
+    let sid = session_field("sid")?;
+    let client_secret = session_field("client_secret")?;
 
     let mxid_server = mxid_server_name(mxid)
         .map_err(|e| invalid(format!("`mxid`: {e}")))?
@@ -115,8 +125,81 @@ pub fn parse(bytes: &[u8]) -> Result<UnbindBody, ApiError> {
         mxid: mxid.to_owned(),
         mxid_server,
         threepid,
+        address_as_sent: address.to_owned(),
         session,
     })
+}
+
+/// A JSON value in which no object has a key twice. Parsers disagree on
+/// which of two values counts (serde_json and Python both keep the last, a
+/// homeserver's may keep the first), so such a body is refused rather than
+/// read one way here and another way upstream.
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "the key `{key}` appears twice in one object"
+                )));
+            }
+            let Unique(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 pub fn too_large() -> ApiError {
@@ -142,11 +225,40 @@ mod tests {
     }
 
     #[test]
+    fn a_key_given_twice_is_refused_at_any_depth() {
+        for body in [
+            &br#"{"mxid":"@a:hs.test","mxid":"@b:hs.test","threepid":{"address":"a@b.org","medium":"email"}}"#[..],
+            br#"{"mxid":"@a:hs.test","threepid":{"address":"a@b.org","address":"c@b.org","medium":"email"}}"#,
+            br#"{"mxid":"@a:hs.test","threepid":{"address":"a@b.org","medium":"email"},"x":[{"k":1,"k":2}]}"#,
+        ] {
+            let e = parse(body).unwrap_err();
+            assert_eq!(e.errcode, "M_NOT_JSON");
+            assert!(e.error.contains("appears twice"), "{}", e.error);
+        }
+        let extra = br#"{"mxid":"@a:hs.test","threepid":{"address":"a@b.org","medium":"email"},"x":[1,2.5,null,true,{"k":"v"}]}"#;
+        assert_eq!(parse(extra).unwrap().threepid.address, "a@b.org");
+    }
+
+    #[test]
+    fn numbers_where_strings_belong_are_refused() {
+        let e = parse(br#"{"mxid":"@a:hs.test","threepid":{"address":1,"medium":"email"}}"#)
+            .unwrap_err();
+        assert_eq!(e.errcode, "M_BAD_JSON");
+        let e =
+            parse(br#"{"mxid":5,"threepid":{"address":"a@b.org","medium":"email"}}"#).unwrap_err();
+        assert_eq!(e.errcode, "M_BAD_JSON");
+    }
+
+    #[test]
     fn a_session_needs_both_halves() {
         let both = br#"{"mxid":"@a:hs.test","threepid":{"address":"a@b.org","medium":"email"},"sid":"1","client_secret":"s"}"#;
         assert!(parse(both).unwrap().session.is_some());
         let half =
             br#"{"mxid":"@a:hs.test","threepid":{"address":"a@b.org","medium":"email"},"sid":"1"}"#;
         assert_eq!(parse(half).unwrap_err().errcode, "M_MISSING_PARAMS");
+        // Present but null is not absent: the identity server would take the
+        // session path, so it is refused rather than read as no session.
+        let null = br#"{"mxid":"@a:hs.test","threepid":{"address":"a@b.org","medium":"email"},"sid":null,"client_secret":null}"#;
+        assert_eq!(parse(null).unwrap_err().errcode, "M_BAD_JSON");
     }
 }
