@@ -36,6 +36,12 @@ pub struct Config {
     /// (network errors, 5xx) before it gives up.
     #[serde(with = "humantime_serde")]
     pub relay_give_up_after: Duration,
+    /// How long after an owner denied an unbind a repeat of it (the same
+    /// identity server, requesting server, Matrix ID and address, however
+    /// its bytes differ) is answered from that denial: no new request, no
+    /// new email.
+    #[serde(with = "humantime_serde")]
+    pub deny_cooldown: Duration,
     /// What a homeserver is told while its request is held.
     pub held_response: HeldResponse,
     /// What happens to phone-number unbinds, which have no owner to ask.
@@ -58,6 +64,10 @@ pub struct LimitsConfig {
     /// Unbinds refused for their signature (each may have cost a key fetch)
     /// per client address per minute; past it, that address waits.
     pub failed_unbinds_per_client_per_minute: u32,
+    /// Unbinds with a validation session (`sid` + `client_secret`, passed to
+    /// the identity server to check) per requesting server, as the Matrix ID
+    /// names it, and client address per minute.
+    pub owner_proven_per_server_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -66,6 +76,7 @@ impl Default for LimitsConfig {
             unbinds_per_origin_per_minute: 600,
             holds_per_address_per_hour: 5,
             failed_unbinds_per_client_per_minute: 30,
+            owner_proven_per_server_per_minute: 30,
         }
     }
 }
@@ -238,6 +249,7 @@ impl Default for Config {
             dist_dir: PathBuf::from("./dist"),
             request_ttl: Duration::from_secs(7 * 24 * 3600),
             relay_give_up_after: Duration::from_secs(36 * 3600),
+            deny_cooldown: Duration::from_secs(30 * 24 * 3600),
             held_response: HeldResponse::Accepted,
             msisdn_policy: MsisdnPolicy::Hold,
             email: EmailConfig::default(),
@@ -472,6 +484,18 @@ impl Config {
                 "use a duration such as \"7d\" or \"48h\"",
             ));
         }
+        if self.deny_cooldown < Duration::from_secs(60)
+            || self.deny_cooldown > Duration::from_secs(3660 * 24 * 3600)
+        {
+            errors.push(problem(
+                "deny_cooldown",
+                format!(
+                    "{} is outside 1 minute to 3660 days",
+                    humantime::format_duration(self.deny_cooldown)
+                ),
+                "use a duration such as \"30d\"",
+            ));
+        }
         self.validate_email(&mut errors);
         self.validate_email_delivery(&mut errors);
         for (key, value) in [
@@ -486,6 +510,10 @@ impl Config {
             (
                 "limits.failed_unbinds_per_client_per_minute",
                 self.limits.failed_unbinds_per_client_per_minute,
+            ),
+            (
+                "limits.owner_proven_per_server_per_minute",
+                self.limits.owner_proven_per_server_per_minute,
             ),
         ] {
             if value == 0 {
@@ -724,7 +752,7 @@ impl Config {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 16] = [
     "listen",
     "public_url",
     "server_name",
@@ -733,6 +761,8 @@ const TOP_LEVEL_KEYS: [&str; 14] = [
     "dist_dir",
     "request_ttl",
     "relay_give_up_after",
+    "deny_cooldown",
+    "limits",
     "held_response",
     "msisdn_policy",
     "email",
@@ -879,7 +909,7 @@ fn fix_for(key: &str) -> String {
         "public_url" | "upstream" | "privacy_policy_url" | "url" => {
             "write a full URL, e.g. \"https://consent.example.org\""
         }
-        "request_ttl" | "relay_give_up_after" | "session_ttl" => {
+        "request_ttl" | "relay_give_up_after" | "session_ttl" | "deny_cooldown" => {
             "write a duration, e.g. \"7d\" or \"48h\""
         }
         "held_response" => "use \"accepted\", \"forbidden\" or \"not_supported\"",

@@ -52,6 +52,7 @@ pub async fn seed(state: &AppState) -> Result<String, StorageError> {
         mxid: DEMO_MXID.to_owned(),
         medium: Medium::Email,
         address: DEMO_ADDRESS.to_owned(),
+        address_as_sent: None,
         initiator: Initiator::Admin,
         reason: Some("Demo request: an administrator of hs.example.org removed this address from the account.".to_owned()),
         callback_url: None,

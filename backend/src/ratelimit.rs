@@ -81,6 +81,11 @@ pub struct Limits {
     /// Signed unbinds per requesting server. (New holds per address are
     /// counted in the database, which remembers every address anyway.)
     pub origin: RateLimiter<String>,
+    /// Unbinds with a validation session per (requesting server the Matrix
+    /// ID names, client address): nothing is verified about them before the
+    /// identity server checks the session, so the server name alone would
+    /// let anyone use up another server's allowance.
+    pub owner_proven: RateLimiter<(String, Option<IpAddr>)>,
 }
 
 impl Limits {
@@ -90,6 +95,7 @@ impl Limits {
             admin_failures: RateLimiter::new(10, 60_000),
             unbind_failures: RateLimiter::new(config.failed_unbinds_per_client_per_minute, 60_000),
             origin: RateLimiter::new(config.unbinds_per_origin_per_minute, 60_000),
+            owner_proven: RateLimiter::new(config.owner_proven_per_server_per_minute, 60_000),
         }
     }
 }

@@ -165,6 +165,11 @@ pub async fn attempt(state: &AppState, owner: &str, row: OutboxRow, claimed_at: 
             let outcome = audit.kind.strip_prefix("relay_").unwrap_or(&audit.kind);
             state.metrics.relay(sink, outcome);
             tracing::info!(request = %row.request_id, outbox = row.id, attempt = row.attempts, event = %audit.kind, "relay attempt recorded");
+            // The last relay sent or given up: the homeserver's replayable
+            // request is no longer kept.
+            if let Err(e) = state.repo.release_raw(&row.request_id).await {
+                tracing::warn!(request = %row.request_id, error = %e, "cannot delete the raw intake of an ended request");
+            }
         }
         Ok(false) => {
             tracing::warn!(request = %row.request_id, outbox = row.id, "lost the lease on a relay row before recording the attempt");

@@ -149,8 +149,17 @@ pub struct RequestDetail {
     pub verified_at_ms: Option<i64>,
     pub reason: Option<String>,
     pub callback_url: Option<String>,
+    /// The address as the request spelt it, when it used look-alike
+    /// characters (it differs from the stored, case-folded address beyond
+    /// ASCII case).
+    #[serde(default)]
+    pub address_as_sent: Option<String>,
+    /// Repeats of the request that arrived while it was pending.
+    #[serde(default)]
+    pub repeats: i64,
     /// The stored intake: method and path (the body is kept for a replay,
-    /// not shown).
+    /// not shown; both are deleted once the request has ended and its
+    /// relay is done).
     pub intake: Option<String>,
     pub decision_id: Option<String>,
     /// The signed decision document, once decided.

@@ -287,6 +287,8 @@ pub async fn detail(
         verified_at_ms: request.verified_at,
         reason: request.reason.clone(),
         callback_url: request.callback_url.clone(),
+        address_as_sent: request.address_as_sent.clone(),
+        repeats: request.repeats,
         intake: request
             .raw
             .as_ref()

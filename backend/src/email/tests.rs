@@ -13,6 +13,7 @@ fn sample(initiator: Initiator, reason: Option<&str>) -> StoredRequest {
         mxid: "@jürgen:xn--bcher-kva.example".to_owned(),
         medium: Medium::Email,
         address: "jürgen.müller@example.org".to_owned(),
+        address_as_sent: None,
         initiator,
         reason: reason.map(str::to_owned),
         callback_url: None,
@@ -25,6 +26,7 @@ fn sample(initiator: Initiator, reason: Option<&str>) -> StoredRequest {
         decision_doc: None,
         raw: None,
         updated_at: 1_790_000_000_000,
+        repeats: 0,
     }
 }
 

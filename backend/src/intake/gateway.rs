@@ -3,9 +3,14 @@
 //! `POST /_matrix/identity/api/v1/3pid/unbind`.
 //!
 //! In order: pick the identity server, read and check the body, pass
-//! owner-proven unbinds through, apply the phone-number policy, verify the
-//! homeserver's signature, apply rate limits, join or answer repeats, check
-//! the binding, then hold.
+//! owner-proven unbinds through (without the homeserver's credentials),
+//! apply the phone-number policy, verify the homeserver's signature, apply
+//! rate limits, join or answer repeats, check the binding, then hold.
+//!
+//! The one rule: a homeserver-signed unbind without a validation session
+//! reaches the upstream only as the replay of the owner's approval (or under
+//! `msisdn_policy = "forward"`). An address that is not bound is answered
+//! here, as sydent answers an unbind of nothing.
 
 use super::body::{self, UnbindBody};
 use super::hold::{self, hold, Held, Prepared, ToHold};
@@ -99,21 +104,30 @@ pub fn held_answer(held_response: HeldResponse) -> Response {
 /// The answer to a repeat of a request that was already decided.
 fn decided_answer(state: &AppState, stored: &StoredRequest) -> Response {
     match stored.status {
-        RequestStatus::Approved => (StatusCode::OK, Json(json!({}))).into_response(),
+        RequestStatus::Approved => nothing_to_unbind(),
         _ => held_answer(state.config.held_response),
     }
 }
 
-/// Whether `raw` is the very request stored (same signature over the same
-/// body): homeservers sign deterministically, so a repeat is byte-identical.
-fn same_intake(stored: &StoredRequest, authorization: &str, body: &[u8]) -> bool {
-    stored.raw.as_ref().is_some_and(|raw| {
-        raw.body == body
-            && raw
-                .headers
-                .iter()
-                .any(|(name, value)| name == "authorization" && value == authorization)
-    })
+/// What sydent answers an unbind of an address that is not bound: `200 {}`.
+fn nothing_to_unbind() -> Response {
+    (StatusCode::OK, Json(json!({}))).into_response()
+}
+
+/// The answer a decision still gives to a repeat of its request, whatever
+/// the repeat's bytes: an approval or an administrator's cancel for
+/// `request_ttl` after it, a denial for `deny_cooldown`. An expiry is no
+/// one's answer: a repeat after it is a new request (within the address's
+/// hourly allowance).
+fn standing_decision(state: &AppState, stored: &StoredRequest, now: i64) -> Option<Response> {
+    let decided_at = stored.decided_at?;
+    let stands_for = match stored.status {
+        RequestStatus::Approved | RequestStatus::Cancelled => state.config.request_ttl,
+        RequestStatus::Denied => state.config.deny_cooldown,
+        RequestStatus::Expired | RequestStatus::Pending => return None,
+    };
+    let stands_ms = i64::try_from(stands_for.as_millis()).unwrap_or(i64::MAX);
+    (now < decided_at.saturating_add(stands_ms)).then(|| decided_answer(state, stored))
 }
 
 pub async fn unbind(State(state): State<AppState>, request: Request) -> Response {
@@ -162,37 +176,37 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         .await
         .map_err(|_| body::too_large())?;
     let unbind = body::parse(&bytes)?;
-    // Forwarding to the upstream unchanged, for whatever Assent does not hold.
-    let pass_through = |bytes: Bytes| {
-        forward(
+    if unbind.session.is_some() {
+        // Nothing about it is verified before the upstream checks the
+        // session, so it is limited per claimed server and client.
+        let key = (unbind.mxid_server.to_ascii_lowercase(), client);
+        if let Err(retry) = state.limits.owner_proven.hit(key, state.now_ms()) {
+            tracing::info!(identity_server = %is.name, outcome = "owner_proven_rate_limited", "unbind with a validation session refused: too many");
+            state.metrics.intake("owner_proven_rate_limited");
+            return Ok(rate_limited(retry));
+        }
+        // The session is the only proof the upstream may act on: a
+        // homeserver's signature travelling with it would let the upstream
+        // take the signed path instead.
+        let mut headers = parts.headers.clone();
+        headers.remove(header::AUTHORIZATION);
+        let response = forward(
             state,
             is,
             client,
             &parts.method,
             &path_and_query,
-            &parts.headers,
+            &headers,
             bytes,
         )
-    };
-
-    if unbind.session.is_some() {
-        let response = pass_through(bytes).await;
+        .await;
         let status = response.status().as_u16();
         tracing::info!(identity_server = %is.name, status, outcome = "owner_proven", "unbind with a validation session forwarded");
         state.metrics.intake("owner_proven");
         if response.status().is_success() {
             // The unbind is done at the upstream: its answer goes back even
             // if the record fails.
-            if let Err(e) = hold::record_owner_proven(
-                state,
-                is,
-                &unbind.mxid,
-                &unbind.mxid_server,
-                &unbind.threepid,
-                status,
-            )
-            .await
-            {
+            if let Err(e) = hold::record_owner_proven(state, is, &unbind, status).await {
                 tracing::error!(error = %e.error, "an owner-proven unbind was not recorded");
             }
         }
@@ -204,7 +218,16 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             MsisdnPolicy::Forward => {
                 tracing::info!(identity_server = %is.name, outcome = "msisdn_forwarded", "phone-number unbind forwarded by policy");
                 state.metrics.intake("msisdn_forwarded");
-                return Ok(pass_through(bytes).await);
+                return Ok(forward(
+                    state,
+                    is,
+                    client,
+                    &parts.method,
+                    &path_and_query,
+                    &parts.headers,
+                    bytes,
+                )
+                .await);
             }
             MsisdnPolicy::Reject => {
                 return Err(ApiError::new(
@@ -242,7 +265,15 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             return refusal;
         }
     };
-    let UnbindBody { mxid, threepid, .. } = unbind;
+    let UnbindBody {
+        mxid,
+        threepid,
+        address_as_sent,
+        ..
+    } = unbind;
+    let address_as_sent = threepid
+        .is_look_alike(&address_as_sent)
+        .then_some(address_as_sent);
     let key = RequestKey {
         identity_server: &is.name.to_ascii_lowercase(),
         origin: &origin,
@@ -250,7 +281,6 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         medium: threepid.medium,
         address: &threepid.address,
     };
-    let authorization = authorization.unwrap_or_default();
     let to_hold = |binding: Binding| ToHold {
         source: Source::Gateway,
         identity_server: is,
@@ -259,6 +289,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         verified_at: Some(now),
         mxid: mxid.clone(),
         threepid: threepid.clone(),
+        address_as_sent: address_as_sent.clone(),
         initiator: Initiator::Unknown,
         reason: None,
         callback_url: None,
@@ -311,30 +342,15 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         hold::expire_overdue(state, stored).await?;
     } else if let Some(stored) = &lookup.latest {
         if stored.status == RequestStatus::Pending {
-            state
-                .repo
-                .append_audit(
-                    &stored.id,
-                    now,
-                    &crate::storage::NewAudit::new(
-                        "repeated",
-                        Some(&origin),
-                        json!({"same_bytes": same_intake(stored, &authorization, &bytes)}),
-                    ),
-                )
-                .await?;
+            state.repo.count_repeat(&stored.id).await?;
             tracing::info!(request_id = %stored.id, outcome = "joined_pending", "repeat of a held unbind");
             state.metrics.intake("joined_pending");
             return Ok(held_answer(state.config.held_response));
         }
-        let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
-        let recent = stored
-            .decided_at
-            .is_some_and(|at| now < at.saturating_add(ttl));
-        if recent && same_intake(stored, &authorization, &bytes) {
+        if let Some(answer) = standing_decision(state, stored, now) {
             tracing::info!(request_id = %stored.id, status = %stored.status, outcome = "answered_from_decision", "repeat of a decided unbind");
             state.metrics.intake("answered_from_decision");
-            return Ok(decided_answer(state, stored));
+            return Ok(answer);
         }
     }
 
@@ -345,9 +361,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     }
     let binding = upstream::check_binding(state, is, &mxid, &threepid).await?;
     if binding == Binding::NotBound {
-        tracing::info!(identity_server = %is.name, %origin, outcome = "not_bound_forwarded", "address not bound to that Matrix ID: forwarded untouched");
-        state.metrics.intake("not_bound_forwarded");
-        return Ok(pass_through(bytes).await);
+        tracing::info!(identity_server = %is.name, %origin, outcome = "not_bound", "address not bound to that Matrix ID: answered here, nothing forwarded");
+        state.metrics.intake("not_bound");
+        return Ok(nothing_to_unbind());
     }
 
     let held = hold(state, to_hold(binding)).await?;

@@ -22,6 +22,9 @@ pub struct ToHold<'a> {
     pub verified_at: Option<i64>,
     pub mxid: String,
     pub threepid: ThreePid,
+    /// The address as the request spelt it, when that differs from the
+    /// normalised one beyond ASCII case.
+    pub address_as_sent: Option<String>,
     pub initiator: Initiator,
     pub reason: Option<String>,
     pub callback_url: Option<String>,
@@ -143,6 +146,7 @@ pub fn prepare(state: &AppState, input: ToHold<'_>) -> Prepared {
         mxid: input.mxid,
         medium: input.threepid.medium,
         address: input.threepid.address,
+        address_as_sent: input.address_as_sent,
         initiator: input.initiator,
         reason: input.reason,
         callback_url: input.callback_url,
@@ -201,15 +205,16 @@ pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError>
     }
 }
 
-/// Records an unbind the owner proved with a validation session and the
-/// upstream accepted: as an approved request (source `owner_proven`), and a
-/// request for the same address still pending as approved by the owner too.
+/// Records an unbind the owner proved with the upstream's validation session
+/// (`sid` + `client_secret`) and the upstream carried out. The upstream
+/// checked the session, not Assent, and no one verified the Matrix ID the
+/// body names: so it is stored as proven by that session, already approved,
+/// and nothing is signed in the owner's name. A request for the same address
+/// still pending is left to its owner.
 pub async fn record_owner_proven(
     state: &AppState,
     is: &IdentityServerConfig,
-    mxid: &str,
-    mxid_server: &str,
-    threepid: &ThreePid,
+    unbind: &crate::intake::body::UnbindBody,
     upstream_status: u16,
 ) -> Result<(), ApiError> {
     let now = state.now_ms();
@@ -218,53 +223,37 @@ pub async fn record_owner_proven(
     let token = state
         .tokens
         .mint(&tokens::nonce(now, state.random_bytes::<32>()));
+    let threepid = &unbind.threepid;
     let request = NewRequest {
-        id: id.clone(),
+        id,
         source: Source::OwnerProven,
         identity_server: is.name.to_ascii_lowercase(),
-        origin: mxid_server.to_ascii_lowercase(),
+        origin: unbind.mxid_server.to_ascii_lowercase(),
         origin_key_id: None,
         verified_at: None,
-        mxid: mxid.to_owned(),
+        mxid: unbind.mxid.clone(),
         medium: threepid.medium,
         address: threepid.address.clone(),
+        address_as_sent: threepid
+            .is_look_alike(&unbind.address_as_sent)
+            .then(|| unbind.address_as_sent.clone()),
         initiator: Initiator::User,
         reason: None,
         callback_url: None,
         token_hash: tokens::hash(&token),
         created_at: now,
-        expires_at: now.saturating_add(
-            i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX),
-        ),
+        expires_at: now,
         raw: None,
     };
-    let detail = serde_json::json!({"source": "owner_proven", "upstream_status": upstream_status});
-    let audit = NewAudit::new("received", Some("owner"), detail.clone());
-    let target = match state.repo.insert_request(&request, &audit, &[]).await? {
-        Inserted::Created => state.repo.request(&id).await?,
-        Inserted::JoinedPending(pending) => Some(*pending),
-    };
-    let Some(target) = target else {
-        return Err(ApiError::internal(
-            "the request just stored cannot be read back",
-        ));
-    };
-    let decision =
-        crate::decision::decide(state, &target, assent_shared::RequestStatus::Approved, now)
-            .map_err(|e| ApiError::internal(format!("cannot sign the decision: {e}")))?;
-    let audit = NewAudit::new("owner_proven", Some("owner"), detail);
-    // The unbind is done already: only webhooks are told.
-    let webhooks: Vec<NewOutbox> =
-        crate::relay::rows_for(state, &target.identity_server, &decision)
-            .into_iter()
-            .filter(|row| row.sink.as_deref() == Some("webhook"))
-            .collect();
-    state
-        .repo
-        .decide(&target.id, &decision, &audit, &webhooks)
-        .await?;
-    if !webhooks.is_empty() {
-        state.relay_wake.notify_one();
-    }
+    let audit = NewAudit::new(
+        "owner_proven",
+        None,
+        serde_json::json!({
+            "proof": "validation session at the identity server",
+            "upstream_status": upstream_status,
+            "mxid_verified": false,
+        }),
+    );
+    state.repo.record_proven(&request, &audit).await?;
     Ok(())
 }

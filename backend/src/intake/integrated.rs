@@ -221,6 +221,9 @@ pub async fn create(
                         origin_key_id: None,
                         verified_at: None,
                         mxid: body.mxid,
+                        address_as_sent: threepid
+                            .is_look_alike(&body.threepid.address)
+                            .then(|| body.threepid.address.clone()),
                         threepid,
                         initiator: body.initiator,
                         reason: body.reason,

@@ -428,41 +428,59 @@ async fn a_pending_request_past_its_time_expires_and_a_repeat_is_held_anew() {
 }
 
 #[tokio::test]
-async fn an_owner_proven_unbind_the_upstream_accepted_is_recorded_as_approved() {
+async fn an_owner_proven_unbind_is_recorded_as_proven_by_the_session_with_nothing_signed() {
     let h = Harness::new(|_| {}).await;
-    // A held request for the same address is settled by the owner's own unbind.
+    // A held request for the same address stays with its owner: the
+    // session proved the address, not the Matrix ID the body names.
     h.send(h.signed(V2, &h.body_for("pia"), IS_NAME)).await;
     let held = h.stored("pia").await.unwrap();
     let is = h.state.config.identity_servers[0].clone();
-    let threepid = assent_shared::ThreePid::new(Medium::Email, "pia@example.org").unwrap();
-    super::hold::record_owner_proven(&h.state, &is, &h.hs.mxid("pia"), &h.hs.name, &threepid, 200)
+    let proven = |local: &str, address: &str| {
+        super::body::parse(
+            json!({
+                "mxid": h.hs.mxid(local),
+                "threepid": {"medium": "email", "address": address},
+                "sid": "1",
+                "client_secret": "s3cret",
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    super::hold::record_owner_proven(&h.state, &is, &proven("pia", "Pia@example.org"), 200)
         .await
         .unwrap();
-    let now = h.state.repo.request(&held.id).await.unwrap().unwrap();
-    assert_eq!(now.status, RequestStatus::Approved);
-    let trail = h.state.repo.audit_trail(&held.id).await.unwrap();
-    assert_eq!(trail.last().unwrap().kind, "owner_proven");
-    assert_eq!(trail.last().unwrap().detail["upstream_status"], 200);
-    // With nothing pending, it is a request of its own, approved at once.
-    let threepid = assent_shared::ThreePid::new(Medium::Email, "quinn@example.org").unwrap();
-    super::hold::record_owner_proven(
-        &h.state,
-        &is,
-        &h.hs.mxid("quinn"),
-        &h.hs.name,
-        &threepid,
-        200,
-    )
-    .await
-    .unwrap();
-    let own = h.stored("quinn").await.unwrap();
-    assert_eq!(own.status, RequestStatus::Approved);
-    assert_eq!(own.source, crate::storage::Source::OwnerProven);
+    let still = h.state.repo.request(&held.id).await.unwrap().unwrap();
+    assert_eq!(still.status, RequestStatus::Pending);
+    assert_eq!(h.count("requests").await, 2);
     assert_eq!(
-        h.count("outbox").await,
+        h.count("requests WHERE source = 'owner_proven' AND status = 'approved' AND decision_doc IS NULL AND decision_id IS NULL").await,
         1,
-        "no email for what the owner did"
+        "approved by the session, with no document signed in the owner's name"
     );
+    let trail = h
+        .state
+        .repo
+        .audit_trail(
+            &h.state
+                .repo
+                .list_requests(&Default::default(), None, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.source == crate::storage::Source::OwnerProven)
+                .unwrap()
+                .id,
+        )
+        .await
+        .unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].kind, "owner_proven");
+    assert_eq!(trail[0].actor, None);
+    assert_eq!(trail[0].detail["upstream_status"], 200);
+    assert_eq!(trail[0].detail["mxid_verified"], false);
+    assert_eq!(h.count("outbox").await, 1, "no email, no relay for it");
 }
 
 #[tokio::test]
@@ -513,18 +531,26 @@ async fn a_key_that_cannot_be_fetched_is_a_clear_error() {
 
 #[tokio::test]
 async fn repeats_join_the_pending_request_and_after_a_decision_are_answered_from_it() {
-    let h = Harness::new(|_| {}).await;
+    let h = Harness::new(|c| c.deny_cooldown = std::time::Duration::from_secs(10 * 86_400)).await;
     let body = h.body_for("frank");
     for _ in 0..3 {
         let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
+    // The same request in other bytes: keys in another order, other case.
+    let reordered = format!(
+        r#"{{"threepid":{{"medium":"email","address":"FRANK@example.org"}},"mxid":"{}"}}"#,
+        h.hs_mxid("frank")
+    );
+    let (status, _) = h.send(h.signed(V2, reordered.as_bytes(), IS_NAME)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(h.count("requests").await, 1);
-    assert_eq!(h.count("outbox").await, 1, "one email, not three");
+    assert_eq!(h.count("outbox").await, 1, "one email, not four");
     let stored = h.stored("frank").await.unwrap();
+    assert_eq!(stored.repeats, 3, "repeats are counted");
     let trail = h.state.repo.audit_trail(&stored.id).await.unwrap();
     let kinds: Vec<_> = trail.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["received", "repeated", "repeated"]);
+    assert_eq!(kinds, ["received"], "and add no audit event each");
 
     // Approved: the same request is answered 200, as the unbind was done.
     let decision = Decision {
@@ -570,12 +596,33 @@ async fn repeats_join_the_pending_request_and_after_a_decision_are_answered_from
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(h.count("requests").await, 2);
     assert_eq!(h.count("outbox").await, 2);
+    // However its bytes differ.
+    let respelt = format!(
+        r#"{{ "threepid" : {{ "address" : "Grace@Example.org", "medium" : "email" }}, "mxid" : "{}" }}"#,
+        h.hs_mxid("grace")
+    );
+    let (status, _) = h.send(h.signed(V2, respelt.as_bytes(), IS_NAME)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(h.count("requests").await, 2);
+    assert_eq!(h.count("outbox").await, 2);
 
-    // Once the decision is older than the request TTL, the homeserver may ask again.
+    // Past the request TTL the approval no longer answers: frank may be
+    // asked again. The denial stands for deny_cooldown (10 days here).
     h.clock.0.fetch_add(8 * 24 * 3600 * 1000, Ordering::SeqCst);
-    let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
+    let (status, _) = h.send(h.signed(V2, &h.body_for("frank"), IS_NAME)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(h.count("requests").await, 3);
+    let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(h.count("requests").await, 3, "the denial still stands");
+    h.clock.0.fetch_add(3 * 24 * 3600 * 1000, Ordering::SeqCst);
+    let (status, _) = h.send(h.signed(V2, &body, IS_NAME)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        h.count("requests").await,
+        4,
+        "after deny_cooldown, asked anew"
+    );
 }
 
 #[tokio::test]

@@ -278,9 +278,10 @@ const PENDING: &str = "SELECT id FROM requests WHERE identity_server = ?1 AND or
 
 const INSERT_REQUEST: &str = "INSERT INTO requests (id, source, identity_server, origin, \
      origin_key_id, verified_at, mxid, medium, address, initiator, reason, callback_url, status, \
-     token_hash, created_at, expires_at, raw_method, raw_path, raw_headers, raw_body, updated_at) \
+     token_hash, created_at, expires_at, raw_method, raw_path, raw_headers, raw_body, updated_at, \
+     address_as_sent) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13, ?14, ?15, ?16, ?17, \
-     ?18, ?19, ?14)";
+     ?18, ?19, ?14, ?20)";
 
 const INSERT_AUDIT: &str =
     "INSERT INTO audit_events (request_id, at, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -352,6 +353,7 @@ fn write_one(conn: &Connection, job: &Job) -> rusqlite::Result<Outcome> {
         raw.map(|raw| raw.path.as_str()),
         rows.raw_headers,
         raw.map(|raw| raw.body.as_slice()),
+        r.address_as_sent,
     ])?;
     conn.prepare_cached(INSERT_AUDIT)?.execute(params![
         r.id,
@@ -470,6 +472,18 @@ impl super::Repository for Batched {
 
     async fn append_audit(&self, request_id: &str, at: i64, event: &NewAudit) -> Result<()> {
         self.inner.append_audit(request_id, at, event).await
+    }
+
+    async fn count_repeat(&self, request_id: &str) -> Result<()> {
+        self.inner.count_repeat(request_id).await
+    }
+
+    async fn record_proven(&self, request: &NewRequest, audit: &NewAudit) -> Result<()> {
+        self.inner.record_proven(request, audit).await
+    }
+
+    async fn release_raw(&self, request_id: &str) -> Result<bool> {
+        self.inner.release_raw(request_id).await
     }
 
     async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditEvent>> {

@@ -91,6 +91,9 @@ pub struct NewRequest {
     pub mxid: String,
     pub medium: Medium,
     pub address: String,
+    /// The address as the request spelt it, when that differs from
+    /// `address` beyond ASCII case (look-alike characters).
+    pub address_as_sent: Option<String>,
     pub initiator: Initiator,
     pub reason: Option<String>,
     pub callback_url: Option<String>,
@@ -165,6 +168,7 @@ pub struct StoredRequest {
     pub mxid: String,
     pub medium: Medium,
     pub address: String,
+    pub address_as_sent: Option<String>,
     pub initiator: Initiator,
     pub reason: Option<String>,
     pub callback_url: Option<String>,
@@ -177,6 +181,8 @@ pub struct StoredRequest {
     pub decision_doc: Option<String>,
     pub raw: Option<RawIntake>,
     pub updated_at: i64,
+    /// Repeats of this request that arrived while it was pending.
+    pub repeats: i64,
 }
 
 /// An event for a request's audit trail.
@@ -492,6 +498,22 @@ pub trait Repository: Send + Sync + 'static {
 
     async fn append_audit(&self, request_id: &str, at: i64, event: &NewAudit) -> Result<()>;
 
+    /// Counts one more repeat of a pending request (a repeat adds no audit
+    /// event, so a homeserver that repeats cannot grow the trail).
+    async fn count_repeat(&self, request_id: &str) -> Result<()>;
+
+    /// Stores a request that is already over: an unbind the owner proved
+    /// with the upstream's validation session and the upstream carried out.
+    /// Stored as approved, with no decision document (nothing is signed in
+    /// the owner's name), no consent token anyone knows, and its first audit
+    /// event.
+    async fn record_proven(&self, request: &NewRequest, audit: &NewAudit) -> Result<()>;
+
+    /// Deletes the raw intake (headers, with the homeserver's replayable
+    /// `Authorization`, and body) of a request that has ended and has no
+    /// relay still to send. True when it was deleted now.
+    async fn release_raw(&self, request_id: &str) -> Result<bool>;
+
     async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditEvent>>;
 
     async fn outbox_for(&self, request_id: &str) -> Result<Vec<OutboxRow>>;
@@ -586,7 +608,15 @@ pub async fn connect(url: &str) -> Result<Repo> {
 
 const REQUEST_COLUMNS: &str = "id, source, identity_server, origin, origin_key_id, verified_at, mxid, medium, address, \
      initiator, reason, callback_url, status, token_hash, created_at, expires_at, decided_at, decision_id, \
-     decision_doc, raw_method, raw_path, raw_headers, raw_body, updated_at";
+     decision_doc, raw_method, raw_path, raw_headers, raw_body, updated_at, address_as_sent, repeats";
+
+/// Deletes a request's raw intake (`$1`: its id); the callers add when.
+const RELEASE_RAW: &str = "UPDATE requests SET raw_method = NULL, raw_path = NULL, \
+     raw_headers = NULL, raw_body = NULL WHERE id = $1";
+
+/// No relay of request `$1` is still to be sent.
+const NO_OPEN_RELAY: &str = "NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.request_id = $1 \
+     AND outbox.kind = 'relay' AND outbox.state = 'pending')";
 
 /// A search matching at least this many requests is listed by walking the
 /// newest-first index instead of sorting its matches.
@@ -637,7 +667,7 @@ macro_rules! sql_repository {
                     let mut insert = sqlx::QueryBuilder::<<$pool as $crate::storage::PoolDb>::Db>::new(
                         "INSERT INTO requests (id, source, identity_server, origin, origin_key_id, verified_at, mxid, \
                          medium, address, initiator, reason, callback_url, status, token_hash, created_at, expires_at, \
-                         raw_method, raw_path, raw_headers, raw_body, updated_at) ",
+                         raw_method, raw_path, raw_headers, raw_body, updated_at, address_as_sent) ",
                     );
                     insert.push_values(batch, |mut row, hold| {
                         let r = &hold.request;
@@ -665,7 +695,8 @@ macro_rules! sql_repository {
                             .push_bind(r.raw.as_ref().map(|raw| raw.path.as_str()))
                             .push_bind(headers)
                             .push_bind(r.raw.as_ref().map(|raw| raw.body.as_slice()))
-                            .push_bind(r.created_at);
+                            .push_bind(r.created_at)
+                            .push_bind(r.address_as_sent.as_deref());
                     });
                     insert.push(
                         " ON CONFLICT (identity_server, origin, mxid, medium, address) WHERE status = 'pending' \
@@ -850,6 +881,11 @@ macro_rules! sql_repository {
                 for row in outbox {
                     insert_outbox(&mut tx, request_id, d.at, row).await?;
                 }
+                // With no relay to send, the raw intake goes at once.
+                sqlx::query(&format!("{} AND {}", $crate::storage::RELEASE_RAW, $crate::storage::NO_OPEN_RELAY))
+                    .bind(request_id)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok($crate::storage::Decided::Now)
             }
@@ -895,6 +931,59 @@ macro_rules! sql_repository {
                 insert_audit(&mut tx, request_id, at, event).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn count_repeat(&self, request_id: &str) -> $crate::storage::Result<()> {
+                let _turn = self.write_turn().await;
+                sqlx::query("UPDATE requests SET repeats = repeats + 1 WHERE id = $1 AND status = 'pending'")
+                    .bind(request_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn record_proven(
+                &self,
+                r: &$crate::storage::NewRequest,
+                audit: &$crate::storage::NewAudit,
+            ) -> $crate::storage::Result<()> {
+                let _turn = self.write_turn().await;
+                let mut tx = self.writer.begin().await?;
+                sqlx::query(
+                    "INSERT INTO requests (id, source, identity_server, origin, origin_key_id, verified_at, mxid, \
+                     medium, address, initiator, reason, callback_url, status, token_hash, created_at, expires_at, \
+                     decided_at, updated_at, address_as_sent) \
+                     VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6, $7, $8, NULL, NULL, 'approved', $9, $10, $10, $10, $10, $11)",
+                )
+                .bind(r.id.as_str())
+                .bind(r.source.as_str())
+                .bind(r.identity_server.as_str())
+                .bind(r.origin.as_str())
+                .bind(r.mxid.as_str())
+                .bind(r.medium.as_str())
+                .bind(r.address.as_str())
+                .bind(r.initiator.as_str())
+                .bind(r.token_hash.as_slice())
+                .bind(r.created_at)
+                .bind(r.address_as_sent.as_deref())
+                .execute(&mut *tx)
+                .await?;
+                insert_audit(&mut tx, &r.id, r.created_at, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn release_raw(&self, request_id: &str) -> $crate::storage::Result<bool> {
+                let _turn = self.write_turn().await;
+                let done = sqlx::query(&format!(
+                    "{} AND status <> 'pending' AND raw_method IS NOT NULL AND {}",
+                    $crate::storage::RELEASE_RAW,
+                    $crate::storage::NO_OPEN_RELAY
+                ))
+                .bind(request_id)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn audit_trail(&self, request_id: &str) -> $crate::storage::Result<Vec<$crate::storage::AuditEvent>> {
@@ -1334,6 +1423,7 @@ macro_rules! sql_repository {
                 mxid: row.try_get("mxid")?,
                 medium: assent_shared::Medium::parse(&row.try_get::<String, _>("medium")?).map_err(|e| corrupt("medium", e))?,
                 address: row.try_get("address")?,
+                address_as_sent: row.try_get("address_as_sent")?,
                 initiator: row.try_get::<String, _>("initiator")?.parse().map_err(|e| corrupt("initiator", e))?,
                 reason: row.try_get("reason")?,
                 callback_url: row.try_get("callback_url")?,
@@ -1346,6 +1436,7 @@ macro_rules! sql_repository {
                 decision_doc: row.try_get("decision_doc")?,
                 raw,
                 updated_at: row.try_get("updated_at")?,
+                repeats: row.try_get("repeats")?,
             })
         }
 

@@ -55,6 +55,7 @@ fn new_request(id: &str, address: &str) -> NewRequest {
         mxid: "@alice:hs.test".to_owned(),
         medium: Medium::Email,
         address: address.to_owned(),
+        address_as_sent: None,
         initiator: Initiator::Unknown,
         reason: None,
         callback_url: None,
@@ -1277,4 +1278,135 @@ async fn a_search_matching_many_requests_pages_through_them_newest_first() {
             "r02141", "r02140", "r00214"
         ]
     );
+}
+
+#[tokio::test]
+async fn repeats_are_counted_on_the_pending_request_only() {
+    let db = test_db().await;
+    let mut request = new_request("rep", "rita@example.org");
+    request.address_as_sent = Some("RI\u{17F}\u{17F}A@example.org".to_owned());
+    db.repo
+        .insert_request(&request, &received(), &[])
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        db.repo.count_repeat("rep").await.unwrap();
+    }
+    let stored = db.repo.request("rep").await.unwrap().unwrap();
+    assert_eq!(stored.repeats, 3);
+    assert_eq!(
+        stored.address_as_sent.as_deref(),
+        Some("RI\u{17F}\u{17F}A@example.org")
+    );
+    assert_eq!(db.repo.audit_trail("rep").await.unwrap().len(), 1);
+    db.repo
+        .decide(
+            "rep",
+            &decision("rep", RequestStatus::Denied, 2_000),
+            &attempt_audit(),
+            &[],
+        )
+        .await
+        .unwrap();
+    db.repo.count_repeat("rep").await.unwrap();
+    assert_eq!(db.repo.request("rep").await.unwrap().unwrap().repeats, 3);
+}
+
+#[tokio::test]
+async fn an_owner_proven_unbind_is_stored_approved_without_a_decision_document() {
+    let db = test_db().await;
+    let mut request = new_request("prv", "pete@example.org");
+    request.source = Source::OwnerProven;
+    request.raw = None;
+    // A pending request for the same key does not stop it, nor is touched.
+    db.repo
+        .insert_request(&new_request("pen", "pete@example.org"), &received(), &[])
+        .await
+        .unwrap();
+    db.repo
+        .record_proven(
+            &request,
+            &NewAudit::new("owner_proven", None, json!({"upstream_status": 200})),
+        )
+        .await
+        .unwrap();
+    let stored = db.repo.request("prv").await.unwrap().unwrap();
+    assert_eq!(stored.status, RequestStatus::Approved);
+    assert_eq!(stored.source, Source::OwnerProven);
+    assert_eq!(stored.decided_at, Some(request.created_at));
+    assert_eq!((stored.decision_id, stored.decision_doc), (None, None));
+    assert_eq!(
+        db.repo.audit_trail("prv").await.unwrap()[0].kind,
+        "owner_proven"
+    );
+    let pending = db.repo.request("pen").await.unwrap().unwrap();
+    assert_eq!(pending.status, RequestStatus::Pending);
+}
+
+#[tokio::test]
+async fn the_raw_intake_is_deleted_once_the_request_ended_and_its_relay_is_done() {
+    let db = test_db().await;
+    for id in ["den", "app"] {
+        db.repo
+            .insert_request(
+                &new_request(id, &format!("{id}@example.org")),
+                &received(),
+                &[],
+            )
+            .await
+            .unwrap();
+        // Pending: kept, it may yet be replayed.
+        assert!(!db.repo.release_raw(id).await.unwrap());
+        assert!(db.repo.request(id).await.unwrap().unwrap().raw.is_some());
+    }
+    // Denied with nothing to relay: gone with the decision.
+    db.repo
+        .decide(
+            "den",
+            &decision("den", RequestStatus::Denied, 2_000),
+            &attempt_audit(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let denied = db.repo.request("den").await.unwrap().unwrap();
+    assert_eq!(denied.raw, None);
+    assert!(denied.decision_doc.is_some(), "the decision document stays");
+    // Approved with a replay to send: kept until that relay is over.
+    let relay = NewOutbox {
+        kind: OutboxKind::Relay,
+        sink: Some("replay".to_owned()),
+        idempotency_key: "relay:app".to_owned(),
+        payload: json!({}),
+    };
+    db.repo
+        .decide(
+            "app",
+            &decision("app", RequestStatus::Approved, 2_000),
+            &attempt_audit(),
+            &[relay],
+        )
+        .await
+        .unwrap();
+    assert!(db.repo.request("app").await.unwrap().unwrap().raw.is_some());
+    assert!(!db.repo.release_raw("app").await.unwrap());
+    let rows = db
+        .repo
+        .claim_outbox(OutboxKind::Relay, "relay-a", 3_000, 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    db.repo
+        .finish_outbox(
+            rows[0].id,
+            "relay-a",
+            &AttemptResult::Done,
+            3_100,
+            &attempt_audit(),
+        )
+        .await
+        .unwrap();
+    assert!(db.repo.release_raw("app").await.unwrap());
+    assert_eq!(db.repo.request("app").await.unwrap().unwrap().raw, None);
+    assert!(!db.repo.release_raw("app").await.unwrap(), "once");
 }

@@ -138,6 +138,14 @@ where
             format!("{} ({})", r.threepid.address, r.threepid.medium.as_str()),
         ),
         ("Matrix ID", r.mxid.clone()),
+        (
+            "Address as sent",
+            d.address_as_sent.clone().map_or_else(
+                || "—".to_owned(),
+                |sent| format!("{sent} (look-alike characters)"),
+            ),
+        ),
+        ("Repeats while pending", d.repeats.to_string()),
         ("Requesting server", r.requesting_server.clone()),
         (
             "Signed with key",
