@@ -164,6 +164,7 @@ pub fn view_of(state: &AppState, r: &StoredRequest) -> ConsentView {
             medium: r.medium,
             address: r.address.clone(),
         },
+        address_as_sent: r.address_as_sent.clone(),
         identity_server,
         initiator: r.initiator,
         reason: r.reason.clone(),

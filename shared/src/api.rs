@@ -43,7 +43,13 @@ pub struct ConsentView {
     /// When the signature was checked (milliseconds since the Unix epoch).
     pub verified_at_ms: Option<i64>,
     pub mxid: String,
+    /// The address, as the identity server normalises it (case-folded).
     pub threepid: ThreePid,
+    /// The address as the request spelt it, when that differs from
+    /// `threepid.address` beyond ASCII case: the request used look-alike
+    /// characters, and the page shows both spellings.
+    #[serde(default)]
+    pub address_as_sent: Option<String>,
     pub identity_server: IdentityServerInfo,
     pub initiator: Initiator,
     pub reason: Option<String>,

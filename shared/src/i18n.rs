@@ -106,7 +106,8 @@ pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
 /// Every text of the consent page. Holes: `{server}` the requesting
 /// homeserver, `{address}`, `{mxid}`, `{is}` the identity server's display
 /// name, `{at}` (decided) / `{expires}` / `{checked}` (signature) times, `{key}` a key id, `{reason}`,
-/// `{operator}`, `{ascii}` a server name in ASCII.
+/// `{operator}`, `{ascii}` a server name in ASCII, `{sent}` the address as
+/// the request spelt it.
 pub struct Texts {
     pub loading: &'static str,
     pub pending_title: &'static str,
@@ -123,6 +124,7 @@ pub struct Texts {
     pub signature_checked: &'static str,
     pub named_by: &'static str,
     pub idn_warning: &'static str,
+    pub look_alike_warning: &'static str,
     pub run_by: &'static str,
     pub privacy_policy: &'static str,
     pub why_admin: &'static str,
@@ -192,6 +194,7 @@ pub static EN: Texts = Texts {
     signature_checked: "signature checked on {checked} with key {key}",
     named_by: "as named by {is}",
     idn_warning: "This name contains letters outside the basic Latin alphabet. Such letters can imitate another name: compare its ASCII form, {ascii}, with the server you know.",
+    look_alike_warning: "The request spelt this address {sent}, with look-alike characters that stand for others. The identity server treats both spellings as the same address, {address}, so this is the address it would unlink.",
     run_by: "run by {operator}",
     privacy_policy: "privacy policy",
     why_admin: "An administrator of {server} removed the address.",
@@ -261,6 +264,7 @@ pub static DE: Texts = Texts {
     signature_checked: "Signatur geprüft am {checked} mit Schlüssel {key}",
     named_by: "so benannt von {is}",
     idn_warning: "Dieser Name enthält Buchstaben außerhalb des lateinischen Grundalphabets. Solche Buchstaben können einen anderen Namen nachahmen: Vergleichen Sie die ASCII-Form, {ascii}, mit dem Server, den Sie kennen.",
+    look_alike_warning: "Die Anfrage schrieb diese Adresse als {sent}, mit ähnlich aussehenden Zeichen, die für andere stehen. Der Identitätsserver behandelt beide Schreibweisen als dieselbe Adresse, {address}: Diese Adresse würde er trennen.",
     run_by: "betrieben von {operator}",
     privacy_policy: "Datenschutzerklärung",
     why_admin: "Eine Administratorin oder ein Administrator von {server} hat die Adresse entfernt.",
@@ -364,6 +368,7 @@ mod tests {
                 t.signature_checked,
                 t.named_by,
                 t.idn_warning,
+                t.look_alike_warning,
                 t.run_by,
                 t.why_admin,
                 t.why_unknown,

@@ -753,3 +753,24 @@ async fn a_step_of_the_server_page_s_form_is_not_taken_over_by_the_app() {
         .await;
     assert_eq!(status_of(&assent, &token).await, "approved");
 }
+
+#[tokio::test]
+async fn an_address_spelt_with_look_alikes_is_shown_in_both_spellings_in_the_app() {
+    let (assent, link, _) = demo(None).await;
+    // As intake stores it when a request spelt the address with a long s.
+    assent
+        .execute("UPDATE requests SET address_as_sent = 'ALICE@EXAMPLE.ORG\u{17F}' ")
+        .await;
+    let browser = Browser::start().await;
+    browser
+        .with_session(move |client| async move {
+            client.goto(&link).await.unwrap();
+            wait_for_app(&client).await;
+            let shown = wait_for_text(&client, "look-alike characters").await;
+            assert!(shown.contains("ALICE@EXAMPLE.ORG\u{17F}"), "{shown}");
+            assert!(shown.contains("alice@example.org"), "{shown}");
+            screenshot(&client, "app-look-alike").await;
+            assert!(console_errors(&client).await.is_empty());
+        })
+        .await;
+}

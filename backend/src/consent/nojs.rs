@@ -59,6 +59,8 @@ pub struct View {
     pub verified_at: Option<String>,
     pub mxid: String,
     pub address: String,
+    /// The address as the request spelt it, when it used look-alike characters.
+    pub address_as_sent: Option<String>,
     pub is_name: String,
     pub is_display: String,
     pub operator: String,
@@ -82,6 +84,7 @@ impl View {
             &[
                 ("server", self.server.as_str()),
                 ("address", self.address.as_str()),
+                ("sent", self.address_as_sent.as_deref().unwrap_or("")),
                 ("mxid", self.mxid.as_str()),
                 ("is", self.is_display.as_str()),
                 ("expires", self.expires_at.as_str()),
@@ -169,6 +172,7 @@ fn view(
             verified_at: None,
             mxid: String::new(),
             address: String::new(),
+            address_as_sent: None,
             is_name: String::new(),
             is_display: String::new(),
             operator: String::new(),
@@ -201,6 +205,7 @@ fn view(
         verified_at: r.verified_at.map(email::utc_minutes),
         mxid: letter.mxid,
         address: letter.address,
+        address_as_sent: letter.address_as_sent,
         is_name: letter.is_name,
         is_display: letter.is_display,
         operator: letter.operator,

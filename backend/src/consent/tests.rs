@@ -335,3 +335,47 @@ async fn a_link_from_before_the_time_prefix_still_works() {
         RequestStatus::Denied
     );
 }
+
+#[tokio::test]
+async fn look_alike_characters_are_shown_beside_the_folded_address() {
+    let h = Harness::new(|_| {}).await;
+    // Signed by the test homeserver: `pia` spelt with a long s and a
+    // Kelvin sign, which fold to the address the identity server acts on.
+    let body = json!({
+        "mxid": h.hs_mxid("pia"),
+        "threepid": {"medium": "email", "address": "PIA.\u{17F}\u{212A}@example.org"},
+    })
+    .to_string();
+    let (status, _) = h
+        .send(h.signed(
+            "/_matrix/identity/v2/3pid/unbind",
+            body.as_bytes(),
+            "is.test",
+        ))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = h
+        .state
+        .repo
+        .list_requests(&Default::default(), None, 1)
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+    let token = h.token_of(&id).await;
+    let (_, view) = h.send(get(&format!("/_assent/v1/consent/{token}"))).await;
+    assert_eq!(view["threepid"]["address"], "pia.sk@example.org");
+    assert_eq!(view["address_as_sent"], "PIA.\u{17F}\u{212A}@example.org");
+    let (status, _, page) = raw(&h, get(&format!("/consent/{token}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("pia.sk@example.org"), "{page}");
+    assert!(page.contains("PIA.\u{17F}\u{212A}@example.org"), "{page}");
+    assert!(page.contains("look-alike characters"), "{page}");
+
+    // A plain address in other ASCII case is no look-alike: one spelling.
+    let (_, plain) = h.hold("quinn").await;
+    let (_, view) = h.send(get(&format!("/_assent/v1/consent/{plain}"))).await;
+    assert_eq!(view["address_as_sent"], Value::Null);
+    let (_, _, page) = raw(&h, get(&format!("/consent/{plain}"))).await;
+    assert!(!page.contains("look-alike"), "{page}");
+}

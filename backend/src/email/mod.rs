@@ -57,6 +57,9 @@ pub struct Letter {
     pub verified: bool,
     pub mxid: String,
     pub address: String,
+    /// The address as the request spelt it, when it used look-alike
+    /// characters (it differs from `address` beyond ASCII case).
+    pub address_as_sent: Option<String>,
     pub is_name: String,
     pub is_display: String,
     pub operator: String,
@@ -79,6 +82,7 @@ impl Letter {
             verified: request.verified_at.is_some() && request.origin_key_id.is_some(),
             mxid: request.mxid.clone(),
             address: request.address.clone(),
+            address_as_sent: request.address_as_sent.clone(),
             is_name: request.identity_server.clone(),
             is_display: is.map_or_else(
                 || request.identity_server.clone(),
@@ -96,16 +100,17 @@ impl Letter {
         }
     }
 
+    /// The subject names the requesting server in Unicode and, for an
+    /// internationalised name, in ASCII too: look-alike letters in a name
+    /// must not pass for a server the owner knows.
     pub fn subject(&self, language: Language) -> String {
+        let server = match &self.server_ascii {
+            Some(ascii) => format!("{} ({ascii})", self.server),
+            None => self.server.clone(),
+        };
         match language {
-            Language::En => format!(
-                "{} asks to unlink your address from {}",
-                self.server, self.mxid
-            ),
-            Language::De => format!(
-                "{} möchte Ihre Adresse von {} trennen",
-                self.server, self.mxid
-            ),
+            Language::En => format!("{server} asks to unlink your address from {}", self.mxid),
+            Language::De => format!("{server} möchte Ihre Adresse von {} trennen", self.mxid),
         }
     }
 

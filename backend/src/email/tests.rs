@@ -125,6 +125,49 @@ fn every_template_in_every_language_says_everything() {
 }
 
 #[test]
+fn the_subject_names_an_internationalised_server_in_ascii_too() {
+    let is = is_config();
+    let letter = Letter::new(
+        &sample(Initiator::Unknown, None),
+        Some(&is),
+        LINK.to_owned(),
+    );
+    for language in Language::ALL {
+        let subject = letter.subject(language);
+        assert!(
+            subject.starts_with("bücher.example:8448 (xn--bcher-kva.example:8448) "),
+            "{subject}"
+        );
+    }
+    let mut plain = sample(Initiator::Unknown, None);
+    plain.origin = "hs.example.org".to_owned();
+    let subject = Letter::new(&plain, Some(&is), LINK.to_owned()).subject(Language::En);
+    assert!(subject.starts_with("hs.example.org asks"), "{subject}");
+}
+
+#[test]
+fn an_address_spelt_with_look_alikes_is_shown_in_both_spellings() {
+    let is = is_config();
+    let mut request = sample(Initiator::Unknown, None);
+    request.address = "bob.smith@example.org".to_owned();
+    request.address_as_sent = Some("bob.\u{17F}mith@example.org".to_owned());
+    let letter = Letter::new(&request, Some(&is), LINK.to_owned());
+    for (language, words) in [(Language::En, "look-alike"), (Language::De, "ähnlich")] {
+        let (text, html) = letter.render(language).unwrap();
+        for part in [&text, &html] {
+            assert!(part.contains("bob.smith@example.org"), "{part}");
+            assert!(part.contains("bob.\u{17F}mith@example.org"), "{part}");
+            assert!(part.contains(words), "{language:?}: {part}");
+        }
+    }
+    request.address_as_sent = None;
+    let (text, html) = Letter::new(&request, Some(&is), LINK.to_owned())
+        .render(Language::En)
+        .unwrap();
+    assert!(!text.contains("look-alike") && !html.contains("look-alike"));
+}
+
+#[test]
 fn the_message_is_multipart_with_the_headers_mail_systems_need() {
     let mut config = Config::default();
     config.email.from = "Identitätsserver Beispiel <noreply@example.org>".to_owned();

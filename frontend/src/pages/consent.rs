@@ -92,6 +92,7 @@ struct Facts {
     signature: String,
     mxid: String,
     address: String,
+    address_as_sent: Option<String>,
     is_display: String,
     is_name: String,
     operator: Option<String>,
@@ -131,6 +132,7 @@ impl Facts {
             signature,
             mxid: r.mxid.clone(),
             address: r.threepid.address.clone(),
+            address_as_sent: r.address_as_sent.clone(),
             is_name: r.identity_server.name.clone(),
             operator: (!r.identity_server.operator.is_empty())
                 .then(|| fill(t.run_by, &[("operator", &r.identity_server.operator)])),
@@ -170,6 +172,7 @@ fn FactList(
         signature,
         mxid,
         address,
+        address_as_sent,
         is_display,
         is_name,
         operator,
@@ -190,7 +193,14 @@ fn FactList(
                 })}
             </Fact>
             <Fact label=t.matrix_id><span class="mxid">{mxid}</span></Fact>
-            <Fact label=t.your_address><span class="address">{address}</span></Fact>
+            <Fact label=t.your_address>
+                <span class="address">{address.clone()}</span>
+                {address_as_sent.map(|sent| view! {
+                    <span class="warning" role="note">
+                        {fill(t.look_alike_warning, &[("sent", &sent), ("address", &address)])}
+                    </span>
+                })}
+            </Fact>
             <Fact label=t.identity_server>
                 {is_display} " (" <code>{is_name}</code> ")"
                 {operator.map(|o| view! { ", " {o} })}
