@@ -13,12 +13,17 @@ pub struct Homeserver {
 impl Homeserver {
     /// A homeserver called `name` with a key from `seed`.
     pub fn new(name: &str, seed: u8) -> Homeserver {
+        Homeserver::with_key_version(name, seed, "test1")
+    }
+
+    /// A homeserver called `name` whose key from `seed` is `ed25519:<version>`.
+    pub fn with_key_version(name: &str, seed: u8, version: &str) -> Homeserver {
         let mut der = vec![
             0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
             0x04, 0x20,
         ];
         der.extend_from_slice(&[seed; 32]);
-        let key = Ed25519KeyPair::from_der(&der, "test1".to_owned()).expect("ed25519 key");
+        let key = Ed25519KeyPair::from_der(&der, version.to_owned()).expect("ed25519 key");
         Homeserver {
             name: name.to_owned(),
             key,
@@ -26,7 +31,7 @@ impl Homeserver {
     }
 
     pub fn key_id(&self) -> String {
-        "ed25519:test1".to_owned()
+        format!("ed25519:{}", self.key.version())
     }
 
     /// The public key in unpadded base64, as config pins take it.
