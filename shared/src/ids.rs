@@ -144,9 +144,15 @@ pub fn fold_email(address: &str) -> Result<String, ValidationError> {
             "contains a letter whose case folding is too recent for identity servers to agree on",
         ));
     }
-    Ok(icu_casemap::CaseMapper::new()
-        .fold_string(address)
-        .into_owned())
+    Ok(case_fold(address))
+}
+
+/// Unicode full case folding of any text, as addresses are stored: for
+/// comparing what someone types (an admin's search) with stored addresses.
+pub fn case_fold(text: &str) -> String {
+    icu_casemap::CaseMapper::new()
+        .fold_string(text)
+        .into_owned()
 }
 
 fn validate_email(address: &str) -> Result<&str, ValidationError> {

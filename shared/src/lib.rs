@@ -9,5 +9,5 @@ pub mod ids;
 pub mod status;
 
 pub use api::*;
-pub use ids::{mxid_server_name, Medium, ThreePid, ValidationError};
+pub use ids::{case_fold, mxid_server_name, Medium, ThreePid, ValidationError};
 pub use status::{Initiator, RequestStatus};

@@ -86,16 +86,21 @@ fn printable(params: &ListParams) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// What a search term matches: its prefixes, as typed and in lower case,
-/// and as a Matrix ID's localpart.
+/// What a search term matches: its prefixes, as typed, in lower case, case
+/// folded as addresses are stored (`Straße` finds `strasse`), and as a
+/// Matrix ID's localpart.
 pub fn search_prefixes(q: &str) -> Vec<String> {
     let q = q.trim();
     let lower = q.to_lowercase();
-    let mut prefixes = vec![q.to_owned(), lower.clone()];
+    let mut prefixes = Vec::new();
+    for prefix in [q.to_owned(), lower.clone(), assent_shared::case_fold(q)] {
+        if !prefixes.contains(&prefix) {
+            prefixes.push(prefix);
+        }
+    }
     if !lower.starts_with('@') {
         prefixes.push(format!("@{lower}"));
     }
-    prefixes.dedup();
     prefixes
 }
 
@@ -623,6 +628,11 @@ mod tests {
         assert_eq!(search_prefixes(" Alice "), ["Alice", "alice", "@alice"]);
         assert_eq!(search_prefixes("@bob:hs"), ["@bob:hs"]);
         assert_eq!(search_prefixes("hs.example"), ["hs.example", "@hs.example"]);
+        // Addresses are stored case-folded: the folded form is searched too.
+        assert_eq!(
+            search_prefixes("Stra\u{DF}e@"),
+            ["Stra\u{DF}e@", "stra\u{DF}e@", "strasse@", "@stra\u{DF}e@"]
+        );
     }
 
     #[test]
