@@ -86,6 +86,9 @@ pub struct Limits {
     /// identity server checks the session, so the server name alone would
     /// let anyone use up another server's allowance.
     pub owner_proven: RateLimiter<(String, Option<IpAddr>)>,
+    /// The same per client address, whatever server it names: four times
+    /// the per-server allowance.
+    pub owner_proven_clients: RateLimiter<Option<IpAddr>>,
 }
 
 impl Limits {
@@ -96,6 +99,10 @@ impl Limits {
             unbind_failures: RateLimiter::new(config.failed_unbinds_per_client_per_minute, 60_000),
             origin: RateLimiter::new(config.unbinds_per_origin_per_minute, 60_000),
             owner_proven: RateLimiter::new(config.owner_proven_per_server_per_minute, 60_000),
+            owner_proven_clients: RateLimiter::new(
+                config.owner_proven_per_server_per_minute.saturating_mul(4),
+                60_000,
+            ),
         }
     }
 }

@@ -178,12 +178,27 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let unbind = body::parse(&bytes)?;
     if unbind.session.is_some() {
         // Nothing about it is verified before the upstream checks the
-        // session, so it is limited per claimed server and client.
+        // session, so it is limited per claimed server and client, and per
+        // client whatever server it names.
+        let now = state.now_ms();
         let key = (unbind.mxid_server.to_ascii_lowercase(), client);
-        if let Err(retry) = state.limits.owner_proven.hit(key, state.now_ms()) {
+        if let Err(retry) = state
+            .limits
+            .owner_proven
+            .hit(key, now)
+            .and_then(|()| state.limits.owner_proven_clients.hit(client, now))
+        {
             tracing::info!(identity_server = %is.name, outcome = "owner_proven_rate_limited", "unbind with a validation session refused: too many");
             state.metrics.intake("owner_proven_rate_limited");
             return Ok(rate_limited(retry));
+        }
+        // Nothing to unbind: answered here, as for a signed unbind, and not
+        // recorded, so that a reusable session cannot fill the database.
+        let binding = upstream::check_binding(state, is, &unbind.mxid, &unbind.threepid).await?;
+        if binding == Binding::NotBound {
+            tracing::info!(identity_server = %is.name, outcome = "not_bound", "unbind with a validation session for an address not bound: answered here");
+            state.metrics.intake("not_bound");
+            return Ok(nothing_to_unbind());
         }
         // The session is the only proof the upstream may act on: a
         // homeserver's signature travelling with it would let the upstream

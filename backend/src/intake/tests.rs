@@ -1444,3 +1444,123 @@ async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(h.count("requests").await, 1);
 }
+
+/// An identity server on loopback for the session path: its v1 lookup knows
+/// `bound` (address → mxid), and it records each unbind's `Authorization`.
+async fn recording_upstream(
+    bound: Vec<(String, String)>,
+) -> (url::Url, Arc<std::sync::Mutex<Vec<Option<String>>>>) {
+    use axum::extract::Query;
+    use axum::routing::{get, post};
+    let seen: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new()
+        .route(
+            "/_matrix/identity/api/v1/lookup",
+            get(
+                move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                    let found = bound
+                        .iter()
+                        .find(|(address, _)| Some(address) == q.get("address"))
+                        .map(|(address, mxid)| json!({"address": address, "mxid": mxid}));
+                    async move { axum::Json(found.unwrap_or_else(|| json!({}))) }
+                },
+            ),
+        )
+        .route(
+            V2,
+            post(move |headers: axum::http::HeaderMap| {
+                record.lock().unwrap().push(
+                    headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned()),
+                );
+                async { axum::Json(json!({})) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (
+        url::Url::parse(&format!("http://{address}/")).unwrap(),
+        seen,
+    )
+}
+
+#[tokio::test]
+async fn a_session_unbind_goes_without_the_signature_only_when_bound_and_within_limits() {
+    let mxid = |local: &str| format!("@{local}:hs.session.test");
+    let (upstream, seen) =
+        recording_upstream(vec![("pia@example.org".to_owned(), mxid("pia"))]).await;
+    let h = Harness::new(|c| {
+        c.identity_servers[0].upstream = upstream;
+        c.identity_servers[0].binding_check = BindingCheck::V1Lookup;
+        c.limits.owner_proven_per_server_per_minute = 2;
+    })
+    .await;
+    let session_body = |local: &str, server: &str| {
+        json!({
+            "mxid": format!("@{local}:{server}"),
+            "threepid": {"medium": "email", "address": format!("{local}@example.org")},
+            "sid": "1",
+            "client_secret": "s3cret",
+        })
+        .to_string()
+        .into_bytes()
+    };
+    // Bound: forwarded, without the homeserver's signature, and recorded.
+    let body = session_body("pia", "hs.session.test");
+    let (status, answer) = h
+        .send(raw_request(
+            V2,
+            &body,
+            Some("X-Matrix origin=\"hs.session.test\",key=\"ed25519:a\",sig=\"x\""),
+        ))
+        .await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({})));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [None],
+        "forwarded without Authorization"
+    );
+    assert_eq!(h.count("requests WHERE source = 'owner_proven'").await, 1);
+    // Not bound: answered here, not forwarded, not recorded.
+    let (status, answer) = h
+        .send(raw_request(
+            V2,
+            &session_body("nobody", "hs.session.test"),
+            None,
+        ))
+        .await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({})));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(h.count("requests").await, 1);
+    // Two a minute per named server and client...
+    let (status, answer) = h
+        .send(raw_request(
+            V2,
+            &session_body("nobody", "hs.session.test"),
+            None,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert_eq!(answer["errcode"], "M_LIMIT_EXCEEDED");
+    // ...and naming ever new servers ends at four times that per client.
+    let mut allowed = 0;
+    for i in 0..20 {
+        let (status, _) = h
+            .send(raw_request(
+                V2,
+                &session_body("nobody", &format!("s{i}.test")),
+                None,
+            ))
+            .await;
+        if status == StatusCode::OK {
+            allowed += 1;
+        } else {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+    assert_eq!(allowed, 8 - 2, "the client's first two count too");
+    assert_eq!(h.count("requests").await, 1);
+}
