@@ -527,6 +527,17 @@ async fn a_key_that_cannot_be_fetched_is_a_clear_error() {
         "{answer}"
     );
     assert_eq!(h.count("requests").await, 0);
+
+    // A key whose document has expired (it was valid for 31 days of test
+    // time): refused, and nothing is stored.
+    h.clock.0.fetch_add(32 * 24 * 3600 * 1000, Ordering::SeqCst);
+    let (status, answer) = h.send(h.signed(V2, &h.body_for("fay"), IS_NAME)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("expired"),
+        "{answer}"
+    );
+    assert_eq!(h.count("requests").await, 0);
 }
 
 #[tokio::test]
