@@ -29,6 +29,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+/// How long after a bind a validation session stops being one the
+/// homeserver that carried the bind could hold: sydent's session lifetime
+/// (24 hours from validation, which comes before the bind) and an hour.
+const SESSION_TRUSTED_AFTER_MS: i64 = 25 * 3_600_000;
+
 /// Headers kept with a held request, for the record and for a replay.
 const KEPT_HEADERS: [header::HeaderName; 4] = [
     header::AUTHORIZATION,
@@ -199,6 +204,22 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             tracing::info!(identity_server = %is.name, outcome = "not_bound", "unbind with a validation session for an address not bound: answered here");
             state.metrics.intake("not_bound");
             return Ok(nothing_to_unbind());
+        }
+        // A homeserver that carried the owner's bind saw its session, which
+        // sydent accepts for a day after validation: until that day has
+        // passed since the bind, the session proves nothing against it.
+        if let Binding::Bound { at: Some(at) } = binding {
+            if now < at.saturating_add(SESSION_TRUSTED_AFTER_MS) {
+                tracing::info!(identity_server = %is.name, outcome = "session_too_recent", "unbind with a validation session refused: the binding is newer than a session lives");
+                state.metrics.intake("session_too_recent");
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "M_FORBIDDEN",
+                    "this address was bound less than 25 hours ago, so the server that carried \
+                     the bind may hold this validation session too; ask your homeserver to \
+                     unbind it, and its owner will be asked by email",
+                ));
+            }
         }
         // The session is the only proof the upstream may act on: a
         // homeserver's signature travelling with it would let the upstream

@@ -1457,9 +1457,10 @@ async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
 }
 
 /// An identity server on loopback for the session path: its v1 lookup knows
-/// `bound` (address → mxid), and it records each unbind's `Authorization`.
+/// `bound` (address → mxid, bound at), and it records each unbind's
+/// `Authorization`.
 async fn recording_upstream(
-    bound: Vec<(String, String)>,
+    bound: Vec<(String, String, Option<i64>)>,
 ) -> (url::Url, Arc<std::sync::Mutex<Vec<Option<String>>>>) {
     use axum::extract::Query;
     use axum::routing::{get, post};
@@ -1472,8 +1473,10 @@ async fn recording_upstream(
                 move |Query(q): Query<std::collections::HashMap<String, String>>| {
                     let found = bound
                         .iter()
-                        .find(|(address, _)| Some(address) == q.get("address"))
-                        .map(|(address, mxid)| json!({"address": address, "mxid": mxid}));
+                        .find(|(address, _, _)| Some(address) == q.get("address"))
+                        .map(|(address, mxid, ts)| {
+                            json!({"address": address, "mxid": mxid, "ts": ts})
+                        });
                     async move { axum::Json(found.unwrap_or_else(|| json!({}))) }
                 },
             ),
@@ -1501,8 +1504,20 @@ async fn recording_upstream(
 #[tokio::test]
 async fn a_session_unbind_goes_without_the_signature_only_when_bound_and_within_limits() {
     let mxid = |local: &str| format!("@{local}:hs.session.test");
-    let (upstream, seen) =
-        recording_upstream(vec![("pia@example.org".to_owned(), mxid("pia"))]).await;
+    let (upstream, seen) = recording_upstream(vec![
+        ("pia@example.org".to_owned(), mxid("pia"), None),
+        (
+            "ron@example.org".to_owned(),
+            "@ron:ron.session.test".to_owned(),
+            Some(START_MS - 3_600_000),
+        ),
+        (
+            "sam@example.org".to_owned(),
+            "@sam:sam.session.test".to_owned(),
+            Some(START_MS - 26 * 3_600_000),
+        ),
+    ])
+    .await;
     let h = Harness::new(|c| {
         c.identity_servers[0].upstream = upstream;
         c.identity_servers[0].binding_check = BindingCheck::V1Lookup;
@@ -1546,6 +1561,30 @@ async fn a_session_unbind_goes_without_the_signature_only_when_bound_and_within_
     assert_eq!((status, answer), (StatusCode::OK, json!({})));
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(h.count("requests").await, 1);
+    // Bound an hour ago: the homeserver that carried the bind may hold the
+    // session, which sydent accepts for a day. Refused, not forwarded.
+    let (status, answer) = h
+        .send(raw_request(
+            V2,
+            &session_body("ron", "ron.session.test"),
+            None,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("25 hours"));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // Bound 26 hours ago: any session the homeserver saw has expired; a
+    // session now is the owner's own.
+    let (status, _) = h
+        .send(raw_request(
+            V2,
+            &session_body("sam", "sam.session.test"),
+            None,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert_eq!(h.count("requests WHERE source = 'owner_proven'").await, 2);
     // Two a minute per named server and client...
     let (status, answer) = h
         .send(raw_request(
@@ -1572,6 +1611,6 @@ async fn a_session_unbind_goes_without_the_signature_only_when_bound_and_within_
             assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         }
     }
-    assert_eq!(allowed, 8 - 2, "the client's first two count too");
-    assert_eq!(h.count("requests").await, 1);
+    assert_eq!(allowed, 8 - 4, "the client's first four count too");
+    assert_eq!(h.count("requests").await, 2);
 }

@@ -127,8 +127,9 @@ fn without_url(e: &reqwest::Error) -> String {
 /// What the upstream says about the binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binding {
-    /// The address is bound to the mxid in the request.
-    Bound,
+    /// The address is bound to the mxid in the request, since `at` (ms)
+    /// when the upstream says (sydent's association `ts`).
+    Bound { at: Option<i64> },
     /// Not bound, or bound to someone else.
     NotBound,
     /// The check is off for this identity server.
@@ -138,7 +139,7 @@ pub enum Binding {
 impl Binding {
     pub fn as_str(self) -> &'static str {
         match self {
-            Binding::Bound => "bound",
+            Binding::Bound { .. } => "bound",
             Binding::NotBound => "not_bound",
             Binding::NotChecked => "not_checked",
         }
@@ -191,7 +192,9 @@ pub async fn check_binding(
     let found: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| unavailable(format!("lookup answer is not JSON: {e}")))?;
     Ok(match found.get("mxid").and_then(|m| m.as_str()) {
-        Some(bound) if bound == mxid => Binding::Bound,
+        Some(bound) if bound == mxid => Binding::Bound {
+            at: found.get("ts").and_then(serde_json::Value::as_i64),
+        },
         _ => Binding::NotBound,
     })
 }
