@@ -217,7 +217,9 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("same-origin"),
         ))
         // Outside the header layers: what is proxied stays as the upstream sent it.
-        .layer(axum::middleware::from_fn_with_state(state, passthrough::layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), passthrough::layer))
+        // Before anything reads the client's address.
+        .layer(axum::middleware::from_fn_with_state(state, crate::client::layer))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("the server hit a bug").into_response()))
         .layer(
             TraceLayer::new_for_http()

@@ -42,6 +42,10 @@ pub struct Config {
     /// new email.
     #[serde(with = "humantime_serde")]
     pub deny_cooldown: Duration,
+    /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` is
+    /// believed: behind them, the client is the first untrusted address
+    /// from the right. Empty: every connection is its own client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// What a homeserver is told while its request is held.
     pub held_response: HeldResponse,
     /// What happens to phone-number unbinds, which have no owner to ask.
@@ -250,6 +254,7 @@ impl Default for Config {
             request_ttl: Duration::from_secs(7 * 24 * 3600),
             relay_give_up_after: Duration::from_secs(36 * 3600),
             deny_cooldown: Duration::from_secs(30 * 24 * 3600),
+            trusted_proxies: Vec::new(),
             held_response: HeldResponse::Accepted,
             msisdn_policy: MsisdnPolicy::Hold,
             email: EmailConfig::default(),
@@ -752,7 +757,7 @@ impl Config {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 16] = [
+const TOP_LEVEL_KEYS: [&str; 17] = [
     "listen",
     "public_url",
     "server_name",
@@ -762,6 +767,7 @@ const TOP_LEVEL_KEYS: [&str; 16] = [
     "request_ttl",
     "relay_give_up_after",
     "deny_cooldown",
+    "trusted_proxies",
     "limits",
     "held_response",
     "msisdn_policy",
@@ -918,6 +924,7 @@ fn fix_for(key: &str) -> String {
         "binding_check" => "use \"v1_lookup\" or \"none\"",
         "kind" => "use \"replay\", \"sydent-internal\" or \"webhook\"",
         "tokens" | "api_tokens" | "frame_ancestors" => "write a list of strings, e.g. [\"…\"]",
+        "trusted_proxies" => "write a list of CIDRs, e.g. [\"127.0.0.1/32\", \"10.0.0.0/8\"]",
         "proxy_all" | "allow_private_addresses" => "write true or false",
         _ => "see the Configuration section of the README for this key's type",
     }

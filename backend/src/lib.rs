@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod consent;
 pub mod decision;

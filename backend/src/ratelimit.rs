@@ -7,6 +7,41 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+/// How a key is counted. Client addresses count per address for IPv4 and
+/// per /64 for IPv6, since one IPv6 host commonly holds a whole /64.
+pub trait LimitKey: Hash + Eq + Clone {
+    fn counted(self) -> Self;
+}
+
+impl LimitKey for IpAddr {
+    fn counted(self) -> Self {
+        match self.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+            v4 => v4,
+        }
+    }
+}
+
+impl LimitKey for Option<IpAddr> {
+    fn counted(self) -> Self {
+        self.map(LimitKey::counted)
+    }
+}
+
+impl LimitKey for String {
+    fn counted(self) -> Self {
+        self
+    }
+}
+
+impl<A: LimitKey, B: LimitKey> LimitKey for (A, B) {
+    fn counted(self) -> Self {
+        (self.0.counted(), self.1.counted())
+    }
+}
+
 pub struct RateLimiter<K = IpAddr> {
     limit: u32,
     window_ms: i64,
@@ -23,7 +58,7 @@ struct Windows<K> {
 /// Entries kept before stale windows are dropped.
 const PRUNE_AT: usize = 10_000;
 
-impl<K: Hash + Eq> RateLimiter<K> {
+impl<K: LimitKey> RateLimiter<K> {
     pub fn new(limit: u32, window_ms: i64) -> Self {
         RateLimiter {
             limit,
@@ -37,6 +72,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
     /// Counts one attempt by `client`; `Err(retry_after_ms)` when over the limit.
     pub fn hit(&self, client: K, now_ms: i64) -> Result<(), i64> {
+        let client = client.counted();
         let mut windows = match self.windows.lock() {
             Ok(windows) => windows,
             Err(poisoned) => poisoned.into_inner(),
@@ -62,8 +98,9 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
     /// Whether `client` is over the limit, without counting an attempt.
     pub fn is_limited(&self, client: &K, now_ms: i64) -> Option<i64> {
+        let client = client.clone().counted();
         let windows = self.windows.lock().ok()?;
-        let (start, count) = windows.by_key.get(client)?;
+        let (start, count) = windows.by_key.get(&client)?;
         (now_ms - start < self.window_ms && *count >= self.limit)
             .then(|| (start + self.window_ms - now_ms).max(1))
     }
@@ -131,5 +168,28 @@ mod tests {
         assert_eq!(limiter.is_limited(&b, 400), None);
         limiter.hit(a, 1_100).unwrap();
         assert_eq!(limiter.is_limited(&a, 1_100), None);
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64_and_ipv4_per_address() {
+        let limiter = RateLimiter::new(2, 1_000);
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        limiter.hit(one, 0).unwrap();
+        limiter.hit(same_64, 0).unwrap();
+        assert!(limiter.hit(one, 0).is_err(), "one /64, one allowance");
+        assert!(limiter.is_limited(&same_64, 0).is_some());
+        limiter.hit(other_64, 0).unwrap();
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let v4_next: IpAddr = "192.0.2.2".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        limiter.hit(v4, 0).unwrap();
+        limiter.hit(mapped, 0).unwrap();
+        assert!(
+            limiter.hit(v4, 0).is_err(),
+            "IPv4 seen as IPv6 is the same client"
+        );
+        limiter.hit(v4_next, 0).unwrap();
     }
 }
