@@ -66,7 +66,9 @@ pub struct LimitsConfig {
     /// New held requests (each one sends an email) for one address per hour.
     pub holds_per_address_per_hour: u32,
     /// Unbinds refused for their signature (each may have cost a key fetch)
-    /// per client address per minute; past it, that address waits.
+    /// per claimed homeserver and client address per minute; past it, that
+    /// client's requests for that server wait if they need a key fetch.
+    /// A homeserver whose key is pinned or cached never waits.
     pub failed_unbinds_per_client_per_minute: u32,
     /// Unbinds with a validation session (`sid` + `client_secret`, passed to
     /// the identity server to check) per requesting server, as the Matrix ID

@@ -112,9 +112,10 @@ pub struct Limits {
     pub consent: RateLimiter,
     /// Refused admin tokens per client address.
     pub admin_failures: RateLimiter,
-    /// Unbinds refused for their signature (401/403) per client address:
-    /// each may have cost a key fetch.
-    pub unbind_failures: RateLimiter,
+    /// Unbinds refused for their signature (401/403) per (server they claim
+    /// to come from, client address): each may have cost a key fetch. Only
+    /// requests that would fetch a key are held to it.
+    pub unbind_failures: RateLimiter<(String, Option<IpAddr>)>,
     /// Signed unbinds per requesting server. (New holds per address are
     /// counted in the database, which remembers every address anyway.)
     pub origin: RateLimiter<String>,

@@ -275,11 +275,25 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         }
     }
 
-    // Callers whose signatures keep failing are stopped before they cost
-    // key fetches; a homeserver that signs correctly never gets here.
+    // A client whose signatures for one server keep failing is stopped
+    // before it costs more key fetches. Only a request that needs a fetch
+    // can be stopped, and only by failures of its own client and claimed
+    // server: a homeserver whose key is pinned or cached is never held up,
+    // whoever shares its address and whatever they send.
     let now = state.now_ms();
-    if let Some(retry) = client.and_then(|ip| state.limits.unbind_failures.is_limited(&ip, now)) {
-        return Ok(rate_limited(retry));
+    let failure_key = parsed_header
+        .as_ref()
+        .ok()
+        .map(|h| (h.origin.as_str().to_ascii_lowercase(), client));
+    if let (Ok(header), Some(key)) = (&parsed_header, &failure_key) {
+        if !state
+            .server_keys
+            .has_key(header.origin.as_str(), header.key.as_ref(), now)
+        {
+            if let Some(retry) = state.limits.unbind_failures.is_limited(key, now) {
+                return Ok(rate_limited(retry));
+            }
+        }
     }
     let verified = verify_signature(
         state,
@@ -295,8 +309,8 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let (origin, key_id, key_source) = match verified {
         Ok(verified) => verified,
         Err(refusal) => {
-            if let (Some(ip), true) = (client, refusal.is_err()) {
-                let _ = state.limits.unbind_failures.hit(ip, now);
+            if let (Some(key), true) = (failure_key, refusal.is_err()) {
+                let _ = state.limits.unbind_failures.hit(key, now);
             }
             return refusal;
         }

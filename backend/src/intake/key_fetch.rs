@@ -284,6 +284,21 @@ impl KeyFetcher {
         }
     }
 
+    /// Whether `key_id` of `server` is at hand without a fetch: pinned, or
+    /// cached and still valid.
+    pub fn has_key(&self, server: &str, key_id: &str, now_ms: i64) -> bool {
+        match self
+            .pinned
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(server))
+        {
+            Some((_, keys)) => keys.contains_key(key_id),
+            None => self
+                .cached(&server.to_ascii_lowercase(), key_id, now_ms)
+                .is_some(),
+        }
+    }
+
     fn cached(&self, server: &str, key_id: &str, now_ms: i64) -> Option<VerifyingKey> {
         let cache = self.cache.lock().ok()?;
         let set = cache.get(server)?;
