@@ -201,6 +201,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_matrix/{*rest}", axum::routing::any(not_found))
         .fallback(web::static_file)
         .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -270,6 +271,44 @@ pub fn redact_path(path: &str) -> String {
         out.push(segment);
     }
     out.join("/")
+}
+
+/// Largest body Assent's own routes read (each route has its own, smaller
+/// limit too); proxied requests stream and are not held to it.
+const MAX_OWN_BODY: usize = 1 << 20;
+
+/// A request body for Assent itself must arrive whole within
+/// `http.body_read_timeout` (408 otherwise), whatever pace it trickles in
+/// at: read here at once, so no handler waits on a slow client.
+async fn body_deadline(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(
+        state.config.http.body_read_timeout,
+        axum::body::to_bytes(body, MAX_OWN_BODY),
+    )
+    .await;
+    match read {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            "the body is too large",
+        )
+        .into_response(),
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "M_UNKNOWN",
+            "the body did not arrive in time",
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -53,6 +53,7 @@ pub struct Config {
     pub email: EmailConfig,
     pub admin: AdminConfig,
     pub keys: KeysConfig,
+    pub http: HttpConfig,
     pub limits: LimitsConfig,
     pub identity_servers: Vec<IdentityServerConfig>,
 }
@@ -183,6 +184,34 @@ impl Default for AdminConfig {
     }
 }
 
+/// How long a connection may take, and how many there may be: a client
+/// that sends a byte at a time cannot hold a connection for ever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// How long a request's headers may take to arrive, counted from the
+    /// moment the connection waits for them: also how long an idle
+    /// keep-alive connection stays open.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a request's body may take to arrive (answered 408 after).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Connections open at once; past it, new ones wait to be accepted.
+    pub max_connections: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            // A phone on a slow network gets its headers out in far less.
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeysConfig {
@@ -262,6 +291,7 @@ impl Default for Config {
             email: EmailConfig::default(),
             admin: AdminConfig::default(),
             keys: KeysConfig::default(),
+            http: HttpConfig::default(),
             limits: LimitsConfig::default(),
             identity_servers: Vec::new(),
         }
@@ -489,6 +519,28 @@ impl Config {
                     humantime::format_duration(self.request_ttl)
                 ),
                 "use a duration such as \"7d\" or \"48h\"",
+            ));
+        }
+        for (key, value) in [
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.body_read_timeout", self.http.body_read_timeout),
+        ] {
+            if value < Duration::from_secs(1) || value > Duration::from_secs(3600) {
+                errors.push(problem(
+                    key,
+                    format!(
+                        "{} is outside 1 second to 1 hour",
+                        humantime::format_duration(value)
+                    ),
+                    "use a duration such as \"30s\"",
+                ));
+            }
+        }
+        if self.http.max_connections == 0 {
+            errors.push(problem(
+                "http.max_connections",
+                "is 0, which would accept no connection",
+                "use a positive number; leave it out for the default (4096)",
             ));
         }
         if self.deny_cooldown < Duration::from_secs(60)
@@ -759,7 +811,7 @@ impl Config {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 17] = [
+const TOP_LEVEL_KEYS: [&str; 18] = [
     "listen",
     "public_url",
     "server_name",
@@ -776,6 +828,7 @@ const TOP_LEVEL_KEYS: [&str; 17] = [
     "email",
     "admin",
     "keys",
+    "http",
     "identity_servers",
 ];
 
@@ -917,9 +970,12 @@ fn fix_for(key: &str) -> String {
         "public_url" | "upstream" | "privacy_policy_url" | "url" => {
             "write a full URL, e.g. \"https://consent.example.org\""
         }
-        "request_ttl" | "relay_give_up_after" | "session_ttl" | "deny_cooldown" => {
-            "write a duration, e.g. \"7d\" or \"48h\""
-        }
+        "request_ttl"
+        | "relay_give_up_after"
+        | "session_ttl"
+        | "deny_cooldown"
+        | "header_read_timeout"
+        | "body_read_timeout" => "write a duration, e.g. \"7d\" or \"48h\"",
         "held_response" => "use \"accepted\", \"forbidden\" or \"not_supported\"",
         "msisdn_policy" => "use \"hold\", \"forward\" or \"reject\"",
         "transport" => "use \"file\" or \"smtp\"",

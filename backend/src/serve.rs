@@ -219,19 +219,88 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
         println!();
     }
     let checks = state.signature_checks.clone();
-    let served = axum::serve(
-        listener,
-        app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
+    let http = state.config.http.clone();
+    accept(listener, app::router(state), &http).await;
     let (batches, signatures) = checks.counts();
     tracing::info!(batches, signatures, "homeserver signatures checked");
-    served.map_err(|e| StartError {
-        key: "listen",
-        problem: format!("the server stopped: {e}"),
-        fix: "see the log above",
-    })
+    Ok(())
+}
+
+/// Serves connections until SIGINT or SIGTERM, then lets the open ones
+/// finish (for up to 30 s). Headers (and the wait for the next request on
+/// a kept-alive connection) must arrive within `http.header_read_timeout`
+/// (bodies: `app::body_deadline`); past `http.max_connections`, new
+/// connections wait in the listen queue.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    http: &crate::config::HttpConfig,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(http.header_read_timeout));
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(http.max_connections).unwrap_or(usize::MAX),
+    ));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(shutdown_signal());
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, go on.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)))
+            .map_request(|request: hyper::Request<hyper::body::Incoming>| {
+                request.map(axum::body::Body::new)
+            });
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A connection ends with an error when the client goes away or
+            // times out: nothing to report.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after the shutdown began were dropped");
+    }
 }
 
 async fn shutdown_signal() {
