@@ -176,8 +176,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route(passthrough::UNBIND_PATHS[0], post(intake::gateway::unbind))
         .route(passthrough::UNBIND_PATHS[1], post(intake::gateway::unbind))
-        .route("/health", get(api::health))
-        .route("/metrics", get(crate::metrics::metrics));
+        .route("/health", get(api::health));
+    // With a listener of its own, /metrics is not on the public one.
+    let api = match state.config.metrics_listen {
+        None => api.route("/metrics", get(crate::metrics::metrics)),
+        Some(_) => api,
+    };
     let (admin_api, _) = admin::openapi::router();
     let admin_api = admin_api.layer(axum::extract::DefaultBodyLimit::max(4096));
 

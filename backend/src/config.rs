@@ -46,6 +46,10 @@ pub struct Config {
     /// believed: behind them, the client is the first untrusted address
     /// from the right. Empty: every connection is its own client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where `/metrics` is served, apart from the public listener (which
+    /// then has none); empty: on `listen`, beside everything else.
+    #[serde(with = "optional_address")]
+    pub metrics_listen: Option<SocketAddr>,
     /// What a homeserver is told while its request is held.
     pub held_response: HeldResponse,
     /// What happens to phone-number unbinds, which have no owner to ask.
@@ -184,6 +188,27 @@ impl Default for AdminConfig {
     }
 }
 
+/// An address that may be written as `""` for none.
+mod optional_address {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: Serializer>(value: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&value.map(|a| a.to_string()).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("not an address and port"))
+    }
+}
+
 /// How long a connection may take, and how many there may be: a client
 /// that sends a byte at a time cannot hold a connection for ever.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -286,6 +311,7 @@ impl Default for Config {
             relay_give_up_after: Duration::from_secs(36 * 3600),
             deny_cooldown: Duration::from_secs(30 * 24 * 3600),
             trusted_proxies: Vec::new(),
+            metrics_listen: None,
             held_response: HeldResponse::Accepted,
             msisdn_policy: MsisdnPolicy::Hold,
             email: EmailConfig::default(),
@@ -811,7 +837,7 @@ impl Config {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 18] = [
+const TOP_LEVEL_KEYS: [&str; 19] = [
     "listen",
     "public_url",
     "server_name",
@@ -822,6 +848,7 @@ const TOP_LEVEL_KEYS: [&str; 18] = [
     "relay_give_up_after",
     "deny_cooldown",
     "trusted_proxies",
+    "metrics_listen",
     "limits",
     "held_response",
     "msisdn_policy",
@@ -967,6 +994,7 @@ fn fix_for(key: &str) -> String {
     let last = key.rsplit('.').next().unwrap_or(key);
     match last {
         "listen" => "write an address and port, e.g. \"127.0.0.1:8080\"",
+        "metrics_listen" => "write an address and port, e.g. \"127.0.0.1:9100\", or \"\" for none",
         "public_url" | "upstream" | "privacy_policy_url" | "url" => {
             "write a full URL, e.g. \"https://consent.example.org\""
         }

@@ -218,6 +218,24 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
         }
         println!();
     }
+    if let Some(address) = state.config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| StartError {
+                key: "metrics_listen",
+                problem: format!("cannot listen on {address}: {e}"),
+                fix: "choose a free address and port, e.g. metrics_listen = \"127.0.0.1:9101\"",
+            })?;
+        let router = axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::metrics::metrics))
+            .with_state(state.clone());
+        tracing::info!(address = %address, "metrics are served on their own listener");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, router).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let checks = state.signature_checks.clone();
     let http = state.config.http.clone();
     accept(listener, app::router(state), &http).await;
