@@ -27,6 +27,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; by default a SQLite file in `data_dir`.
     pub database_url: Option<String>,
+    /// A file holding `database_url` (instead of it), for its password.
+    pub database_url_file: Option<PathBuf>,
     /// The built web front end (Trunk's `dist/`).
     pub dist_dir: PathBuf,
     /// How long a request waits for the owner before it expires.
@@ -119,6 +121,8 @@ pub struct EmailConfig {
     pub transport: EmailTransport,
     /// `smtp://user:pass@host:587?tls=required`; needed when `transport = "smtp"`.
     pub smtp_url: Option<String>,
+    /// A file holding `smtp_url` (instead of it).
+    pub smtp_url_file: Option<PathBuf>,
     /// Language of the emails: `en` or `de`.
     pub language: String,
     /// Longest wait for the SMTP server at each step.
@@ -174,6 +178,9 @@ pub enum EmailTransport {
 pub struct AdminConfig {
     /// Bearer tokens for the admin console and API, or `sha256:<hex>` of them.
     pub tokens: Vec<String>,
+    /// A file with more tokens, one a line (`#` comments and blank lines
+    /// skipped), so that none need be in the config or the environment.
+    pub tokens_file: Option<PathBuf>,
     /// How long a console sign-in lasts.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
@@ -183,6 +190,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             tokens: Vec::new(),
+            tokens_file: None,
             session_ttl: Duration::from_secs(12 * 3600),
         }
     }
@@ -267,6 +275,9 @@ pub struct IdentityServerConfig {
     /// Bearer tokens for this identity server's integrated-mode calls.
     #[serde(default)]
     pub api_tokens: Vec<String>,
+    /// A file with more of them, one a line.
+    #[serde(default)]
+    pub api_tokens_file: Option<PathBuf>,
     /// Email language for this identity server's requests.
     pub language: Option<String>,
     #[serde(default = "default_relay")]
@@ -306,6 +317,7 @@ impl Default for Config {
             server_name: "localhost".to_owned(),
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            database_url_file: None,
             dist_dir: PathBuf::from("./dist"),
             request_ttl: Duration::from_secs(7 * 24 * 3600),
             relay_give_up_after: Duration::from_secs(36 * 3600),
@@ -330,6 +342,7 @@ impl Default for EmailConfig {
             from: "Assent <noreply@localhost>".to_owned(),
             transport: EmailTransport::File,
             smtp_url: None,
+            smtp_url_file: None,
             language: "en".to_owned(),
             timeout: Duration::from_secs(30),
             retry_initial: Duration::from_secs(60),
@@ -442,9 +455,67 @@ impl Config {
                 .split("__")
                 .filter(|key| is_config_key(&key.as_str().to_ascii_lowercase())),
         );
-        let config: Config = figment.extract().map_err(from_figment)?;
+        let mut config: Config = figment.extract().map_err(from_figment)?;
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the secrets given as `*_file`: admin and API tokens (one a
+    /// line, added to the listed ones), the SMTP URL and the database URL
+    /// (instead of the value, not beside it).
+    fn read_secret_files(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        if let Some(path) = &self.admin.tokens_file {
+            match read_secret(path) {
+                Ok(text) => self.admin.tokens.extend(token_lines(&text)),
+                Err(why) => errors.push(file_problem("admin.tokens_file", path, &why)),
+            }
+        }
+        for (i, is) in self.identity_servers.iter_mut().enumerate() {
+            if let Some(path) = &is.api_tokens_file {
+                match read_secret(path) {
+                    Ok(text) => is.api_tokens.extend(token_lines(&text)),
+                    Err(why) => errors.push(file_problem(
+                        &format!("identity_servers[{i}].api_tokens_file"),
+                        path,
+                        &why,
+                    )),
+                }
+            }
+        }
+        for (key, path, value) in [
+            (
+                "email.smtp_url_file",
+                &self.email.smtp_url_file,
+                &mut self.email.smtp_url,
+            ),
+            (
+                "database_url_file",
+                &self.database_url_file,
+                &mut self.database_url,
+            ),
+        ] {
+            let Some(path) = path else { continue };
+            if value.is_some() {
+                errors.push(problem(
+                    key,
+                    "is set together with the value it would hold",
+                    "keep one of the two",
+                ));
+                continue;
+            }
+            match read_secret(path) {
+                Ok(text) if !text.trim().is_empty() => *value = Some(text.trim().to_owned()),
+                Ok(_) => errors.push(file_problem(key, path, "the file is empty")),
+                Err(why) => errors.push(file_problem(key, path, &why)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 
     pub fn database_url(&self) -> String {
@@ -837,12 +908,13 @@ impl Config {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 19] = [
+const TOP_LEVEL_KEYS: [&str; 20] = [
     "listen",
     "public_url",
     "server_name",
     "data_dir",
     "database_url",
+    "database_url_file",
     "dist_dir",
     "request_ttl",
     "relay_give_up_after",
@@ -975,6 +1047,27 @@ fn from_figment(error: figment::Error) -> ConfigErrors {
             })
             .collect(),
     )
+}
+
+/// A secret file's text (the error never quotes its content).
+fn read_secret(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
+fn file_problem(key: &str, path: &Path, why: &str) -> ConfigError {
+    problem(
+        key,
+        format!("cannot read {}: {why}", path.display()),
+        "give the path of a file this user can read",
+    )
+}
+
+/// Tokens from a file: a line each, `#` comments and blank lines skipped.
+fn token_lines(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
 }
 
 fn is_secret_key(key: &str) -> bool {
@@ -1272,5 +1365,110 @@ frame_ancestors = ["https://is.example.org/path"]
     fn a_missing_file_is_an_error_not_the_defaults() {
         let errors = Config::load(Some(Path::new("/nonexistent/assent.toml"))).unwrap_err();
         assert_eq!(keys_of(&errors), ["--config"]);
+    }
+}
+
+#[cfg(test)]
+mod secret_file_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load(toml: &str) -> Result<Config, ConfigErrors> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        Config::load(Some(file.path()))
+    }
+
+    #[test]
+    fn secrets_can_be_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("admin-tokens");
+        std::fs::write(
+            &tokens,
+            "# the operators' tokens\n\nadmin-token-from-a-file-0123456789abcdef\n",
+        )
+        .unwrap();
+        let api = dir.path().join("api-tokens");
+        std::fs::write(&api, "api-token-from-a-file-0123456789abcdefgh\n").unwrap();
+        let smtp = dir.path().join("smtp-url");
+        std::fs::write(&smtp, "smtp://user:s3cret@127.0.0.1:25\n").unwrap();
+        let database = dir.path().join("database-url");
+        std::fs::write(&database, "postgres://assent:s3cret@db.example/assent\n").unwrap();
+        let config = load(&format!(
+            "database_url_file = \"{}\"\n[admin]\ntokens_file = \"{}\"\n[email]\ntransport = \"smtp\"\nsmtp_url_file = \"{}\"\n\
+             [[identity_servers]]\nname = \"is.example.org\"\ndisplay_name = \"IS\"\noperator = \"Op\"\n\
+             upstream = \"http://127.0.0.1:8090\"\napi_tokens_file = \"{}\"\n",
+            database.display(),
+            tokens.display(),
+            smtp.display(),
+            api.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            config.admin.tokens,
+            ["admin-token-from-a-file-0123456789abcdef"]
+        );
+        assert_eq!(
+            config.identity_servers[0].api_tokens,
+            ["api-token-from-a-file-0123456789abcdefgh"]
+        );
+        assert_eq!(
+            config.email.smtp_url.as_deref(),
+            Some("smtp://user:s3cret@127.0.0.1:25")
+        );
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://assent:s3cret@db.example/assent")
+        );
+        // The effective config printed by check-config still hides them.
+        let printed = config.to_masked_toml();
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("from-a-file"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn a_missing_unreadable_or_doubled_secret_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nowhere");
+        let errors = load(&format!(
+            "[admin]\ntokens_file = \"{}\"\n",
+            missing.display()
+        ))
+        .unwrap_err();
+        let text = errors.to_string();
+        assert!(text.contains("admin.tokens_file"), "{text}");
+        assert!(text.contains(&missing.display().to_string()), "{text}");
+        // A folder cannot be read as a file (root reads every file, so a
+        // folder stands for the unreadable one).
+        let errors = load(&format!(
+            "[email]\nsmtp_url_file = \"{}\"\n",
+            dir.path().display()
+        ))
+        .unwrap_err();
+        assert!(
+            errors.to_string().contains("email.smtp_url_file"),
+            "{errors}"
+        );
+        // Empty, or set beside the value it would hold.
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let errors = load(&format!(
+            "database_url = \"sqlite://./x.db\"\n[email]\nsmtp_url_file = \"{}\"\n",
+            empty.display()
+        ))
+        .unwrap_err();
+        assert!(errors.to_string().contains("the file is empty"), "{errors}");
+        let errors = load(&format!(
+            "database_url = \"sqlite://./x.db\"\ndatabase_url_file = \"{}\"\n",
+            empty.display()
+        ))
+        .unwrap_err();
+        assert!(errors.to_string().contains("database_url_file"), "{errors}");
+        assert!(
+            errors.to_string().contains("keep one of the two"),
+            "{errors}"
+        );
     }
 }

@@ -28,6 +28,7 @@ pub fn prepare_config(config: &mut Config) {
             binding_check: BindingCheck::None,
             frame_ancestors: Vec::new(),
             api_tokens: Vec::new(),
+            api_tokens_file: None,
             language: None,
             relay: vec![RelaySink::Replay],
         });

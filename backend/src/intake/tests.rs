@@ -100,6 +100,7 @@ fn identity_server(name: &str) -> IdentityServerConfig {
         binding_check: BindingCheck::None,
         frame_ancestors: Vec::new(),
         api_tokens: vec!["integrated-token-for-tests-0123456789abcdef".to_owned()],
+        api_tokens_file: None,
         language: None,
         relay: vec![RelaySink::Replay],
     }
