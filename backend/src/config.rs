@@ -52,6 +52,8 @@ pub struct Config {
     /// then has none); empty: on `listen`, beside everything else.
     #[serde(with = "optional_address")]
     pub metrics_listen: Option<SocketAddr>,
+    /// `text` (for people) or `json` (a JSON object a line, for collectors).
+    pub log_format: LogFormat,
     /// What a homeserver is told while its request is held.
     pub held_response: HeldResponse,
     /// What happens to phone-number unbinds, which have no owner to ask.
@@ -92,6 +94,13 @@ impl Default for LimitsConfig {
             owner_proven_per_server_per_minute: 30,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,6 +333,7 @@ impl Default for Config {
             deny_cooldown: Duration::from_secs(30 * 24 * 3600),
             trusted_proxies: Vec::new(),
             metrics_listen: None,
+            log_format: LogFormat::Text,
             held_response: HeldResponse::Accepted,
             msisdn_policy: MsisdnPolicy::Hold,
             email: EmailConfig::default(),
@@ -908,7 +918,7 @@ impl Config {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 20] = [
+const TOP_LEVEL_KEYS: [&str; 21] = [
     "listen",
     "public_url",
     "server_name",
@@ -921,6 +931,7 @@ const TOP_LEVEL_KEYS: [&str; 20] = [
     "deny_cooldown",
     "trusted_proxies",
     "metrics_listen",
+    "log_format",
     "limits",
     "held_response",
     "msisdn_policy",
@@ -1099,6 +1110,7 @@ fn fix_for(key: &str) -> String {
         | "body_read_timeout" => "write a duration, e.g. \"7d\" or \"48h\"",
         "held_response" => "use \"accepted\", \"forbidden\" or \"not_supported\"",
         "msisdn_policy" => "use \"hold\", \"forward\" or \"reject\"",
+        "log_format" => "use \"text\" or \"json\"",
         "transport" => "use \"file\" or \"smtp\"",
         "binding_check" => "use \"v1_lookup\" or \"none\"",
         "kind" => "use \"replay\", \"sydent-internal\" or \"webhook\"",

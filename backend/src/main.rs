@@ -9,7 +9,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "assent",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("ASSENT_GIT_REVISION"), ")"),
     about = "Holds homeserver-signed 3PID unbinds until the address owner consents."
 )]
 struct Cli {
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     let logs = if check_only {
         None
     } else {
-        serve::init_logging()
+        serve::init_logging(config.log_format)
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -43,7 +43,11 @@ const DB_FIX: &str =
 /// write per line on the request path cost more than the rest of logging.
 /// None is lost or reordered (a full queue makes the logging thread wait); what is
 /// queued is written when the returned guard is dropped.
-pub fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
+/// With `log_format = "json"`, each line is one JSON object (`timestamp`,
+/// `level`, `fields`, `span`, `spans`), for log collectors.
+pub fn init_logging(
+    format: crate::config::LogFormat,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
@@ -57,14 +61,21 @@ pub fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
         .finish(std::io::BufWriter::new(std::io::stderr()));
     // Logs on stderr; stdout carries only what `serve` prints for people.
     // A second call (tests) keeps the first subscriber.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .ok()
-        .map(|()| guard)
+    let installed = match format {
+        crate::config::LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_writer(writer)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        crate::config::LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_writer(writer)
+            .try_init(),
+    };
+    installed.ok().map(|()| guard)
 }
 
 /// `assent check-config`: prints the effective config, then checks that the
