@@ -56,3 +56,87 @@ fn version_names_the_release_and_the_git_revision() {
         );
     }
 }
+
+fn deploy_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(name)
+}
+
+#[test]
+fn the_example_config_passes_check_config_and_names_every_key() {
+    let example = deploy_file("assent.example.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_assent"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(&example)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every key the server knows (as check-config prints them all) is in
+    // the example, set or commented.
+    let text = std::fs::read_to_string(&example).unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    for line in printed.lines() {
+        let Some((key, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        let key = key.trim().trim_matches('"');
+        assert!(
+            text.contains(&format!("{key} = ")) || text.contains(&format!("# {key} = ")),
+            "deploy/assent.example.toml does not mention `{key}`"
+        );
+    }
+    for secret in [
+        "tokens_file",
+        "smtp_url_file",
+        "database_url_file",
+        "api_tokens_file",
+        "[email.dkim]",
+        "[keys.pinned.",
+    ] {
+        assert!(
+            text.contains(secret),
+            "the example does not mention {secret}"
+        );
+    }
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify_without_a_warning() {
+    let unit = std::fs::read_to_string(deploy_file("assent.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/assent serve"));
+    for hardening in [
+        "DynamicUser=yes",
+        "StateDirectory=assent",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+    ] {
+        assert!(unit.contains(hardening), "the unit lacks {hardening}");
+    }
+    // The binary under test where the unit expects the installed one.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("assent.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/assent", env!("CARGO_BIN_EXE_assent")),
+    )
+    .unwrap();
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd; cargo xtask test installs it)");
+    let warnings = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && warnings.trim().is_empty(),
+        "{warnings}"
+    );
+}

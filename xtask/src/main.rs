@@ -17,14 +17,19 @@ use std::time::Instant;
 const TRUNK_VERSION: &str = "0.21.14";
 const BINARYEN_VERSION: &str = "132";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
-const TEST_PACKAGES: [&str; 6] = [
+const TEST_PACKAGES: [&str; 8] = [
     "chromium",
     "chromium-driver",
+    // The reverse proxy the deployment tests put in front of Assent, with
+    // deploy/nginx.conf.
+    "nginx",
     // The test homeserver's key server makes its TLS certificate with it.
     "openssl",
     "postgresql",
     "python3-aiosmtpd",
     "python3-venv",
+    // `systemd-analyze verify` checks deploy/assent.service.
+    "systemd",
 ];
 /// The real identity server the tests put Assent in front of.
 const SYDENT_REQUIREMENTS: [&str; 2] = ["matrix-sydent[prometheus]==2.6.1", "canonicaljson<2"];
@@ -417,7 +422,7 @@ fn run(extra: &[String]) -> Result {
 }
 
 fn ensure_test_dependencies() -> Result {
-    step("Test dependencies (Chromium, ChromeDriver, OpenSSL, PostgreSQL, aiosmtpd, Python venv)");
+    step("Test dependencies (Chromium, ChromeDriver, nginx, OpenSSL, PostgreSQL, aiosmtpd, Python venv, systemd-analyze)");
     let missing: Vec<&str> = TEST_PACKAGES
         .iter()
         .copied()
