@@ -54,6 +54,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `text` (for people) or `json` (a JSON object a line, for collectors).
     pub log_format: LogFormat,
+    /// What loading noticed but did not refuse, logged once logging runs
+    /// (so that JSON logs stay JSON).
+    #[serde(skip)]
+    pub load_warnings: Vec<String>,
     /// What a homeserver is told while its request is held.
     pub held_response: HeldResponse,
     /// What happens to phone-number unbinds, which have no owner to ask.
@@ -334,6 +338,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             metrics_listen: None,
             log_format: LogFormat::Text,
+            load_warnings: Vec::new(),
             held_response: HeldResponse::Accepted,
             msisdn_policy: MsisdnPolicy::Hold,
             email: EmailConfig::default(),
@@ -451,12 +456,13 @@ impl Config {
         // Only variables naming a config key are read: orchestrators set
         // others with this prefix (Kubernetes: ASSENT_PORT for a Service
         // named `assent`), and those must not stop the server.
+        let mut load_warnings = Vec::new();
         for (name, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
             if let Some(key) = name.strip_prefix(ENV_PREFIX) {
                 if !is_config_key(&key.to_ascii_lowercase()) {
-                    eprintln!(
-                        "assent: ignoring the environment variable {name}: it names no config key"
-                    );
+                    load_warnings.push(format!(
+                        "ignoring the environment variable {name}: it names no config key"
+                    ));
                 }
             }
         }
@@ -466,6 +472,7 @@ impl Config {
                 .filter(|key| is_config_key(&key.as_str().to_ascii_lowercase())),
         );
         let mut config: Config = figment.extract().map_err(from_figment)?;
+        config.load_warnings = load_warnings;
         config.read_secret_files()?;
         config.validate()?;
         Ok(config)

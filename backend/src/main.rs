@@ -51,9 +51,16 @@ fn main() -> ExitCode {
     // Ended after the runtime: what background tasks log while shutting
     // down is still written.
     let logs = if check_only {
+        for warning in &config.load_warnings {
+            eprintln!("assent: {warning}");
+        }
         None
     } else {
-        serve::init_logging(config.log_format)
+        let logs = serve::init_logging(config.log_format);
+        for warning in &config.load_warnings {
+            tracing::warn!("{warning}");
+        }
+        logs
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
