@@ -904,6 +904,55 @@ impl Config {
         }
     }
 
+    /// Settings that are fine for trying Assent out but not for serving real
+    /// owners: each a key and why, for `check-config` to warn about.
+    pub fn demo_like_settings(&self) -> Vec<(&'static str, String)> {
+        let mut warnings = Vec::new();
+        if self.email.transport == EmailTransport::File {
+            warnings.push((
+                "email.transport",
+                "is `file`: emails are written into data_dir/mail, and no owner receives one"
+                    .to_owned(),
+            ));
+        }
+        let is_local = |host: &str| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        if is_local(self.server_name.split(':').next().unwrap_or_default()) {
+            warnings.push((
+                "server_name",
+                format!(
+                    "is `{}`: receipts are signed under a name no one can look up",
+                    self.server_name
+                ),
+            ));
+        }
+        let public_host = self.public_url.host_str().unwrap_or_default();
+        if is_local(public_host) {
+            warnings.push((
+                "public_url",
+                format!("points at {public_host}: the links in emails only open on this machine"),
+            ));
+        } else if self.public_url.scheme() == "http" {
+            warnings.push((
+                "public_url",
+                "is http:// on a public host: consent links and the admin sign-in travel unencrypted"
+                    .to_owned(),
+            ));
+        }
+        if self.identity_servers.is_empty() {
+            warnings.push((
+                "identity_servers",
+                "is empty: no unbind is taken, only the demo works".to_owned(),
+            ));
+        }
+        warnings
+    }
+
     /// The effective configuration as TOML, with every secret masked.
     pub fn to_masked_toml(&self) -> String {
         let mut masked = self.clone();

@@ -82,6 +82,9 @@ pub fn init_logging(
 /// database answers.
 pub async fn check_config(config: &Config) -> Result<(), StartError> {
     print!("{}", config.to_masked_toml());
+    for (key, why) in config.demo_like_settings() {
+        eprintln!("assent: warning: `{key}` {why}");
+    }
     let url = config.database_url();
     if url.starts_with("postgres") {
         use sqlx::Connection;

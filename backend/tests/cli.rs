@@ -140,3 +140,46 @@ fn the_systemd_unit_passes_systemd_analyze_verify_without_a_warning() {
         "{warnings}"
     );
 }
+
+fn check_config_warnings(config: Option<&str>) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_assent"));
+    command.arg("check-config").current_dir(dir.path());
+    if let Some(config) = config {
+        let path = dir.path().join("assent.toml");
+        std::fs::write(&path, config).unwrap();
+        command.arg("--config").arg(path);
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("assent: warning: `"))
+        .filter_map(|l| l.split_once('`').map(|(key, _)| key.to_owned()))
+        .collect()
+}
+
+#[test]
+fn check_config_warns_about_demo_settings_in_production() {
+    assert_eq!(
+        check_config_warnings(None),
+        [
+            "email.transport",
+            "server_name",
+            "public_url",
+            "identity_servers"
+        ]
+    );
+    let production = "public_url = \"https://consent.example.org\"\n\
+        server_name = \"consent.example.org\"\n\
+        [email]\ntransport = \"smtp\"\nsmtp_url = \"smtp://127.0.0.1:25\"\n\
+        [[identity_servers]]\nname = \"matrix.example.org\"\ndisplay_name = \"IS\"\n\
+        operator = \"Op\"\nupstream = \"http://127.0.0.1:8090\"\n";
+    assert!(check_config_warnings(Some(production)).is_empty());
+    let plain_http = production.replace("https://consent", "http://consent");
+    assert_eq!(check_config_warnings(Some(&plain_http)), ["public_url"]);
+    // The shipped example tries mail out in files until SMTP is set up.
+    let example = std::fs::read_to_string(deploy_file("assent.example.toml")).unwrap();
+    assert_eq!(check_config_warnings(Some(&example)), ["email.transport"]);
+}
