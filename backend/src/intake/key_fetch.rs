@@ -21,7 +21,13 @@ pub const MAX_BODY: usize = 64 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a fetched key document is trusted without fetching it again.
 pub const MAX_CACHE_MS: i64 = 7 * 24 * 3600 * 1000;
-const MAX_CACHED_SERVERS: usize = 1024;
+const MAX_CACHED_SERVERS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(1024) {
+    Some(n) => n,
+    None => unreachable!(),
+};
+/// How long a fetch waits for one of the `MAX_CONCURRENT_FETCHES` slots
+/// before it is refused as busy.
+const QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFetchError {
@@ -95,6 +101,26 @@ impl KeySource {
     }
 }
 
+/// A turn at fetching one server's keys. The in-flight entry is removed
+/// when the last holder lets go, so the map holds only servers being
+/// fetched, not every name ever asked for.
+struct Gate<'a> {
+    fetcher: &'a KeyFetcher,
+    server: String,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut inflight) = self.fetcher.inflight.lock() {
+            // The map's handle and this one: nobody else is waiting.
+            if Arc::strong_count(&self.turn) <= 2 {
+                inflight.remove(&self.server);
+            }
+        }
+    }
+}
+
 /// A server's keys, decompressed once (it costs 5 µs a check otherwise),
 /// and until when they may be used (ms since the Unix epoch).
 struct CachedKeys {
@@ -107,12 +133,16 @@ pub struct KeyFetcher {
     /// `[keys.pinned]`: server name → key id → key.
     pinned: Vec<(String, BTreeMap<String, VerifyingKey>)>,
     allow_private: bool,
-    cache: Mutex<HashMap<String, CachedKeys>>,
+    /// Server names come from requests: both maps are bounded, and a full
+    /// one forgets the server used longest ago.
+    cache: Mutex<lru::LruCache<String, CachedKeys>>,
     /// Last fetch per server: when, and why it failed if it did.
-    recent: Mutex<HashMap<String, (i64, Option<String>)>>,
-    /// One fetch per server at a time: the others wait for its result.
+    recent: Mutex<lru::LruCache<String, (i64, Option<String>)>>,
+    /// One fetch per server at a time: the others wait for its result. An
+    /// entry lives while someone holds it (see [`Gate`]).
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     permits: tokio::sync::Semaphore,
+    queue_wait: Duration,
     /// `https` in production; tests serve plain HTTP on loopback.
     scheme: &'static str,
 }
@@ -156,10 +186,11 @@ impl KeyFetcher {
             http,
             pinned,
             allow_private: config.allow_private_addresses,
-            cache: Mutex::new(HashMap::new()),
-            recent: Mutex::new(HashMap::new()),
+            cache: Mutex::new(lru::LruCache::new(MAX_CACHED_SERVERS)),
+            recent: Mutex::new(lru::LruCache::new(MAX_CACHED_SERVERS)),
             inflight: Mutex::new(HashMap::new()),
             permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
+            queue_wait: QUEUE_WAIT,
             scheme,
         })
     }
@@ -190,7 +221,7 @@ impl KeyFetcher {
             return Ok((key, KeySource::Cached));
         }
         let gate = self.gate(&cache_key);
-        let _turn = gate.lock().await;
+        let _turn = gate.turn.lock().await;
         // Whoever held the gate before may have fetched what we need.
         if let Some(key) = self.cached(&cache_key, key_id, now_ms) {
             return Ok((key, KeySource::Cached));
@@ -207,13 +238,12 @@ impl KeyFetcher {
                 },
             });
         }
-        let Ok(_permit) = self.permits.try_acquire() else {
+        // Busy: wait a while for a slot, in turn, rather than fail at once.
+        let Ok(Ok(_permit)) = tokio::time::timeout(self.queue_wait, self.permits.acquire()).await
+        else {
             return Err(KeyFetchError::Busy);
         };
         let fetched = self.fetch(server).await;
-        if let Ok(mut inflight) = self.inflight.lock() {
-            inflight.remove(&cache_key);
-        }
         self.remember_fetch(
             cache_key.clone(),
             now_ms,
@@ -240,14 +270,7 @@ impl KeyFetcher {
         };
         let key = set.keys.get(key_id).copied();
         if let Ok(mut cache) = self.cache.lock() {
-            // Server names come from requests: keep the cache bounded.
-            if cache.len() >= MAX_CACHED_SERVERS {
-                cache.retain(|_, cached| cached.valid_until_ts > now_ms);
-                if cache.len() >= MAX_CACHED_SERVERS {
-                    cache.clear();
-                }
-            }
-            cache.insert(cache_key, set);
+            cache.put(cache_key, set);
         }
         key.map(|key| (key, KeySource::Fetched))
             .ok_or_else(|| KeyFetchError::UnknownKey {
@@ -256,10 +279,15 @@ impl KeyFetcher {
             })
     }
 
-    fn gate(&self, server: &str) -> Arc<tokio::sync::Mutex<()>> {
-        match self.inflight.lock() {
+    fn gate(&self, server: &str) -> Gate<'_> {
+        let turn = match self.inflight.lock() {
             Ok(mut inflight) => inflight.entry(server.to_owned()).or_default().clone(),
             Err(_) => Arc::default(),
+        };
+        Gate {
+            fetcher: self,
+            server: server.to_owned(),
+            turn,
         }
     }
 
@@ -267,20 +295,14 @@ impl KeyFetcher {
     fn recent_fetch(&self, server: &str, now_ms: i64) -> Option<Option<String>> {
         let recent = self.recent.lock().ok()?;
         recent
-            .get(server)
+            .peek(server)
             .filter(|(at, _)| now_ms - at < REFETCH_AFTER_MS)
             .map(|(_, failure)| failure.clone())
     }
 
     fn remember_fetch(&self, server: String, now_ms: i64, failure: Option<String>) {
         if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() >= MAX_CACHED_SERVERS {
-                recent.retain(|_, (at, _)| now_ms - *at < REFETCH_AFTER_MS);
-                if recent.len() >= MAX_CACHED_SERVERS {
-                    recent.clear();
-                }
-            }
-            recent.insert(server, (now_ms, failure));
+            recent.put(server, (now_ms, failure));
         }
     }
 
@@ -300,7 +322,7 @@ impl KeyFetcher {
     }
 
     fn cached(&self, server: &str, key_id: &str, now_ms: i64) -> Option<VerifyingKey> {
-        let cache = self.cache.lock().ok()?;
+        let mut cache = self.cache.lock().ok()?;
         let set = cache.get(server)?;
         (set.valid_until_ts > now_ms)
             .then(|| set.keys.get(key_id).copied())
@@ -809,5 +831,68 @@ mod tests {
         ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_cache_forgets_the_server_used_longest_ago_and_in_flight_entries_go() {
+        let key = Arc::new(SigningKey::from_seed("a_hs", &[5u8; 32]).unwrap());
+        let mut fetcher = KeyFetcher::with_scheme(&config(true), "http").unwrap();
+        fetcher.cache = Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(2).unwrap()));
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            servers.push(homeserver(|addr| addr.to_string(), key.clone(), 1_000_000, 0).await);
+        }
+        let name = |i: usize| servers[i].addr.to_string();
+        fetcher.key(&name(0), key.key_id(), 1_000).await.unwrap();
+        fetcher.key(&name(1), key.key_id(), 1_000).await.unwrap();
+        // Server 0 used again: server 1 is now the one used longest ago.
+        fetcher.key(&name(0), key.key_id(), 1_000).await.unwrap();
+        fetcher.key(&name(2), key.key_id(), 1_000).await.unwrap();
+        assert!(fetcher.has_key(&name(0), key.key_id(), 1_000), "kept");
+        assert!(fetcher.has_key(&name(2), key.key_id(), 1_000), "kept");
+        assert!(!fetcher.has_key(&name(1), key.key_id(), 1_000), "forgotten");
+        // Nothing is in flight once the callers are done, whatever names
+        // they asked for: also when a name is refused without a fetch (it
+        // failed under a minute ago).
+        for _ in 0..2 {
+            for port in [1, 2, 3] {
+                let _ = fetcher
+                    .key(&format!("127.0.0.1:{port}"), "ed25519:x", 1_000)
+                    .await;
+            }
+        }
+        assert!(fetcher.inflight.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_busy_fetcher_queues_a_while_before_refusing() {
+        let key = Arc::new(SigningKey::from_seed("a_hs", &[6u8; 32]).unwrap());
+        let hs = homeserver(|addr| addr.to_string(), key.clone(), 1_000_000, 0).await;
+        let mut fetcher = KeyFetcher::with_scheme(&config(true), "http").unwrap();
+        fetcher.queue_wait = Duration::from_millis(300);
+        let fetcher = Arc::new(fetcher);
+        let server = hs.addr.to_string();
+        // Every slot taken for longer than the wait: refused as busy.
+        let all = fetcher
+            .permits
+            .acquire_many(MAX_CONCURRENT_FETCHES as u32)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            fetcher.key(&server, key.key_id(), 1_000).await,
+            Err(KeyFetchError::Busy)
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // A slot freed within the wait: the fetch goes ahead.
+        let waiting = {
+            let (fetcher, server, key_id) =
+                (fetcher.clone(), server.clone(), key.key_id().to_owned());
+            tokio::spawn(async move { fetcher.key(&server, &key_id, 1_000).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(all);
+        let (_, source) = waiting.await.unwrap().unwrap();
+        assert_eq!(source, KeySource::Fetched);
     }
 }
