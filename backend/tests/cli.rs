@@ -183,3 +183,25 @@ fn check_config_warns_about_demo_settings_in_production() {
     let example = std::fs::read_to_string(deploy_file("assent.example.toml")).unwrap();
     assert_eq!(check_config_warnings(Some(&example)), ["email.transport"]);
 }
+
+#[test]
+fn the_caddyfile_is_valid_for_caddy() {
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new("caddy")
+        .args(["validate", "--adapter", "caddyfile", "--config"])
+        .arg(deploy_file("Caddyfile"))
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path())
+        .output()
+        .expect("caddy (Debian's package; cargo xtask test installs it)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.contains("Valid configuration"),
+        "{said}"
+    );
+}

@@ -17,7 +17,9 @@ use std::time::Instant;
 const TRUNK_VERSION: &str = "0.21.14";
 const BINARYEN_VERSION: &str = "132";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
-const TEST_PACKAGES: [&str; 8] = [
+const TEST_PACKAGES: [&str; 9] = [
+    // `caddy validate` checks deploy/Caddyfile.
+    "caddy",
     "chromium",
     "chromium-driver",
     // The reverse proxy the deployment tests put in front of Assent, with
@@ -422,7 +424,7 @@ fn run(extra: &[String]) -> Result {
 }
 
 fn ensure_test_dependencies() -> Result {
-    step("Test dependencies (Chromium, ChromeDriver, nginx, OpenSSL, PostgreSQL, aiosmtpd, Python venv, systemd-analyze)");
+    step("Test dependencies (Caddy, Chromium, ChromeDriver, nginx, OpenSSL, PostgreSQL, aiosmtpd, Python venv, systemd-analyze)");
     let missing: Vec<&str> = TEST_PACKAGES
         .iter()
         .copied()
