@@ -88,7 +88,10 @@ fn start_nginx(port: u16, assent_port: u16, identity_server_port: u16) -> Nginx 
             );
     }
     assert!(
-        !site.contains("letsencrypt") && !site.contains(":443"),
+        !site.contains("letsencrypt")
+            && !site.contains("listen 443")
+            && !site.contains("listen 80;")
+            && !site.contains("[::]"),
         "{site}"
     );
     std::fs::write(dir.path().join("site.conf"), site).unwrap();
