@@ -62,6 +62,17 @@ fn proxied<'a>(state: &'a AppState, request: &Request) -> Option<&'a IdentitySer
 /// and `\`, strip `;parameters` or ignore letter case. Every one of those
 /// spellings counts, so that none is passed through.
 pub fn looks_like_unbind(path: &str) -> bool {
+    // Every request passes here: most are plainly something else, told
+    // without decoding or allocating.
+    let plain = !path.bytes().any(|b| matches!(b, b'%' | b';' | b'\\'));
+    if plain
+        && !path
+            .as_bytes()
+            .windows(b"unbind".len())
+            .any(|w| w.eq_ignore_ascii_case(b"unbind"))
+    {
+        return false;
+    }
     let mut decoded = path.to_owned();
     // Some decode more than once: `%2533pid` is `%33pid` and then `3pid`.
     for _ in 0..3 {
