@@ -45,12 +45,14 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(),
         Some("build") => build().map(|_| ()),
+        Some("dist") => dist(),
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n  run    build everything and start Assent with a demo request\n  \
                  test   run every check and test (fmt, clippy, unit, integration, wasm, browser)\n  \
                  build  build the front end and the release binary, start nothing\n  \
+                 dist   a release tarball: binary, front end, example config, unit file, licence\n  \
                  bench intake [flags]  held unbinds/s, latency and memory of `assent serve` on SQLite"
             );
             return ExitCode::from(2);
@@ -410,6 +412,63 @@ fn build() -> Result<PathBuf> {
         root().display()
     );
     Ok(binary)
+}
+
+/// `cargo xtask dist`: `target/dist/assent-<version>-<target>.tar.gz` with
+/// what an operator installs: the binary, the built front end (`dist/`),
+/// the example config, the systemd unit, the reverse-proxy configs, the
+/// licence, the changelog and the README.
+fn dist() -> Result {
+    let binary = build()?;
+    step("Packing the release tarball");
+    let version = env!("CARGO_PKG_VERSION");
+    let target = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
+    let name = format!("assent-{version}-{target}");
+    let out = root().join("target").join("dist");
+    let stage = out.join(&name);
+    if stage.exists() {
+        fs::remove_dir_all(&stage).map_err(|e| format!("cannot clear {}: {e}", stage.display()))?;
+    }
+    fs::create_dir_all(&stage).map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
+    let copy = |from: &Path, to: &str| {
+        fs::copy(from, stage.join(to))
+            .map(|_| ())
+            .map_err(|e| format!("cannot copy {}: {e}", from.display()))
+    };
+    copy(&binary, "assent")?;
+    for (from, to) in [
+        ("deploy/assent.example.toml", "assent.example.toml"),
+        ("deploy/assent.service", "assent.service"),
+        ("deploy/nginx.conf", "nginx.conf"),
+        ("deploy/Caddyfile", "Caddyfile"),
+        ("LICENSE", "LICENSE"),
+        ("CHANGELOG.md", "CHANGELOG.md"),
+        ("README.md", "README.md"),
+    ] {
+        copy(&root().join(from), to)?;
+    }
+    run_cmd(
+        Command::new("cp")
+            .arg("-r")
+            .arg(root().join("dist"))
+            .arg(stage.join("dist")),
+    )?;
+    let tarball = out.join(format!("{name}.tar.gz"));
+    run_cmd(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&out)
+            .arg(&name),
+    )?;
+    let size = fs::metadata(&tarball).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "\nPacked {} ({:.1} MB)",
+        tarball.display(),
+        size as f64 / 1_000_000.0
+    );
+    Ok(())
 }
 
 fn run(extra: &[String]) -> Result {
