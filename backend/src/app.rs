@@ -277,9 +277,10 @@ pub fn redact_path(path: &str) -> String {
     out.join("/")
 }
 
-/// Largest body Assent's own routes read (each route has its own, smaller
-/// limit too); proxied requests stream and are not held to it.
-const MAX_OWN_BODY: usize = 1 << 20;
+/// Largest body Assent's own routes read (each has its own limit too, the
+/// largest 16 KiB), so that `http.max_connections` slow bodies cannot hold
+/// much memory; proxied requests stream and are not held to it.
+const MAX_OWN_BODY: usize = 64 * 1024;
 
 /// A request body for Assent itself must arrive whole within
 /// `http.body_read_timeout` (408 otherwise), whatever pace it trickles in
