@@ -308,12 +308,16 @@ async fn accept(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .layer(axum::Extension(axum::extract::ConnectInfo(peer)))
-            .map_request(|request: hyper::Request<hyper::body::Incoming>| {
+        // The peer goes with each request (a cheap map, not a layer over
+        // every route per connection).
+        let service = router.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 request.map(axum::body::Body::new)
-            });
+            },
+        );
         let service = hyper_util::service::TowerToHyperService::new(service);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
