@@ -17,20 +17,40 @@ use forwarded_header_value::ForwardedHeaderValue;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 
+/// Which header a trusted proxy names the client in. Only that one is
+/// read: a proxy passes the other on from the client untouched, so it
+/// would let any client choose its own address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For` (nginx's `$proxy_add_x_forwarded_for`, Caddy).
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
 /// The client of a request that came from `peer`.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub fn client_address(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    header: ProxyHeader,
+) -> IpAddr {
     let peer = peer.to_canonical();
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(&ip));
     if !is_trusted(peer) {
         return peer;
     }
-    let Some(chain) = forwarded_chain(headers) else {
-        return peer;
+    let chain = match header {
+        ProxyHeader::XForwardedFor => x_forwarded_for(headers),
+        ProxyHeader::Forwarded => forwarded(headers),
     };
     let mut client = peer;
+    // From the right: each hop was added by the one after it, and only
+    // hops added by trusted proxies are believed.
     for hop in chain.into_iter().rev() {
         match hop {
-            // An obfuscated or unknown hop: the chain cannot be followed
+            // Unreadable or obfuscated: the chain cannot be followed
             // further, and the last address read stands.
             None => break,
             Some(ip) => {
@@ -45,26 +65,52 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
 }
 
 /// Every value of header `name`, as one list (`a, b` and two headers `a`
-/// and `b` mean the same).
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
-    let values: Vec<&str> = headers
+/// and `b` mean the same); bytes that are not text become U+FFFD, so that
+/// only the element holding them fails to read.
+fn joined(headers: &HeaderMap, name: &str) -> String {
+    headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-/// The hops a trusted proxy reported, nearest last: `Forwarded` when it is
-/// there, else `X-Forwarded-For`. `None` when neither parses.
-fn forwarded_chain(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
-    let parsed = match joined(headers, "forwarded") {
-        Some(value) => ForwardedHeaderValue::from_forwarded(&value).ok()?,
-        None => {
-            ForwardedHeaderValue::from_x_forwarded_for(&joined(headers, "x-forwarded-for")?).ok()?
-        }
-    };
-    Some(parsed.iter().map(|hop| hop.forwarded_for_ip()).collect())
+/// `X-Forwarded-For`, element by element: an address, an address and
+/// port, or a bracketed IPv6 address (with or without port).
+fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let text = joined(headers, "x-forwarded-for");
+    text.split(',')
+        .map(str::trim)
+        .filter(|hop| !hop.is_empty())
+        .map(|hop| {
+            hop.parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+                .or_else(|| {
+                    hop.strip_prefix('[')
+                        .and_then(|h| h.strip_suffix(']'))
+                        .and_then(|h| h.parse().ok())
+                })
+        })
+        .collect()
+}
+
+/// `Forwarded`'s `for=` of each hop. A value the parser refuses is one
+/// unreadable hop; an odd number of quotes is refused before parsing
+/// (the parser does not survive an unterminated quoted string).
+fn forwarded(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let text = joined(headers, "forwarded");
+    if text.is_empty() {
+        return Vec::new();
+    }
+    if text.matches('"').count() % 2 == 1 {
+        return vec![None];
+    }
+    match ForwardedHeaderValue::from_forwarded(&text) {
+        Ok(parsed) => parsed.iter().map(|hop| hop.forwarded_for_ip()).collect(),
+        Err(_) => vec![None],
+    }
 }
 
 /// Puts the client in place of the connection's peer, when a trusted proxy
@@ -73,7 +119,12 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     let trusted = &state.config.trusted_proxies;
     if !trusted.is_empty() {
         if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            let client = client_address(peer.ip(), request.headers(), trusted);
+            let client = client_address(
+                peer.ip(),
+                request.headers(),
+                trusted,
+                state.config.trusted_proxy_header,
+            );
             request
                 .extensions_mut()
                 .insert(ConnectInfo(SocketAddr::new(client, 0)));
@@ -105,6 +156,8 @@ mod tests {
         text.parse().unwrap()
     }
 
+    const XFF: ProxyHeader = ProxyHeader::XForwardedFor;
+
     #[test]
     fn without_trusted_proxies_the_peer_is_the_client_whatever_it_claims() {
         let claims = headers(&[
@@ -112,13 +165,13 @@ mod tests {
             ("forwarded", "for=198.51.100.1"),
         ]);
         assert_eq!(
-            client_address(ip("192.0.2.7"), &claims, &[]),
+            client_address(ip("192.0.2.7"), &claims, &[], XFF),
             ip("192.0.2.7")
         );
         // A peer that is not one of the trusted proxies is not believed either.
         let trusted = nets(&["10.0.0.0/8"]);
         assert_eq!(
-            client_address(ip("192.0.2.7"), &claims, &trusted),
+            client_address(ip("192.0.2.7"), &claims, &trusted, XFF),
             ip("192.0.2.7")
         );
     }
@@ -130,20 +183,41 @@ mod tests {
         // real address, which is the first untrusted one from the right.
         let spoofed = headers(&[("x-forwarded-for", "198.51.100.1, 203.0.113.9, 10.1.1.1")]);
         assert_eq!(
-            client_address(ip("10.0.0.2"), &spoofed, &trusted),
+            client_address(ip("10.0.0.2"), &spoofed, &trusted, XFF),
             ip("203.0.113.9")
         );
-        // Two header lines are one list.
+        // Two header lines are one list; ports and brackets are read.
         let split = headers(&[
             ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-for", "[2001:db8::7]:4711"),
+        ]);
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &split, &trusted, XFF),
+            ip("2001:db8::7")
+        );
+        // IPv4 peers seen as IPv6 are trusted as IPv4.
+        let plain = headers(&[("x-forwarded-for", "203.0.113.9:80")]);
+        assert_eq!(
+            client_address(ip("::ffff:10.0.0.2"), &plain, &trusted, XFF),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn only_the_configured_header_is_read() {
+        let trusted = nets(&["10.0.0.0/8", "fd00::/8"]);
+        // The proxy appends to X-Forwarded-For and passes Forwarded on from
+        // the client untouched: that one is the client's to choose.
+        let both = headers(&[
+            ("forwarded", "for=198.51.100.66"),
             ("x-forwarded-for", "203.0.113.9"),
         ]);
         assert_eq!(
-            client_address(ip("10.0.0.2"), &split, &trusted),
+            client_address(ip("10.0.0.2"), &both, &trusted, XFF),
             ip("203.0.113.9")
         );
-        // Forwarded, with IPv6 in brackets and ports, wins over X-Forwarded-For.
-        let both = headers(&[
+        // A proxy that speaks Forwarded: X-Forwarded-For is the client's.
+        let rfc = headers(&[
             (
                 "forwarded",
                 "for=198.51.100.1, for=\"[2001:db8::7]:4711\";proto=https, for=\"[fd00::1]\"",
@@ -151,41 +225,51 @@ mod tests {
             ("x-forwarded-for", "192.0.2.1"),
         ]);
         assert_eq!(
-            client_address(ip("fd00::2"), &both, &trusted),
+            client_address(ip("fd00::2"), &rfc, &trusted, ProxyHeader::Forwarded),
             ip("2001:db8::7")
-        );
-        // IPv4 peers seen as IPv6 are trusted as IPv4.
-        let plain = headers(&[("x-forwarded-for", "203.0.113.9")]);
-        assert_eq!(
-            client_address(ip("::ffff:10.0.0.2"), &plain, &trusted),
-            ip("203.0.113.9")
         );
     }
 
     #[test]
-    fn an_unreadable_or_exhausted_chain_stops_at_what_is_known() {
+    fn an_unreadable_hop_stops_the_chain_and_never_panics() {
         let trusted = nets(&["10.0.0.0/8"]);
         // Nothing forwarded: the proxy itself.
         assert_eq!(
-            client_address(ip("10.0.0.2"), &HeaderMap::new(), &trusted),
+            client_address(ip("10.0.0.2"), &HeaderMap::new(), &trusted, XFF),
             ip("10.0.0.2")
         );
-        // Garbage: the proxy itself, not a guess.
-        let garbage = headers(&[("x-forwarded-for", "not an address")]);
+        // The client's own garbage, left of what the proxy appended, does
+        // not hide the client.
+        let garbage = headers(&[("x-forwarded-for", "not an address, 203.0.113.9")]);
         assert_eq!(
-            client_address(ip("10.0.0.2"), &garbage, &trusted),
-            ip("10.0.0.2")
+            client_address(ip("10.0.0.2"), &garbage, &trusted, XFF),
+            ip("203.0.113.9")
+        );
+        let mut raw = HeaderMap::new();
+        raw.append(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &raw, &trusted, XFF),
+            ip("203.0.113.9")
         );
         // An obfuscated hop: the last address read.
         let hidden = headers(&[("forwarded", "for=203.0.113.9, for=unknown, for=10.2.2.2")]);
         assert_eq!(
-            client_address(ip("10.0.0.2"), &hidden, &trusted),
+            client_address(ip("10.0.0.2"), &hidden, &trusted, ProxyHeader::Forwarded),
             ip("10.2.2.2")
+        );
+        // An unterminated quote (which the parser would panic on): unreadable.
+        let broken = headers(&[("forwarded", "for=203.0.113.9;host=\"")]);
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &broken, &trusted, ProxyHeader::Forwarded),
+            ip("10.0.0.2")
         );
         // Only trusted hops: the leftmost.
         let inner = headers(&[("x-forwarded-for", "10.3.3.3, 10.2.2.2")]);
         assert_eq!(
-            client_address(ip("10.0.0.2"), &inner, &trusted),
+            client_address(ip("10.0.0.2"), &inner, &trusted, XFF),
             ip("10.3.3.3")
         );
     }

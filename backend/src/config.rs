@@ -48,6 +48,9 @@ pub struct Config {
     /// believed: behind them, the client is the first untrusted address
     /// from the right. Empty: every connection is its own client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header those proxies name the client in: `x-forwarded-for`
+    /// (nginx, Caddy) or `forwarded` (RFC 7239). Only that one is read.
+    pub trusted_proxy_header: crate::client::ProxyHeader,
     /// Where `/metrics` is served, apart from the public listener (which
     /// then has none); empty: on `listen`, beside everything else.
     #[serde(with = "optional_address")]
@@ -336,6 +339,7 @@ impl Default for Config {
             relay_give_up_after: Duration::from_secs(36 * 3600),
             deny_cooldown: Duration::from_secs(30 * 24 * 3600),
             trusted_proxies: Vec::new(),
+            trusted_proxy_header: crate::client::ProxyHeader::XForwardedFor,
             metrics_listen: None,
             log_format: LogFormat::Text,
             load_warnings: Vec::new(),
@@ -974,7 +978,7 @@ impl Config {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 21] = [
+const TOP_LEVEL_KEYS: [&str; 22] = [
     "listen",
     "public_url",
     "server_name",
@@ -986,6 +990,7 @@ const TOP_LEVEL_KEYS: [&str; 21] = [
     "relay_give_up_after",
     "deny_cooldown",
     "trusted_proxies",
+    "trusted_proxy_header",
     "metrics_listen",
     "log_format",
     "limits",
@@ -1171,6 +1176,7 @@ fn fix_for(key: &str) -> String {
         "binding_check" => "use \"v1_lookup\" or \"none\"",
         "kind" => "use \"replay\", \"sydent-internal\" or \"webhook\"",
         "tokens" | "api_tokens" | "frame_ancestors" => "write a list of strings, e.g. [\"…\"]",
+        "trusted_proxy_header" => "use \"x-forwarded-for\" or \"forwarded\"",
         "trusted_proxies" => "write a list of CIDRs, e.g. [\"127.0.0.1/32\", \"10.0.0.0/8\"]",
         "proxy_all" | "allow_private_addresses" => "write true or false",
         _ => "see the Configuration section of the README for this key's type",
