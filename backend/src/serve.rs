@@ -268,20 +268,18 @@ async fn accept(
     router: axum::Router,
     http: &crate::config::HttpConfig,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use std::sync::Arc;
     use tower::ServiceExt;
 
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only, which reverse proxies speak to their upstreams: its
+    // header timer runs from the first byte a connection may send, so a
+    // connection that never sends one cannot keep its slot (HTTP/2's
+    // preface and idle streams have no such timer).
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(http.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(http.header_read_timeout));
     let slots = Arc::new(tokio::sync::Semaphore::new(
         usize::try_from(http.max_connections).unwrap_or(usize::MAX),
     ));
@@ -319,9 +317,7 @@ async fn accept(
             },
         );
         let service = hyper_util::service::TowerToHyperService::new(service);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A connection ends with an error when the client goes away or

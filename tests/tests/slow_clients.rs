@@ -64,6 +64,16 @@ async fn slow_clients_are_cut_off_at_the_timeout_and_hold_nobody_up() {
             opened.elapsed()
         }));
     }
+    // And one that sends nothing at all.
+    let silent = {
+        let address = address.clone();
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(&address).await.expect("connect");
+            let opened = Instant::now();
+            until_closed(&mut stream).await;
+            opened.elapsed()
+        })
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // A homeserver that signs correctly, on a fresh connection, meanwhile.
@@ -93,6 +103,11 @@ async fn slow_clients_are_cut_off_at_the_timeout_and_hold_nobody_up() {
             "a slow connection lived {lived:?}"
         );
     }
+    let lived = silent.await.expect("silent client");
+    assert!(
+        lived >= Duration::from_millis(1_900) && lived < Duration::from_secs(6),
+        "a silent connection lived {lived:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // A body sent a byte a second: answered 408 at the body timeout.
