@@ -11,6 +11,44 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
+/// A self-signed certificate for `name` (and `also`, as DNS names) made by
+/// `openssl` in `dir`: the certificate's and the key's PEM files.
+pub fn self_signed_certificate(
+    dir: &std::path::Path,
+    name: &str,
+    also: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut command = Command::new("openssl");
+    command
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")]);
+    if !also.is_empty() {
+        let names: Vec<String> = also.iter().map(|n| format!("DNS:{n}")).collect();
+        command.args(["-addext", &format!("subjectAltName={}", names.join(","))]);
+    }
+    let made = command
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}
+
 pub struct KeyServer {
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -27,27 +65,7 @@ impl KeyServer {
     /// Serves `hs`'s key document over TLS on `listener`.
     pub fn start(listener: tokio::net::TcpListener, hs: &Homeserver) -> KeyServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let made = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl");
-        assert!(
-            made.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&made.stderr)
-        );
+        let (cert, key) = self_signed_certificate(dir.path(), "127.0.0.1", &[]);
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
             .expect("read the certificate")
             .collect::<Result<_, _>>()

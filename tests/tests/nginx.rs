@@ -3,6 +3,7 @@
 //! rate limits, told apart by the client address nginx forwards.
 
 use assent_e2e::homeserver::Homeserver;
+use assent_e2e::key_server::self_signed_certificate;
 use assent_e2e::{free_port, workspace_root, Assent, Options};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -31,32 +32,7 @@ impl Drop for Nginx {
 /// addresses replaced, nothing else.
 fn start_nginx(port: u16, assent_port: u16, identity_server_port: u16) -> Nginx {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={IS_HOST}")])
-        .args([
-            "-addext",
-            &format!("subjectAltName=DNS:{IS_HOST},DNS:{CONSENT_HOST}"),
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (cert, key) = self_signed_certificate(dir.path(), IS_HOST, &[IS_HOST, CONSENT_HOST]);
     let plain_port = free_port();
     let shipped = std::fs::read_to_string(workspace_root().join("deploy/nginx.conf"))
         .expect("deploy/nginx.conf");
