@@ -29,8 +29,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// A file holding `database_url` (instead of it), for its password.
     pub database_url_file: Option<PathBuf>,
-    /// The built web front end (Trunk's `dist/`).
-    pub dist_dir: PathBuf,
+    /// A built web front end (Trunk's `dist/`) to serve instead of the one
+    /// embedded in the binary: for people who change the front end.
+    pub dist_dir: Option<PathBuf>,
     /// How long a request waits for the owner before it expires.
     #[serde(with = "humantime_serde")]
     pub request_ttl: Duration,
@@ -334,7 +335,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_url_file: None,
-            dist_dir: PathBuf::from("./dist"),
+            dist_dir: None,
             request_ttl: Duration::from_secs(7 * 24 * 3600),
             relay_give_up_after: Duration::from_secs(36 * 3600),
             deny_cooldown: Duration::from_secs(30 * 24 * 3600),

@@ -163,10 +163,22 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
             demo_admin_token = Some(token);
         }
     }
-    let web = WebAssets::load(&config.dist_dir);
-    if !web.is_built() {
-        tracing::warn!(dist_dir = %config.dist_dir.display(), "the web front end is not built; pages answer 503 until it is");
-    }
+    let web = match &config.dist_dir {
+        Some(dir) => {
+            let web = WebAssets::load(dir);
+            if !web.is_built() {
+                tracing::warn!(dist_dir = %dir.display(), "no index.html in dist_dir; pages answer 503 until there is one");
+            }
+            web
+        }
+        None => {
+            let web = WebAssets::embedded();
+            if !web.is_built() {
+                tracing::warn!("this binary was built without its web front end; pages answer 503 (build it with `cargo xtask build`, or set dist_dir)");
+            }
+            web
+        }
+    };
     let state = AppState::new(config, repo, Arc::new(SystemClock), app::os_rng(), key, web)
         .map_err(|e| StartError {
             key: "keys",

@@ -1,12 +1,16 @@
-//! Serving the web front end that Trunk builds into `dist/`: the app shell for
-//! every page route with a strict Content-Security-Policy, and the hashed
-//! assets with long caching and precompressed variants.
+//! Serving the web front end: the app shell for every page route with a
+//! strict Content-Security-Policy, and the hashed assets with long caching.
+//!
+//! The front end is embedded in the binary when it is built (see
+//! `build.rs`): every file compressed once with brotli and gzip, chosen by
+//! `Accept-Encoding`, with an `ETag`. `dist_dir` replaces it with a folder
+//! read at start, for people who change the front end.
 
 use crate::api::request_for_token;
 use crate::app::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -15,19 +19,72 @@ use std::path::Path as FsPath;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
-/// The built front end, read once at start.
+/// One file of the front end as `build.rs` embedded it.
+pub struct EmbeddedFile {
+    /// `/index.html`, `/console/app-….wasm`, …
+    pub route: &'static str,
+    pub raw: &'static [u8],
+    /// The compressed forms, when compressing made the file smaller.
+    pub br: Option<&'static [u8]>,
+    pub gzip: Option<&'static [u8]>,
+    /// A strong validator of the raw bytes (`"…"`, quotes included).
+    pub etag: &'static str,
+}
+
+/// The front end built into this binary (empty when it was built without
+/// one).
+pub static EMBEDDED: &[EmbeddedFile] = include!(concat!(env!("OUT_DIR"), "/embedded_front_end.rs"));
+
+/// Where the files come from.
+enum Files {
+    Embedded(&'static [EmbeddedFile]),
+    Dir(ServeDir),
+}
+
+/// The front end, read once at start.
 pub struct WebAssets {
-    /// `dist/index.html`, or `None` when the front end has not been built.
+    /// `index.html`, or `None` when there is no front end.
     index: Option<String>,
     /// `'sha256-…'` sources for each inline script in it (Trunk's loader).
     script_hashes: Vec<String>,
-    /// The admin console's shell, `dist/console/index.html`, and its hashes.
+    /// The admin console's shell, `console/index.html`, and its hashes.
     console: Option<String>,
     console_hashes: Vec<String>,
-    dir: ServeDir,
+    files: Files,
 }
 
 impl WebAssets {
+    /// The front end embedded in the binary.
+    pub fn embedded() -> Self {
+        Self::from_files(EMBEDDED)
+    }
+
+    /// `files` as the front end (the embedded ones, or a test's own).
+    pub fn from_files(files: &'static [EmbeddedFile]) -> Self {
+        let read = |route: &str| {
+            let html = files
+                .iter()
+                .find(|file| file.route == route)
+                .and_then(|file| std::str::from_utf8(file.raw).ok())
+                .map(str::to_owned);
+            let hashes = html
+                .as_deref()
+                .map(inline_script_hashes)
+                .unwrap_or_default();
+            (html, hashes)
+        };
+        let (index, script_hashes) = read("/index.html");
+        let (console, console_hashes) = read("/console/index.html");
+        WebAssets {
+            index,
+            script_hashes,
+            console,
+            console_hashes,
+            files: Files::Embedded(files),
+        }
+    }
+
+    /// The front end in `dist_dir`, in place of the embedded one.
     pub fn load(dist_dir: &FsPath) -> Self {
         let read = |path: &FsPath| {
             let html = std::fs::read_to_string(path).ok();
@@ -48,7 +105,7 @@ impl WebAssets {
             script_hashes,
             console,
             console_hashes,
-            dir,
+            files: Files::Dir(dir),
         }
     }
 
@@ -116,8 +173,8 @@ fn shell_page(html: Option<&str>, script_hashes: &[String], frame_ancestors: &st
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "The web front end has not been built. Run `cargo xtask build` (or `cargo xtask run`) in the \
-             Assent checkout, or set `dist_dir` to the folder that holds the built index.html.\n",
+            "This Assent was built without its web front end. Build it with `cargo xtask build` (or \
+             `cargo xtask run`), or set `dist_dir` to a folder that holds a built index.html.\n",
         )
             .into_response();
     };
@@ -235,12 +292,15 @@ pub async fn embed_page(State(state): State<AppState>, Path(token): Path<String>
     state.web.page(ancestors.as_deref().unwrap_or("'none'"))
 }
 
-/// Everything else under `/`: files from `dist/`.
+/// Everything else under `/`: the front end's files.
 pub async fn static_file(State(state): State<AppState>, request: Request) -> Response {
     let immutable = is_hashed_asset(request.uri().path());
-    let mut response = match state.web.dir.clone().oneshot(request).await {
-        Ok(response) => response.map(Body::new),
-        Err(never) => match never {},
+    let mut response = match &state.web.files {
+        Files::Embedded(files) => embedded_file(files, &request),
+        Files::Dir(dir) => match dir.clone().oneshot(request).await {
+            Ok(response) => response.map(Body::new),
+            Err(never) => match never {},
+        },
     };
     if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
         let cache = if immutable {
@@ -253,6 +313,85 @@ pub async fn static_file(State(state): State<AppState>, request: Request) -> Res
             .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     }
     response
+}
+
+/// An embedded file in the encoding the client prefers: brotli, else gzip,
+/// else as built; 304 when the client's copy is current.
+fn embedded_file(files: &[EmbeddedFile], request: &Request) -> Response {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let path = request.uri().path();
+    // `/index.html` is only the shell behind `/`, served with its policy.
+    let Some(file) = files
+        .iter()
+        .find(|file| file.route == path && !file.route.ends_with("/index.html"))
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let accepted = request.headers();
+    let (bytes, encoding) = match (file.br, file.gzip) {
+        (Some(br), _) if accepts(accepted, "br") => (br, Some("br")),
+        (_, Some(gzip)) if accepts(accepted, "gzip") => (gzip, Some("gzip")),
+        _ => (file.raw, None),
+    };
+    // One tag per representation: a cache must not answer a gzip client
+    // with the brotli bytes it validated.
+    let etag = match encoding {
+        Some(encoding) => format!("{}-{encoding}\"", file.etag.trim_end_matches('"')),
+        None => file.etag.to_owned(),
+    };
+    let mut headers = HeaderMap::new();
+    let mime = mime_guess::from_path(file.route).first_or_octet_stream();
+    if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Some(encoding) = encoding {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+    }
+    if matches_etag(accepted, &etag) {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    (headers, Body::from(bytes)).into_response()
+}
+
+/// Whether `Accept-Encoding` allows `coding` (named, or by `*`, and not
+/// with `q=0`).
+fn accepts(headers: &HeaderMap, coding: &str) -> bool {
+    let mut named = None;
+    let mut star = None;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let allowed = parts
+                .filter_map(|param| param.trim().strip_prefix("q="))
+                .all(|q| q.trim().parse::<f32>().map_or(false, |q| q > 0.0));
+            if name.eq_ignore_ascii_case(coding) {
+                named = Some(allowed);
+            } else if name == "*" {
+                star = Some(allowed);
+            }
+        }
+    }
+    named.or(star).unwrap_or(false)
+}
+
+/// Whether `If-None-Match` names `etag` (or `*`); weak comparison, as
+/// RFC 9110 asks for this header.
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|tag| tag.trim())
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
 }
 
 /// Trunk names built assets `name-<16 hex digits>.ext`; those never change.
@@ -318,6 +457,88 @@ mod tests {
         assert!(!is_hashed_asset("/some-name.js"));
     }
 
+    fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.clone(), HeaderValue::from_static(value)))
+            .collect()
+    }
+
+    #[test]
+    fn codings_are_taken_only_when_accepted_with_a_weight_above_zero() {
+        let accept = |value| headers(&[(header::ACCEPT_ENCODING, value)]);
+        assert!(accepts(&accept("gzip, deflate, br"), "br"));
+        assert!(accepts(&accept("GZIP;q=0.5"), "gzip"));
+        assert!(accepts(&accept("*"), "br"));
+        assert!(!accepts(&accept("*, br;q=0"), "br"));
+        assert!(!accepts(&accept("br;q=0.000"), "br"));
+        assert!(!accepts(&accept("br;q=nonsense"), "br"));
+        assert!(!accepts(&accept("identity"), "gzip"));
+        assert!(!accepts(&HeaderMap::new(), "gzip"));
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly_and_takes_lists_and_star() {
+        let given = |value| headers(&[(header::IF_NONE_MATCH, value)]);
+        assert!(matches_etag(&given("\"a\""), "\"a\""));
+        assert!(matches_etag(&given("W/\"a\""), "\"a\""));
+        assert!(matches_etag(&given("\"b\", \"a\""), "\"a\""));
+        assert!(matches_etag(&given("*"), "\"a\""));
+        assert!(!matches_etag(&given("\"a-br\""), "\"a\""));
+        assert!(!matches_etag(&HeaderMap::new(), "\"a\""));
+    }
+
+    static FILES: &[EmbeddedFile] = &[
+        EmbeddedFile {
+            route: "/index.html",
+            raw: b"<html><script>go()</script><body><noscript>x</noscript></body></html>",
+            br: None,
+            gzip: None,
+            etag: "\"i\"",
+        },
+        EmbeddedFile {
+            route: "/app-0123456789abcdef.js",
+            raw: b"raw bytes",
+            br: Some(b"br"),
+            gzip: None,
+            etag: "\"j\"",
+        },
+    ];
+
+    #[test]
+    fn an_embedded_file_falls_back_to_what_was_compressed_and_the_shell_needs_its_route() {
+        let web = WebAssets::from_files(FILES);
+        assert!(web.is_built());
+        assert_eq!(web.script_hashes.len(), 1);
+        let get = |path: &str, accept: &'static str| {
+            let request = Request::builder()
+                .uri(path)
+                .header(header::ACCEPT_ENCODING, accept)
+                .body(Body::empty())
+                .unwrap();
+            embedded_file(FILES, &request)
+        };
+        // No gzip form: a gzip-only client gets the raw bytes, tagged as such.
+        let raw = get("/app-0123456789abcdef.js", "gzip");
+        assert_eq!(raw.status(), StatusCode::OK);
+        assert!(raw.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(raw.headers()[header::ETAG], "\"j\"");
+        assert_eq!(raw.headers()[header::CONTENT_TYPE], "text/javascript");
+        let br = get("/app-0123456789abcdef.js", "br");
+        assert_eq!(br.headers()[header::ETAG], "\"j-br\"");
+        // The shell is served only behind `/`, with its policy.
+        assert_eq!(get("/index.html", "br").status(), StatusCode::NOT_FOUND);
+        let post = Request::builder()
+            .method(Method::POST)
+            .uri("/app-0123456789abcdef.js")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            embedded_file(FILES, &post).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
     #[test]
     fn the_policy_allows_no_inline_script_without_a_hash() {
         let assets = WebAssets {
@@ -325,7 +546,7 @@ mod tests {
             script_hashes: vec!["'sha256-abc'".to_owned()],
             console: None,
             console_hashes: Vec::new(),
-            dir: ServeDir::new("."),
+            files: Files::Embedded(&[]),
         };
         let csp = assets.csp("'none'");
         assert!(!csp.contains("unsafe-inline"));

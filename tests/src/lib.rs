@@ -152,7 +152,6 @@ impl Assent {
             .env("ASSENT_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("ASSENT_PUBLIC_URL", &self.base)
             .env("ASSENT_DATA_DIR", &self.data_dir)
-            .env("ASSENT_DIST_DIR", workspace_root().join("dist"))
             .env("RUST_LOG", "info");
         if let Some(url) = &self.database_url {
             command.env("ASSENT_DATABASE_URL", url);

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
                 "usage: cargo xtask <command>\n\n  run    build everything and start Assent with a demo request\n  \
                  test   run every check and test (fmt, clippy, unit, integration, wasm, browser)\n  \
                  build  build the front end and the release binary, start nothing\n  \
-                 dist   a release tarball: binary, front end, example config, unit file, licence\n  \
+                 dist   a release tarball: binary, example config, unit file, proxy configs, licence\n  \
                  bench intake [flags]  held unbinds/s, latency and memory of `assent serve` on SQLite"
             );
             return ExitCode::from(2);
@@ -273,15 +273,19 @@ fn apt_install(packages: &[&str]) -> Result {
     )
 }
 
-/// Builds both bundles: the consent app into `dist/` (which Trunk empties
-/// first), then the admin console into `dist/console/`.
+/// Builds both bundles, the consent app and the admin console (in
+/// `console/`), into `target/trunk-dist/` (which Trunk empties first), then
+/// brings `dist/` level with it, touching only files whose bytes changed:
+/// the server embeds `dist/` and is compiled again only when it changes.
 fn build_frontend() -> Result {
+    let stage = root().join("target").join("trunk-dist");
     step("Building the web front end (Trunk, release, offline)");
     let trunk = || {
         let mut trunk = command("trunk");
         trunk
             .arg("build")
             .env("TRUNK_SKIP_VERSION_CHECK", "true")
+            .env("TRUNK_BUILD_DIST", &stage)
             // Size-oriented release profile for the wasm only; the server
             // keeps the workspace's release profile.
             .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "z")
@@ -291,14 +295,48 @@ fn build_frontend() -> Result {
         trunk
     };
     run_cmd(&mut trunk())?;
-    step("Building the admin console (Trunk, into dist/console)");
-    run_cmd(trunk().args([
-        "frontend/console.html",
-        "--dist",
-        "dist/console",
-        "--public-url",
-        "/console/",
-    ]))
+    step("Building the admin console (Trunk, into console/)");
+    run_cmd(
+        trunk()
+            .args(["frontend/console.html", "--public-url", "/console/"])
+            .env("TRUNK_BUILD_DIST", stage.join("console")),
+    )?;
+    sync_dir(&stage, &root().join("dist"))
+}
+
+/// Makes `to` hold exactly the files of `from`, writing only those that
+/// differ.
+fn sync_dir(from: &Path, to: &Path) -> Result {
+    let fail = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
+    fs::create_dir_all(to).map_err(|e| fail(to, e))?;
+    let mut wanted = std::collections::HashSet::new();
+    for entry in fs::read_dir(from).map_err(|e| fail(from, e))? {
+        let entry = entry.map_err(|e| fail(from, e))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        wanted.insert(entry.file_name());
+        if source.is_dir() {
+            sync_dir(&source, &target)?;
+            continue;
+        }
+        let bytes = fs::read(&source).map_err(|e| fail(&source, e))?;
+        if fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
+            fs::write(&target, &bytes).map_err(|e| fail(&target, e))?;
+        }
+    }
+    for entry in fs::read_dir(to).map_err(|e| fail(to, e))? {
+        let entry = entry.map_err(|e| fail(to, e))?;
+        if wanted.contains(&entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|e| fail(&path, e))?;
+    }
+    Ok(())
 }
 
 /// `cargo xtask bench intake [--seconds N] [--concurrency N] [--server sydent]`.
@@ -403,19 +441,15 @@ fn build() -> Result<PathBuf> {
     ]))?;
     let binary = root().join("target").join("release").join("assent");
     println!(
-        "\nBuilt {} and {}",
-        binary.display(),
-        root().join("dist").display()
+        "\nBuilt {} (the front end is embedded in it)",
+        binary.display()
     );
-    println!(
-        "Run it from {} with: target/release/assent serve [--config assent.toml]",
-        root().display()
-    );
+    println!("Run it from any directory with: assent serve [--config assent.toml]");
     Ok(binary)
 }
 
 /// `cargo xtask dist`: `target/dist/assent-<version>-<target>.tar.gz` with
-/// what an operator installs: the binary, the built front end (`dist/`),
+/// what an operator installs: the binary (the front end embedded in it),
 /// the example config, the systemd unit, the reverse-proxy configs, the
 /// licence, the changelog and the README.
 fn dist() -> Result {
@@ -447,12 +481,6 @@ fn dist() -> Result {
     ] {
         copy(&root().join(from), to)?;
     }
-    run_cmd(
-        Command::new("cp")
-            .arg("-r")
-            .arg(root().join("dist"))
-            .arg(stage.join("dist")),
-    )?;
     let tarball = out.join(format!("{name}.tar.gz"));
     run_cmd(
         Command::new("tar")
@@ -641,6 +669,10 @@ fn test() -> Result {
     step("sydent (the identity server behind Assent in the tests)");
     let sydent = ensure_sydent()?;
 
+    // First: the server embeds the built front end, so every build of it
+    // below (clippy's included) sees the same dist/ and none repeats another.
+    build_frontend()?;
+
     step("Formatting (cargo fmt --check)");
     run_cmd(command("cargo").args(["fmt", "--all", "--", "--check"]))?;
 
@@ -658,9 +690,6 @@ fn test() -> Result {
         "-D",
         "warnings",
     ]))?;
-
-    // The browser tests load the built front end from dist/.
-    build_frontend()?;
 
     step("Unit, integration and browser tests on SQLite");
     run_cmd(
