@@ -101,7 +101,7 @@ impl AppState {
         rng: SharedRng,
         key: SigningKey,
         web: WebAssets,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::intake::key_fetch::SetupError> {
         let server_keys = KeyFetcher::new(&config.keys)?;
         Self::with_key_fetcher(config, repo, clock, rng, key, web, server_keys)
     }
@@ -114,7 +114,7 @@ impl AppState {
         key: SigningKey,
         web: WebAssets,
         server_keys: KeyFetcher,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::intake::key_fetch::SetupError> {
         let upstream = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .read_timeout(UPSTREAM_TIMEOUT)

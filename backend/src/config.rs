@@ -270,6 +270,9 @@ pub struct KeysConfig {
     pub allow_private_addresses: bool,
     /// Homeserver keys to trust without discovery: server name → key id → key.
     pub pinned: BTreeMap<String, BTreeMap<String, String>>,
+    /// DNS servers (`address:port`) for server discovery; empty: the
+    /// system's, from /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -182,8 +182,8 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
     let state = AppState::new(config, repo, Arc::new(SystemClock), app::os_rng(), key, web)
         .map_err(|e| StartError {
             key: "keys",
-            problem: format!("cannot set up the HTTP client: {e}"),
-            fix: "check the system's TLS root certificates",
+            problem: e.to_string(),
+            fix: "name DNS servers in keys.nameservers (e.g. [\"127.0.0.53:53\"]) if the system has no /etc/resolv.conf",
         })?;
     let mailer =
         Mailer::new(&state.config.email, &state.config.data_dir).map_err(|e| StartError {

@@ -371,7 +371,7 @@ fn accepts(headers: &HeaderMap, coding: &str) -> bool {
             let name = parts.next().unwrap_or("").trim();
             let allowed = parts
                 .filter_map(|param| param.trim().strip_prefix("q="))
-                .all(|q| q.trim().parse::<f32>().map_or(false, |q| q > 0.0));
+                .all(|q| q.trim().parse::<f32>().is_ok_and(|q| q > 0.0));
             if name.eq_ignore_ascii_case(coding) {
                 named = Some(allowed);
             } else if name == "*" {

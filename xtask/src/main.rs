@@ -17,11 +17,13 @@ use std::time::Instant;
 const TRUNK_VERSION: &str = "0.21.14";
 const BINARYEN_VERSION: &str = "132";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
-const TEST_PACKAGES: [&str; 9] = [
+const TEST_PACKAGES: [&str; 10] = [
     // `caddy validate` checks deploy/Caddyfile.
     "caddy",
     "chromium",
     "chromium-driver",
+    // The DNS server the server-discovery tests publish SRV records with.
+    "dnsmasq-base",
     // The reverse proxy the deployment tests put in front of Assent, with
     // deploy/nginx.conf.
     "nginx",

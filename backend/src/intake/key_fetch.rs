@@ -1,11 +1,16 @@
-//! Fetching a homeserver's signing keys: Matrix server discovery
-//! (`.well-known/matrix/server`, an explicit port, else 8448), a bounded HTTP
+//! Fetching a homeserver's signing keys: Matrix server discovery as the
+//! server-server spec (and so Synapse and sydent) does it, a bounded HTTP
 //! client that refuses loopback and private addresses unless
 //! `keys.allow_private_addresses`, self-signature checks, and a cache kept
 //! until each document's `valid_until_ts`. Pinned keys skip all of it.
 //!
-//! SRV records are not consulted; a homeserver that relies on them alone must
-//! be pinned or publish `.well-known`.
+//! Discovery: an IP literal or an explicit port is used as it is; else
+//! `https://<name>/.well-known/matrix/server` (redirects followed, every hop
+//! through the address guard) may delegate to another name; a delegated or
+//! original name without a port is looked up as SRV `_matrix-fed._tcp`, then
+//! `_matrix._tcp`, and otherwise reached on port 8448. An SRV target is
+//! connected to by its addresses while the certificate and `Host` stay the
+//! server's name.
 
 use super::server_keys::{verify_key_document, KeyDocError, ServerKeySet};
 use super::signature_batch::usable_key;
@@ -28,6 +33,19 @@ const MAX_CACHED_SERVERS: std::num::NonZeroUsize = match std::num::NonZeroUsize:
 /// How long a fetch waits for one of the `MAX_CONCURRENT_FETCHES` slots
 /// before it is refused as busy.
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// Redirects followed for `.well-known/matrix/server`.
+const MAX_REDIRECTS: usize = 5;
+/// SRV targets tried in turn for one server.
+const MAX_SRV_TARGETS: usize = 3;
+
+/// Why the fetcher could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot read the system's DNS configuration (/etc/resolv.conf): {0}")]
+    Dns(String),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFetchError {
@@ -37,6 +55,8 @@ pub enum KeyFetchError {
     PrivateAddress(String),
     #[error("fetching {url} failed: {why}")]
     Http { url: String, why: String },
+    #[error("{url} redirects; only .well-known/matrix/server may")]
+    Redirected { url: String },
     #[error("{url} answered with more than {MAX_BODY} bytes")]
     TooLarge { url: String },
     #[error("key document from {url}: {error}")]
@@ -66,6 +86,7 @@ impl KeyFetchError {
                 format!("the keys of {server} are not fetched: it is not on a public address")
             }
             KeyFetchError::Http { .. }
+            | KeyFetchError::Redirected { .. }
             | KeyFetchError::TooLarge { .. }
             | KeyFetchError::Document { .. }
             | KeyFetchError::RecentlyFailed { .. } => format!(
@@ -143,29 +164,42 @@ pub struct KeyFetcher {
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     permits: tokio::sync::Semaphore,
     queue_wait: Duration,
+    resolver: Arc<GuardedResolver>,
     /// `https` in production; tests serve plain HTTP on loopback.
     scheme: &'static str,
+    /// Where `.well-known` is asked (`None`: the scheme's own port) and the
+    /// port of a name without one or an SRV record (8448); tests move them.
+    well_known_port: Option<u16>,
+    default_port: u16,
+}
+
+/// One place to fetch a server's keys from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    /// `https://authority`: the name the certificate must match.
+    base: String,
+    /// An SRV target: the URL's host is connected to at these addresses
+    /// (already through the guard), with `Host` the server's name alone.
+    srv: Option<(String, Vec<SocketAddr>)>,
+}
+
+/// What one GET got.
+enum Answer {
+    Body(Vec<u8>),
+    Redirect(String),
 }
 
 impl KeyFetcher {
-    pub fn new(config: &KeysConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &KeysConfig) -> Result<Self, SetupError> {
         Self::with_scheme(config, "https")
     }
 
     pub(crate) fn with_scheme(
         config: &KeysConfig,
         scheme: &'static str,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("Assent/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: config.allow_private_addresses,
-            }))
-            .build()?;
+    ) -> Result<Self, SetupError> {
+        let resolver = Arc::new(GuardedResolver::new(config)?);
+        let http = client_builder(&resolver).build()?;
         // Config validation refuses pinned keys that are not usable (not a
         // curve point, or of small order), so none is left out here.
         let pinned = config
@@ -191,8 +225,19 @@ impl KeyFetcher {
             inflight: Mutex::new(HashMap::new()),
             permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
             queue_wait: QUEUE_WAIT,
+            resolver,
             scheme,
+            well_known_port: None,
+            default_port: 8448,
         })
+    }
+
+    /// Tests serve `.well-known` and names without a port on loopback ports.
+    #[cfg(test)]
+    fn with_ports(mut self, well_known: u16, default: u16) -> Self {
+        self.well_known_port = Some(well_known);
+        self.default_port = default;
+        self
     }
 
     /// The public key `key_id` of `server`, valid at `now_ms`.
@@ -330,39 +375,135 @@ impl KeyFetcher {
     }
 
     async fn fetch(&self, server: &str) -> Result<ServerKeySet, KeyFetchError> {
-        let base = self.discover(server).await?;
-        let url = format!("{base}/_matrix/key/v2/server");
-        let body = self.get_limited(&url).await?;
-        verify_key_document(server, &body).map_err(|error| KeyFetchError::Document { url, error })
+        let mut last = None;
+        for endpoint in self.discover(server).await? {
+            let url = format!("{}/_matrix/key/v2/server", endpoint.base);
+            let answer = match &endpoint.srv {
+                None => self.get(&self.http, &url, None).await,
+                Some((host, addrs)) => {
+                    // The URL names the server (its certificate, SNI); the
+                    // connection goes to the SRV target's addresses.
+                    let client = client_builder(&self.resolver)
+                        .resolve_to_addrs(host, addrs)
+                        .build()
+                        .map_err(|e| KeyFetchError::Http {
+                            url: url.clone(),
+                            why: e.to_string(),
+                        });
+                    match client {
+                        Ok(client) => self.get(&client, &url, Some(host)).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match answer {
+                Ok(Answer::Body(body)) => {
+                    return verify_key_document(server, &body)
+                        .map_err(|error| KeyFetchError::Document { url, error })
+                }
+                Ok(Answer::Redirect(_)) => last = Some(KeyFetchError::Redirected { url }),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| KeyFetchError::BadServerName(server.to_owned())))
     }
 
-    /// Server discovery: `https://host:port` to fetch keys from.
-    async fn discover(&self, server: &str) -> Result<String, KeyFetchError> {
+    /// Server discovery: where to fetch the keys from, in order.
+    async fn discover(&self, server: &str) -> Result<Vec<Endpoint>, KeyFetchError> {
         let name = ruma_common::ServerName::parse(server)
             .map_err(|_| KeyFetchError::BadServerName(server.to_owned()))?;
         let host = name.host();
         if name.port().is_some() || ip_literal(host).is_some() {
-            return self.base_url(server, &name);
+            return Ok(vec![self.direct(server, &name)?]);
         }
-        let well_known = format!("{}://{host}/.well-known/matrix/server", self.scheme);
-        if let Ok(body) = self.get_limited(&well_known).await {
-            let delegated = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("m.server")?.as_str().map(str::to_owned));
-            if let Some(target) = delegated.and_then(|d| ruma_common::ServerName::parse(d).ok()) {
-                return self.base_url(server, &target);
+        match self.well_known(host).await {
+            Some(target) if target.port().is_some() || ip_literal(target.host()).is_some() => {
+                Ok(vec![self.direct(server, &target)?])
             }
+            Some(target) => self.srv_or_default(server, target.host()).await,
+            None => self.srv_or_default(server, host).await,
         }
-        Ok(format!("{}://{host}:8448", self.scheme))
     }
 
-    /// `scheme://target[:8448]`, refusing a private IP literal up front
-    /// (names are checked when the resolver looks them up).
-    fn base_url(
+    /// `m.server` from `.well-known/matrix/server`, following redirects.
+    /// Anything else (no answer, an error status, bad JSON, a bad name) is
+    /// no delegation, as the spec says.
+    async fn well_known(&self, host: &str) -> Option<ruma_common::OwnedServerName> {
+        let port = self
+            .well_known_port
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        let mut url = format!("{}://{host}{port}/.well-known/matrix/server", self.scheme);
+        for _ in 0..=MAX_REDIRECTS {
+            match self.get(&self.http, &url, None).await.ok()? {
+                Answer::Body(body) => {
+                    let delegated = serde_json::from_slice::<serde_json::Value>(&body).ok()?;
+                    let delegated = delegated.get("m.server")?.as_str()?;
+                    return ruma_common::ServerName::parse(delegated).ok();
+                }
+                Answer::Redirect(location) => url = self.next_hop(&url, &location)?,
+            }
+        }
+        None
+    }
+
+    /// Where a redirect leads, if it may be followed: same scheme (never
+    /// from https to http). The guard checks the new host when it is asked.
+    fn next_hop(&self, from: &str, location: &str) -> Option<String> {
+        let next = url::Url::parse(from).ok()?.join(location).ok()?;
+        (next.scheme() == self.scheme).then(|| next.to_string())
+    }
+
+    /// The SRV targets of `host` (`_matrix-fed._tcp`, else `_matrix._tcp`),
+    /// else `host` on the default port.
+    async fn srv_or_default(
+        &self,
+        server: &str,
+        host: &str,
+    ) -> Result<Vec<Endpoint>, KeyFetchError> {
+        for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
+            let mut records = self.resolver.srv(&format!("{service}.{host}.")).await;
+            if records.is_empty() {
+                continue;
+            }
+            // Lowest priority first; among equals, the heaviest.
+            records.sort_by_key(|r| (r.priority, std::cmp::Reverse(r.weight)));
+            let mut endpoints = Vec::new();
+            let mut refused = false;
+            for record in records.iter().take(MAX_SRV_TARGETS) {
+                match self.resolver.addresses(&record.target, record.port).await {
+                    Ok(addrs) => endpoints.push(Endpoint {
+                        base: format!("{}://{host}:{}", self.scheme, record.port),
+                        srv: Some((host.to_owned(), addrs)),
+                    }),
+                    Err(Lookup::Private) => refused = true,
+                    Err(Lookup::Failed(_)) => {}
+                }
+            }
+            if endpoints.is_empty() && refused {
+                return Err(KeyFetchError::PrivateAddress(server.to_owned()));
+            }
+            if endpoints.is_empty() {
+                return Err(KeyFetchError::Http {
+                    url: format!("{service}.{host}"),
+                    why: "no SRV target resolves".to_owned(),
+                });
+            }
+            return Ok(endpoints);
+        }
+        Ok(vec![Endpoint {
+            base: format!("{}://{host}:{}", self.scheme, self.default_port),
+            srv: None,
+        }])
+    }
+
+    /// `scheme://target[:default port]`, refusing a private IP literal up
+    /// front (names are checked when the resolver looks them up).
+    fn direct(
         &self,
         server: &str,
         target: &ruma_common::ServerName,
-    ) -> Result<String, KeyFetchError> {
+    ) -> Result<Endpoint, KeyFetchError> {
         if let Some(ip) = ip_literal(target.host()) {
             if !self.allow_private && !is_public(ip) {
                 return Err(KeyFetchError::PrivateAddress(server.to_owned()));
@@ -370,13 +511,21 @@ impl KeyFetcher {
         }
         let authority = match target.port() {
             Some(_) => target.as_str().to_owned(),
-            None => format!("{}:8448", target.as_str()),
+            None => format!("{}:{}", target.as_str(), self.default_port),
         };
-        Ok(format!("{}://{authority}", self.scheme))
+        Ok(Endpoint {
+            base: format!("{}://{authority}", self.scheme),
+            srv: None,
+        })
     }
 
-    /// GET with a size limit; only 200 answers count.
-    async fn get_limited(&self, url: &str) -> Result<Vec<u8>, KeyFetchError> {
+    /// GET with a size limit: the body of a 200, or where a 3xx points.
+    async fn get(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        host: Option<&str>,
+    ) -> Result<Answer, KeyFetchError> {
         let http_err = |why: String| KeyFetchError::Http {
             url: url.to_owned(),
             why,
@@ -395,13 +544,27 @@ impl KeyFetcher {
                 return Err(KeyFetchError::PrivateAddress(url.to_owned()));
             }
         }
-        let mut response = self.http.get(url).send().await.map_err(|e| {
+        let mut request = client.get(url);
+        if let Some(host) = host {
+            request = request.header(reqwest::header::HOST, host);
+        }
+        let mut response = request.send().await.map_err(|e| {
             if refused_as_private(&e) {
                 KeyFetchError::PrivateAddress(url.to_owned())
             } else {
                 http_err(e.to_string())
             }
         })?;
+        if response.status().is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    http_err(format!("status {} without Location", response.status()))
+                })?;
+            return Ok(Answer::Redirect(location.to_owned()));
+        }
         if response.status() != reqwest::StatusCode::OK {
             return Err(http_err(format!("status {}", response.status())));
         }
@@ -426,8 +589,20 @@ impl KeyFetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok(Answer::Body(body))
     }
+}
+
+/// The client every fetch uses: bounded, no redirects, no proxy, names
+/// resolved through the guard.
+fn client_builder(resolver: &Arc<GuardedResolver>) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .connect_timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("Assent/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(resolver.clone())
 }
 
 fn ip_literal(host: &str) -> Option<IpAddr> {
@@ -503,29 +678,115 @@ fn refused_as_private(error: &reqwest::Error) -> bool {
     false
 }
 
-/// Resolves names and drops non-public addresses unless allowed.
+/// One SRV record, as discovery uses it.
+struct Srv {
+    priority: u16,
+    weight: u16,
+    port: u16,
+    target: String,
+}
+
+/// Why a name gave no address to connect to.
+enum Lookup {
+    Private,
+    Failed(String),
+}
+
+/// Resolves names (with hickory: the system's resolvers, or
+/// `keys.nameservers`) and drops non-public addresses unless allowed.
 struct GuardedResolver {
+    dns: hickory_resolver::TokioResolver,
     allow_private: bool,
+}
+
+impl GuardedResolver {
+    fn new(config: &KeysConfig) -> Result<Self, SetupError> {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+        use hickory_resolver::name_server::TokioConnectionProvider;
+        use hickory_resolver::proto::xfer::Protocol;
+        let builder = if config.nameservers.is_empty() {
+            hickory_resolver::TokioResolver::builder_tokio()
+                .map_err(|e| SetupError::Dns(e.to_string()))?
+        } else {
+            let mut resolvers = ResolverConfig::new();
+            for address in &config.nameservers {
+                resolvers.add_name_server(NameServerConfig::new(*address, Protocol::Udp));
+                resolvers.add_name_server(NameServerConfig::new(*address, Protocol::Tcp));
+            }
+            hickory_resolver::TokioResolver::builder_with_config(
+                resolvers,
+                TokioConnectionProvider::default(),
+            )
+        };
+        Ok(GuardedResolver {
+            dns: builder.build(),
+            allow_private: config.allow_private_addresses,
+        })
+    }
+
+    /// `name`'s addresses on `port` that may be connected to.
+    async fn addresses(&self, name: &str, port: u16) -> Result<Vec<SocketAddr>, Lookup> {
+        let absolute = if name.ends_with('.') {
+            name.to_owned()
+        } else {
+            format!("{name}.")
+        };
+        let found = self
+            .dns
+            .lookup_ip(absolute)
+            .await
+            .map_err(|e| Lookup::Failed(e.to_string()))?;
+        let allowed: Vec<SocketAddr> = found
+            .iter()
+            .filter(|ip| self.allow_private || is_public(*ip))
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
+        if allowed.is_empty() {
+            return Err(Lookup::Private);
+        }
+        Ok(allowed)
+    }
+
+    /// The SRV records of `name`; none when there are none or the lookup
+    /// fails (the spec then goes on to port 8448). A target of `.` says
+    /// the service is not offered, which is taken the same way.
+    async fn srv(&self, name: &str) -> Vec<Srv> {
+        let Ok(found) = self.dns.srv_lookup(name).await else {
+            return Vec::new();
+        };
+        found
+            .iter()
+            .filter(|r| !r.target().is_root())
+            .map(|r| Srv {
+                priority: r.priority(),
+                weight: r.weight(),
+                port: r.port(),
+                target: r.target().to_ascii(),
+            })
+            .collect()
+    }
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
         let host = name.as_str().to_owned();
+        let dns = self.dns.clone();
+        let allow_private = self.allow_private;
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| allow_private || is_public(a.ip()))
-                .collect();
-            if allowed.is_empty() {
-                return Err(Box::new(PrivateOnly(host)) as Box<dyn std::error::Error + Send + Sync>);
+            let guard = GuardedResolver { dns, allow_private };
+            match guard.addresses(&host, 0).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
+                Err(Lookup::Private) => {
+                    Err(Box::new(PrivateOnly(host)) as Box<dyn std::error::Error + Send + Sync>)
+                }
+                Err(Lookup::Failed(why)) => Err(why.into()),
             }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
+
+#[cfg(test)]
+mod discovery_tests;
 
 #[cfg(test)]
 mod tests {
@@ -578,6 +839,7 @@ mod tests {
         KeysConfig {
             allow_private_addresses: allow_private,
             pinned: BTreeMap::new(),
+            nameservers: Vec::new(),
         }
     }
 
