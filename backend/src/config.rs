@@ -239,11 +239,14 @@ mod optional_address {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// How long a request's headers may take to arrive, counted from the
-    /// moment the connection waits for them: also how long an idle
-    /// keep-alive connection stays open.
+    /// How long a request's headers may take to arrive: from the accept on
+    /// a new connection, from their first byte on a kept-alive one.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    /// Keep a reverse proxy's upstream keep-alive shorter than this.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// How long a request's body may take to arrive (answered 408 after).
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
@@ -256,6 +259,7 @@ impl Default for HttpConfig {
         HttpConfig {
             // A phone on a slow network gets its headers out in far less.
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 4096,
         }
@@ -645,6 +649,7 @@ impl Config {
         }
         for (key, value) in [
             ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
             ("http.body_read_timeout", self.http.body_read_timeout),
         ] {
             if value < Duration::from_secs(1) || value > Duration::from_secs(3600) {
@@ -1172,6 +1177,7 @@ fn fix_for(key: &str) -> String {
         | "session_ttl"
         | "deny_cooldown"
         | "header_read_timeout"
+        | "idle_timeout"
         | "body_read_timeout" => "write a duration, e.g. \"7d\" or \"48h\"",
         "held_response" => "use \"accepted\", \"forbidden\" or \"not_supported\"",
         "msisdn_policy" => "use \"hold\", \"forward\" or \"reject\"",

@@ -1,6 +1,8 @@
 //! Starting up: data folder, signing key, database, web assets, listener.
 //! Every failure names the config key to look at.
 
+mod timed_io;
+
 use crate::app::{self, AppState, SystemClock};
 use crate::config::Config;
 use crate::email::transport::Mailer;
@@ -271,10 +273,10 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
 }
 
 /// Serves connections until SIGINT or SIGTERM, then lets the open ones
-/// finish (for up to 30 s). Headers (and the wait for the next request on
-/// a kept-alive connection) must arrive within `http.header_read_timeout`
-/// (bodies: `app::body_deadline`); past `http.max_connections`, new
-/// connections wait in the listen queue.
+/// finish (for up to 30 s). Headers must arrive within
+/// `http.header_read_timeout` and a kept-alive connection's next request
+/// within `http.idle_timeout` (see `timed_io`; bodies: `app::body_deadline`);
+/// past `http.max_connections`, new connections wait in the listen queue.
 async fn accept(
     listener: tokio::net::TcpListener,
     router: axum::Router,
@@ -284,14 +286,19 @@ async fn accept(
     use std::sync::Arc;
     use tower::ServiceExt;
 
-    // HTTP/1.1 only, which reverse proxies speak to their upstreams: its
-    // header timer runs from the first byte a connection may send, so a
-    // connection that never sends one cannot keep its slot (HTTP/2's
-    // preface and idle streams have no such timer).
+    // HTTP/1.1 only, which reverse proxies speak to their upstreams: a
+    // connection that sends nothing cannot keep its slot (HTTP/2's preface
+    // and idle streams would need timers of their own). The header and idle
+    // timers are `TimedIo`'s; hyper's own, which counts an idle kept-alive
+    // wait as header time, stays only as a backstop past both.
+    let timeouts = timed_io::Timeouts {
+        header: http.header_read_timeout,
+        idle: http.idle_timeout,
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(http.header_read_timeout);
+        .header_read_timeout(http.header_read_timeout + http.idle_timeout);
     let slots = Arc::new(tokio::sync::Semaphore::new(
         usize::try_from(http.max_connections).unwrap_or(usize::MAX),
     ));
@@ -320,15 +327,27 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         // The peer goes with each request (a cheap map, not a layer over
         // every route per connection).
-        let service = router.clone().map_request(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let phase = timed_io::Phase::new();
+        let (begun, ended) = (phase.clone(), phase.clone());
+        let service = router
+            .clone()
+            .map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                begun.begin();
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
                 request.map(axum::body::Body::new)
-            },
-        );
+            })
+            .map_future(move |response| {
+                let phase = ended.clone();
+                async move {
+                    let response = response.await;
+                    phase.end();
+                    response
+                }
+            });
         let service = hyper_util::service::TowerToHyperService::new(service);
+        let stream = timed_io::TimedIo::new(stream, phase, timeouts);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

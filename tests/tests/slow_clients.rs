@@ -27,7 +27,7 @@ async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
 async fn slow_clients_are_cut_off_at_the_timeout_and_hold_nobody_up() {
     let hs = Homeserver::new("hs.test", 31);
     let config = format!(
-        "{}\n[http]\nheader_read_timeout = \"2s\"\nbody_read_timeout = \"2s\"\n\n\
+        "{}\n[http]\nheader_read_timeout = \"2s\"\nbody_read_timeout = \"2s\"\nidle_timeout = \"4s\"\n\n\
          [[identity_servers]]\nname = \"{IS_NAME}\"\ndisplay_name = \"Test identity server\"\n\
          operator = \"Tests\"\nupstream = \"http://127.0.0.1:9\"\nbinding_check = \"none\"\n",
         hs.pinned_toml()
@@ -148,4 +148,28 @@ async fn slow_clients_are_cut_off_at_the_timeout_and_hold_nobody_up() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(lived < Duration::from_secs(5), "{lived:?}");
     assert_eq!(assent.count("requests").await, 1);
+
+    // A kept-alive connection may wait longer than the header timeout for
+    // its next request (the idle timeout, 4 s), and is closed after that.
+    let mut stream = TcpStream::connect(&address).await.expect("connect");
+    let request = b"GET /health HTTP/1.1\r\nHost: consent.test\r\n\r\n";
+    let mut buf = [0u8; 4096];
+    for pause in [Duration::ZERO, Duration::from_secs(3)] {
+        tokio::time::sleep(pause).await;
+        stream.write_all(request).await.unwrap();
+        let n = stream.read(&mut buf).await.unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "after {pause:?}: {answer}"
+        );
+    }
+    let idle = Instant::now();
+    let rest = until_closed(&mut stream).await;
+    let lived = idle.elapsed();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        lived >= Duration::from_millis(3900) && lived < Duration::from_secs(6),
+        "closed after {lived:?} idle"
+    );
 }
