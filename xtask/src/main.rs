@@ -35,6 +35,12 @@ const TEST_PACKAGES: [&str; 10] = [
     // `systemd-analyze verify` checks deploy/assent.service.
     "systemd",
 ];
+/// What `cargo xtask container` builds the image with: the static binary's
+/// C compiler (ring, SQLite) and daemonless buildah and podman.
+const CONTAINER_PACKAGES: [&str; 5] =
+    ["buildah", "ca-certificates", "musl-tools", "podman", "runc"];
+/// The image `cargo xtask container` builds.
+const IMAGE: &str = "localhost/assent:latest";
 /// The real identity server the tests put Assent in front of.
 const SYDENT_REQUIREMENTS: [&str; 2] = ["matrix-sydent[prometheus]==2.6.1", "canonicaljson<2"];
 
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("build") => build().map(|_| ()),
         Some("dist") => dist(),
+        Some("container") => container(IMAGE).map(|_| ()),
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
@@ -55,6 +62,7 @@ fn main() -> ExitCode {
                  test   run every check and test (fmt, clippy, unit, integration, wasm, browser)\n  \
                  build  build the front end and the release binary, start nothing\n  \
                  dist   a release tarball: binary, example config, unit file, proxy configs, licence\n  \
+                 container  the container image (static binary, FROM scratch) with buildah, as localhost/assent:latest\n  \
                  bench intake [flags]  held unbinds/s, latency and memory of `assent serve` on SQLite"
             );
             return ExitCode::from(2);
@@ -167,10 +175,7 @@ fn locked_wasm_bindgen() -> Result<String> {
     Err("Cargo.lock names no wasm-bindgen".to_owned())
 }
 
-fn ensure_tools() -> Result {
-    let tools = tools_dir();
-    step(&format!("Tools (kept in {})", tools.display()));
-
+fn ensure_target(target: &str) -> Result {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output();
@@ -178,15 +183,22 @@ fn ensure_tools() -> Result {
         Ok(out)
             if String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .any(|l| l.trim() == WASM_TARGET) =>
+                .any(|l| l.trim() == target) =>
         {
-            println!("    {WASM_TARGET} target: present");
+            println!("    {target} target: present");
+            Ok(())
         }
         _ => {
-            println!("    {WASM_TARGET} target: installing");
-            run_cmd(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+            println!("    {target} target: installing");
+            run_cmd(Command::new("rustup").args(["target", "add", target]))
         }
     }
+}
+
+fn ensure_tools() -> Result {
+    let tools = tools_dir();
+    step(&format!("Tools (kept in {})", tools.display()));
+    ensure_target(WASM_TARGET)?;
 
     let trunk = tools.join("bin").join("trunk");
     if version_of(&trunk).is_some_and(|v| v.contains(TRUNK_VERSION)) {
@@ -501,6 +513,74 @@ fn dist() -> Result {
     Ok(())
 }
 
+/// `cargo xtask container`: the static (musl) release binary, the front end
+/// embedded, in a `FROM scratch` image built by buildah without a daemon
+/// (`deploy/Containerfile`). Returns the image's name.
+fn container(image: &str) -> Result<String> {
+    ensure_tools()?;
+    step("Container tools (buildah, podman, runc, musl-tools)");
+    ensure_packages(&CONTAINER_PACKAGES)?;
+    let target = format!("{}-unknown-linux-musl", std::env::consts::ARCH);
+    ensure_target(&target)?;
+    build_frontend()?;
+    step(&format!("Building the static server ({target}, release)"));
+    run_cmd(
+        command("cargo")
+            .args(["build", "--release", "--target", &target])
+            .args(["--package", "assent-backend", "--bin", "assent"])
+            .env(format!("CC_{}", target.replace('-', "_")), "musl-gcc"),
+    )?;
+    step(&format!(
+        "Building the image {image} (buildah, FROM scratch)"
+    ));
+    let context = root().join("target").join("container");
+    if context.exists() {
+        fs::remove_dir_all(&context)
+            .map_err(|e| format!("cannot clear {}: {e}", context.display()))?;
+    }
+    fs::create_dir_all(&context)
+        .map_err(|e| format!("cannot create {}: {e}", context.display()))?;
+    for (from, to) in [
+        (
+            root()
+                .join("target")
+                .join(&target)
+                .join("release")
+                .join("assent"),
+            "assent",
+        ),
+        (
+            PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+            "ca-certificates.crt",
+        ),
+    ] {
+        fs::copy(&from, context.join(to))
+            .map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
+    }
+    run_cmd(
+        Command::new("buildah")
+            .args([
+                "--storage-driver",
+                "vfs",
+                "bud",
+                "--isolation",
+                "chroot",
+                "--quiet",
+            ])
+            .args(["--tag", image, "--file"])
+            .arg(root().join("deploy").join("Containerfile"))
+            .arg(&context),
+    )?;
+    let size = fs::metadata(context.join("assent"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "\nBuilt {image} (binary {:.1} MB). Run it with:\n  podman run -p 8080:8080 -v assent-data:/var/lib/assent {image}",
+        size as f64 / 1_000_000.0
+    );
+    Ok(image.to_owned())
+}
+
 fn run(extra: &[String]) -> Result {
     let binary = build()?;
     step("Starting Assent on the embedded defaults with a demo request (Ctrl-C stops it)");
@@ -513,8 +593,15 @@ fn run(extra: &[String]) -> Result {
 }
 
 fn ensure_test_dependencies() -> Result {
-    step("Test dependencies (Caddy, Chromium, ChromeDriver, nginx, OpenSSL, PostgreSQL, aiosmtpd, Python venv, systemd-analyze)");
-    let missing: Vec<&str> = TEST_PACKAGES
+    step("Test dependencies (Caddy, Chromium, ChromeDriver, dnsmasq, nginx, OpenSSL, PostgreSQL, aiosmtpd, Python venv, systemd-analyze, and the container tools)");
+    ensure_packages(&TEST_PACKAGES)?;
+    ensure_packages(&CONTAINER_PACKAGES)
+}
+
+/// Installs the Debian packages of `packages` that are missing (as root),
+/// or says how to.
+fn ensure_packages(packages: &[&str]) -> Result {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|package| {
@@ -534,7 +621,7 @@ fn ensure_test_dependencies() -> Result {
         apt_install(&missing)
     } else {
         Err(format!(
-            "the tests need these Debian packages: {}. Install them with `sudo apt-get install {}` and run again.",
+            "these Debian packages are needed: {}. Install them with `sudo apt-get install {}` and run again.",
             missing.join(", "),
             missing.join(" ")
         ))
@@ -731,8 +818,22 @@ fn test() -> Result {
             .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
     )?;
 
+    step("The container image, built and started with podman");
+    let image = container("localhost/assent:test")?;
+    let tested = run_cmd(
+        command("cargo")
+            .args(["test", "--test", "container", "--", "--ignored"])
+            .env("ASSENT_CONTAINER_IMAGE", &image),
+    );
+    // vfs storage keeps a full copy per image: do not pile them up.
+    let _ = Command::new("podman")
+        .args(["--storage-driver", "vfs", "rmi", "--force", &image])
+        .stdout(Stdio::null())
+        .status();
+    tested?;
+
     println!(
-        "\nxtask test: all passed in {} — fmt, clippy (native + wasm32), unit/integration/browser tests on SQLite and PostgreSQL, wasm component tests",
+        "\nxtask test: all passed in {} — fmt, clippy (native + wasm32), unit/integration/browser tests on SQLite and PostgreSQL, wasm component tests, the container image",
         elapsed(started)
     );
     Ok(())
