@@ -1079,7 +1079,15 @@ fn mask_url_password(url: &str) -> String {
                 "********".to_owned()
             }
         }
-        _ => url.to_owned(),
+        Ok(_) => url.to_owned(),
+        // Not a URL the parser accepts, but it may still carry a password:
+        // hide everything between the scheme and the last '@'.
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme + 3 => {
+                format!("{}********{}", &url[..scheme + 3], &url[at..])
+            }
+            _ => url.to_owned(),
+        },
     }
 }
 
@@ -1168,7 +1176,7 @@ fn fix_for(key: &str) -> String {
     let last = key.rsplit('.').next().unwrap_or(key);
     match last {
         "listen" => "write an address and port, e.g. \"127.0.0.1:8080\"",
-        "metrics_listen" => "write an address and port, e.g. \"127.0.0.1:9100\", or \"\" for none",
+        "metrics_listen" => "write an address and port, e.g. \"127.0.0.1:9464\", or \"\" for none",
         "public_url" | "upstream" | "privacy_policy_url" | "url" => {
             "write a full URL, e.g. \"https://consent.example.org\""
         }
@@ -1189,7 +1197,7 @@ fn fix_for(key: &str) -> String {
         "trusted_proxy_header" => "use \"x-forwarded-for\" or \"forwarded\"",
         "trusted_proxies" => "write a list of CIDRs, e.g. [\"127.0.0.1/32\", \"10.0.0.0/8\"]",
         "proxy_all" | "allow_private_addresses" => "write true or false",
-        _ => "see the Configuration section of the README for this key's type",
+        _ => "see docs/configuration.md for this key's type",
     }
     .to_owned()
 }
@@ -1443,6 +1451,23 @@ frame_ancestors = ["https://is.example.org/path"]
         assert!(is_config_key("email.transport"));
         assert!(!is_config_key("port"));
         assert!(!is_config_key("service_host"));
+    }
+
+    #[test]
+    fn passwords_are_masked_even_in_urls_that_do_not_parse() {
+        assert_eq!(
+            mask_url_password("postgres://assent:s3cret@db/assent"),
+            "postgres://assent:********@db/assent"
+        );
+        // A space in the host makes the URL parser refuse it.
+        assert_eq!(
+            mask_url_password("smtp://user:s3cret@bad host:587"),
+            "smtp://********@bad host:587"
+        );
+        assert_eq!(
+            mask_url_password("sqlite://./data/assent.db"),
+            "sqlite://./data/assent.db"
+        );
     }
 
     #[test]

@@ -191,7 +191,7 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
         Mailer::new(&state.config.email, &state.config.data_dir).map_err(|e| StartError {
             key: e.key,
             problem: e.problem,
-            fix: "see the [email] section of the README",
+            fix: "see the [email] section of docs/configuration.md",
         })?;
     let mail_dir = mailer.mail_dir().map(|d| d.to_path_buf());
     // Every process relays and expires: leases and the first-decision-wins
