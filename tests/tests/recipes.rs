@@ -1,11 +1,11 @@
-//! The README's recipes for verifying a decision document, run against a
+//! The recipes in docs/decisions.md for verifying a decision document, run against a
 //! real receipt: Python with signedjson (the interpreter of the sydent
 //! virtualenv, which has it) and Rust with ruma-signatures.
 
 use assent_e2e::{Assent, Options};
 use std::process::Command;
 
-/// The Rust recipe, as the README gives it.
+/// The Rust recipe, as docs/decisions.md gives it.
 async fn verify_decision(
     assent: &str,
     document: &str,
