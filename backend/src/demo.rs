@@ -1,11 +1,11 @@
 //! `assent serve --demo`: one pending request to look at straight away.
 
-use crate::app::AppState;
 use crate::config::{BindingCheck, Config, IdentityServerConfig, RelaySink};
-use crate::intake::hold::email_outbox;
-use crate::storage::{Inserted, NewAudit, NewRequest, Source, StorageError};
-use crate::tokens;
-use assent_shared::{Initiator, Medium};
+use crate::lifecycle::{self, ToHold};
+use crate::state::AppState;
+use crate::storage::AuditKind;
+use crate::storage::{Inserted, NewAudit, Source, StorageError};
+use assent_shared::{Initiator, Medium, ThreePid};
 use serde_json::json;
 
 pub const DEMO_IDENTITY_SERVER: &str = "matrix.example.org";
@@ -38,71 +38,51 @@ pub fn prepare_config(config: &mut Config) {
 /// Seeds the demo request, or gives the one seeded by an earlier run a fresh
 /// link, and returns the consent link.
 pub async fn seed(state: &AppState) -> Result<String, StorageError> {
-    let now = state.now_ms();
-    let nonce = tokens::nonce(now, state.random_bytes::<32>());
-    let token = state.tokens.mint(&nonce);
-    let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
-    let id = crate::intake::hold::new_request_id(state, now);
-    let request = NewRequest {
-        id,
-        source: Source::Demo,
-        identity_server: DEMO_IDENTITY_SERVER.to_owned(),
-        origin: DEMO_HOMESERVER.to_owned(),
-        origin_key_id: Some("ed25519:a_demo".to_owned()),
-        verified_at: Some(now),
-        mxid: DEMO_MXID.to_owned(),
-        medium: Medium::Email,
-        address: DEMO_ADDRESS.to_owned(),
-        address_as_sent: None,
-        initiator: Initiator::Admin,
-        reason: Some("Demo request: an administrator of hs.example.org removed this address from the account.".to_owned()),
-        callback_url: None,
-        token_hash: tokens::hash(&token),
-        created_at: now,
-        expires_at: now.saturating_add(ttl),
-        raw: None,
-    };
-    let audit = NewAudit::new("received", Some("demo"), json!({"source": "demo"}));
     let is = state
         .config
         .identity_server(DEMO_IDENTITY_SERVER)
         .ok_or_else(|| {
             StorageError::Corrupt("the demo identity server is not configured".to_owned())
         })?;
-    let email = email_outbox(state, is, &request.id, &nonce, "initial");
-    match state
+    let now = state.now_ms();
+    let prepared = lifecycle::prepare(
+        state,
+        ToHold {
+            source: Source::Demo,
+            identity_server: is,
+            origin: DEMO_HOMESERVER.to_owned(),
+            origin_key_id: Some("ed25519:a_demo".to_owned()),
+            verified_at: Some(now),
+            mxid: DEMO_MXID.to_owned(),
+            threepid: ThreePid {
+                medium: Medium::Email,
+                address: DEMO_ADDRESS.to_owned(),
+            },
+            address_as_sent: None,
+            initiator: Initiator::Admin,
+            reason: Some("Demo request: an administrator of hs.example.org removed this address from the account.".to_owned()),
+            callback_url: None,
+            raw: None,
+            audit: json!({"source": "demo"}),
+            actor: Some("demo".to_owned()),
+        },
+    );
+    let inserted = state
         .repo
-        .insert_request(&request, &audit, &[email])
+        .insert_requests(std::slice::from_ref(&prepared.hold))
+        .await
+        .and_then(crate::storage::only)?;
+    let existing = match inserted {
+        Inserted::Created => return Ok(state.config.consent_link(&prepared.token)),
+        Inserted::JoinedPending(existing) => existing,
+    };
+    let audit = NewAudit::new(
+        AuditKind::TokenReplaced,
+        Some("demo"),
+        json!({"why": "demo restarted"}),
+    );
+    let token = lifecycle::renew_link(state, is, &existing.id, &format!("demo-{now}"), &audit)
         .await?
-    {
-        Inserted::Created => {}
-        Inserted::JoinedPending(existing) => {
-            let audit = NewAudit::new(
-                "token_replaced",
-                Some("demo"),
-                json!({"why": "demo restarted"}),
-            );
-            state
-                .repo
-                .replace_token(
-                    &existing.id,
-                    &request.token_hash,
-                    now,
-                    &audit,
-                    &[email_outbox(
-                        state,
-                        is,
-                        &existing.id,
-                        &nonce,
-                        &format!("demo-{now}"),
-                    )],
-                )
-                .await?;
-        }
-    }
+        .ok_or_else(|| StorageError::Corrupt("the demo request is no longer pending".to_owned()))?;
     Ok(state.config.consent_link(&token))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -17,10 +17,11 @@
 //! record resends after the lease, which the idempotency key (and an unbind's
 //! own idempotence) makes harmless.
 
-use crate::app::{AppState, UPSTREAM_TIMEOUT};
 use crate::config::RelaySink;
-use crate::storage::{AttemptResult, Decision, NewAudit, NewOutbox, OutboxKind, OutboxRow};
-use assent_shared::RequestStatus;
+use crate::lifecycle::jobs::RelayJob;
+use crate::state::{AppState, UPSTREAM_TIMEOUT};
+use crate::storage::AuditKind;
+use crate::storage::{AttemptResult, NewAudit, OutboxKind, OutboxRow};
 use serde_json::json;
 use std::time::Duration;
 
@@ -40,79 +41,12 @@ const RETRY_MAX: Duration = Duration::from_secs(3600);
 /// How much of a refusal's body is kept in the audit trail.
 const KEPT_BODY: usize = 2048;
 
-/// Whether `sink` is told of a decision with this outcome.
-fn applies(sink: &RelaySink, status: RequestStatus) -> bool {
-    match sink {
-        RelaySink::Replay | RelaySink::SydentInternal { .. } => status == RequestStatus::Approved,
-        RelaySink::Webhook { .. } => true,
-    }
-}
-
-fn sink_name(sink: &RelaySink) -> &'static str {
-    match sink {
-        RelaySink::Replay => "replay",
-        RelaySink::SydentInternal { .. } => "sydent-internal",
-        RelaySink::Webhook { .. } => "webhook",
-    }
-}
-
-/// The relay rows for `decision` on a request held for `identity_server`:
-/// one per webhook, and one for the unbinding sinks (`replay`,
-/// `sydent-internal`) together: the first as configured, the others as its
-/// fallbacks in order, tried when the one before refuses. Each row carries
-/// its sinks as configured now, so a later config change does not redirect
-/// a decision already made.
-pub fn rows_for(state: &AppState, identity_server: &str, decision: &Decision) -> Vec<NewOutbox> {
-    let Some(is) = state.config.identity_server(identity_server) else {
-        return Vec::new();
-    };
-    let applying: Vec<(usize, &RelaySink)> = is
-        .relay
-        .iter()
-        .enumerate()
-        .filter(|(_, sink)| applies(sink, decision.status))
-        .collect();
-    let row = |i: usize, chain: &[&RelaySink]| -> Option<NewOutbox> {
-        let (first, fallbacks) = chain.split_first()?;
-        Some(NewOutbox {
-            kind: OutboxKind::Relay,
-            sink: Some(sink_name(first).to_owned()),
-            idempotency_key: format!("relay:{}:{i}", decision.decision_id),
-            payload: json!({
-                "sink": serde_json::to_value(first).ok()?,
-                "fallbacks": fallbacks
-                    .iter()
-                    .map(|s| serde_json::to_value(s).ok())
-                    .collect::<Option<Vec<_>>>()?,
-                "decision_id": decision.decision_id,
-            }),
-        })
-    };
-    let unbinding: Vec<&RelaySink> = applying
-        .iter()
-        .filter(|(_, sink)| !matches!(sink, RelaySink::Webhook { .. }))
-        .map(|(_, sink)| *sink)
-        .collect();
-    let mut rows: Vec<NewOutbox> = applying
-        .iter()
-        .filter(|(_, sink)| matches!(sink, RelaySink::Webhook { .. }))
-        .filter_map(|(i, sink)| row(*i, &[sink]))
-        .collect();
-    if let Some(first) = applying
-        .iter()
-        .find(|(_, sink)| !matches!(sink, RelaySink::Webhook { .. }))
-    {
-        rows.extend(row(first.0, &unbinding));
-    }
-    rows
-}
-
 /// Runs the worker until the process ends.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     let owner = format!(
         "relay-{}-{}",
         std::process::id(),
-        crate::demo::hex(&state.random_bytes::<4>())
+        crate::tokens::hex(&state.random_bytes::<4>())
     );
     tokio::spawn(run(state, owner))
 }
@@ -162,9 +96,13 @@ pub async fn attempt(state: &AppState, owner: &str, row: OutboxRow, claimed_at: 
                 .and_then(|s| s.as_str())
                 .or(row.sink.as_deref())
                 .unwrap_or("none");
-            let outcome = audit.kind.strip_prefix("relay_").unwrap_or(&audit.kind);
+            let outcome = audit
+                .kind
+                .as_str()
+                .strip_prefix("relay_")
+                .unwrap_or(audit.kind.as_str());
             state.metrics.relay(sink, outcome);
-            tracing::info!(request = %row.request_id, outbox = row.id, attempt = row.attempts, event = %audit.kind, "relay attempt recorded");
+            tracing::info!(request = %row.request_id, outbox = row.id, attempt = row.attempts, event = audit.kind.as_str(), "relay attempt recorded");
             // The last relay sent or given up: the homeserver's replayable
             // request is no longer kept.
             if let Err(e) = state.repo.release_raw(&row.request_id).await {
@@ -191,7 +129,7 @@ async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (Attempt
     let send_ms = i64::try_from(UPSTREAM_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
     let start_by = claimed_at.saturating_add(lease_ms - send_ms - 10_000);
     let sink_label = row.sink.clone().unwrap_or_default();
-    let audit = |kind: &str, detail: serde_json::Value| {
+    let audit = |kind: AuditKind, detail: serde_json::Value| {
         let mut detail = detail;
         detail["sink"] = json!(sink_label);
         detail["attempt"] = json!(row.attempts);
@@ -200,24 +138,13 @@ async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (Attempt
     let give_up = |why: String| {
         (
             AttemptResult::GiveUp { error: why.clone() },
-            audit("relay_given_up", json!({"error": why})),
+            audit(AuditKind::RelayGivenUp, json!({"error": why})),
         )
     };
     if row.attempts > MAX_ATTEMPTS {
         return give_up("too many attempts".to_owned());
     }
-    let chain: Option<Vec<RelaySink>> = std::iter::once(row.payload.get("sink"))
-        .chain(
-            row.payload
-                .get("fallbacks")
-                .and_then(|f| f.as_array())
-                .into_iter()
-                .flatten()
-                .map(Some),
-        )
-        .map(|s| s.and_then(|s| serde_json::from_value::<RelaySink>(s.clone()).ok()))
-        .collect();
-    let Some(chain) = chain.filter(|c| !c.is_empty()) else {
+    let Ok(job) = RelayJob::of(row) else {
         return give_up("the outbox row names no valid sink".to_owned());
     };
     let request = match state.repo.request(&row.request_id).await {
@@ -237,11 +164,12 @@ async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (Attempt
     if horizon_passed(state, row, request.decided_at) {
         return give_up("relay_give_up_after has passed since the decision".to_owned());
     }
+    let chain: Vec<&RelaySink> = job.chain().collect();
     let mut refused = None;
-    for (position, sink) in chain.iter().enumerate() {
-        let sink_audit = |kind: &str, detail: serde_json::Value| {
+    for (position, sink) in chain.iter().copied().enumerate() {
+        let sink_audit = |kind: AuditKind, detail: serde_json::Value| {
             let mut event = audit(kind, detail);
-            event.detail["sink"] = json!(sink_name(sink));
+            event.detail["sink"] = json!(sink.name());
             if position > 0 {
                 event.detail["fallback"] = json!(position);
             }
@@ -253,7 +181,10 @@ async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (Attempt
                     at: state.now_ms(),
                     error: "the lease ran short; continued in a new attempt".to_owned(),
                 },
-                sink_audit("relay_failed", json!({"error": "the lease ran short"})),
+                sink_audit(
+                    AuditKind::RelayFailed,
+                    json!({"error": "the lease ran short"}),
+                ),
             );
         }
         match send(state, &request, sink).await {
@@ -261,14 +192,14 @@ async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (Attempt
                 return (
                     AttemptResult::Done,
                     sink_audit(
-                        "relay_delivered",
+                        AuditKind::RelayDelivered,
                         json!({"status": status, "decision_id": request.decision_id}),
                     ),
                 );
             }
             Sent::Refused(status, body) => {
                 let event = sink_audit(
-                    "relay_refused",
+                    AuditKind::RelayRefused,
                     json!({"status": status, "body": redact_sink(sink, &body)}),
                 );
                 // A refusal with a fallback left: recorded, then the next.
@@ -286,7 +217,7 @@ async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (Attempt
             Sent::Unusable(why) => {
                 // This sink can never take this request (nothing stored to
                 // replay, say): recorded, then the next one.
-                let event = sink_audit("relay_unusable", json!({"error": why}));
+                let event = sink_audit(AuditKind::RelayUnusable, json!({"error": why}));
                 if position + 1 < chain.len() {
                     if let Err(e) = state
                         .repo
@@ -442,14 +373,14 @@ fn retry(
     row: &OutboxRow,
     decided_at: Option<i64>,
     error: String,
-    audit: &dyn Fn(&str, serde_json::Value) -> NewAudit,
+    audit: &dyn Fn(AuditKind, serde_json::Value) -> NewAudit,
 ) -> (AttemptResult, NewAudit) {
     if row.attempts >= MAX_ATTEMPTS || horizon_passed(state, row, decided_at) {
         return (
             AttemptResult::GiveUp {
                 error: error.clone(),
             },
-            audit("relay_given_up", json!({"error": error})),
+            audit(AuditKind::RelayGivenUp, json!({"error": error})),
         );
     }
     let at = state
@@ -460,7 +391,10 @@ fn retry(
             at,
             error: error.clone(),
         },
-        audit("relay_failed", json!({"error": error, "retry_at": at})),
+        audit(
+            AuditKind::RelayFailed,
+            json!({"error": error, "retry_at": at}),
+        ),
     )
 }
 
@@ -486,73 +420,6 @@ fn without_url(e: &reqwest::Error) -> String {
         "failed"
     };
     format!("the request {kind}")
-}
-
-/// Decides `expire` for pending requests past their time, at most `limit`
-/// per call, with their webhook rows; returns how many. Nothing is unbound.
-pub async fn expire_due(state: &AppState, limit: i64) -> Result<usize, String> {
-    let now = state.now_ms();
-    let due = state
-        .repo
-        .overdue(now, limit)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut expired = 0;
-    for request in due {
-        let decision = match crate::decision::decide(state, &request, RequestStatus::Expired, now) {
-            Ok(decision) => decision,
-            Err(e) => {
-                tracing::error!(request_id = %request.id, error = %e, "cannot sign an expiry; skipped");
-                continue;
-            }
-        };
-        let audit = NewAudit::new(
-            "decided",
-            Some("system"),
-            json!({"decision": "expire", "decision_id": decision.decision_id, "why": "no answer before expires_at"}),
-        );
-        let rows = rows_for(state, &request.identity_server, &decision);
-        match state
-            .repo
-            .decide(&request.id, &decision, &audit, &rows)
-            .await
-        {
-            Ok(crate::storage::Decided::Now) => {
-                state.metrics.decided("expire");
-                expired += 1;
-                tracing::info!(request_id = %request.id, "request expired");
-            }
-            Ok(crate::storage::Decided::AlreadyFinal(_)) => {}
-            Err(e) => {
-                tracing::error!(request_id = %request.id, error = %e, "cannot record an expiry; skipped");
-            }
-        }
-    }
-    if expired > 0 {
-        state.relay_wake.notify_one();
-    }
-    Ok(expired)
-}
-
-/// Runs [`expire_due`] every `every` until the process ends.
-pub fn spawn_expiry(state: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            loop {
-                match expire_due(&state, 100).await {
-                    Ok(100) => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the expiry job failed; trying again");
-                        break;
-                    }
-                }
-            }
-        }
-    })
 }
 
 #[cfg(test)]

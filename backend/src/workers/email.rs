@@ -7,14 +7,14 @@
 //! message but before the row was marked sent resends it once the lease runs
 //! out, with the same `Message-ID`. Request handlers never wait for any of it.
 
-use crate::app::AppState;
 use crate::email::transport::{Mailer, SendError};
 use crate::email::{self, Language, Letter};
+use crate::lifecycle::jobs::EmailJob;
+use crate::state::AppState;
+use crate::storage::AuditKind;
 use crate::storage::{AttemptResult, NewAudit, OutboxKind, OutboxRow};
 use crate::tokens;
 use assent_shared::{Medium, RequestStatus};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,7 @@ pub fn spawn(state: AppState, mailer: Mailer) -> tokio::task::JoinHandle<()> {
         "{}-{}-{}",
         hostname(),
         std::process::id(),
-        crate::demo::hex(&state.random_bytes::<4>())
+        crate::tokens::hex(&state.random_bytes::<4>())
     );
     tokio::spawn(run(state, Arc::new(mailer), owner))
 }
@@ -119,10 +119,10 @@ async fn attempt(state: &AppState, mailer: &Mailer, owner: &str, row: OutboxRow,
         .finish_outbox(row.id, owner, &result, now, &audit)
         .await;
     if let Ok(true) = recorded {
-        let outcome = match audit.kind.as_str() {
-            "email_sent" => "sent",
-            "email_failed" => "retried",
-            "email_given_up" => "failed",
+        let outcome = match audit.kind {
+            AuditKind::EmailSent => "sent",
+            AuditKind::EmailFailed => "retried",
+            AuditKind::EmailGivenUp => "failed",
             _ => "skipped",
         };
         state.metrics.email(outcome);
@@ -171,7 +171,7 @@ async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (Attempt
                 error: why.to_owned(),
             },
             NewAudit::new(
-                "email_given_up",
+                AuditKind::EmailGivenUp,
                 Some("email"),
                 json!({"attempt": row.attempts, "error": why}),
             ),
@@ -180,7 +180,7 @@ async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (Attempt
     let skip = |why: &str| {
         (
             AttemptResult::Done,
-            NewAudit::new("email_skipped", Some("email"), json!({"why": why})),
+            NewAudit::new(AuditKind::EmailSkipped, Some("email"), json!({"why": why})),
         )
     };
     // Attempts that never got recorded (crashes, a database gone at the
@@ -199,7 +199,7 @@ async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (Attempt
                     error: error.clone(),
                 },
                 NewAudit::new(
-                    "email_failed",
+                    AuditKind::EmailFailed,
                     Some("email"),
                     json!({"attempt": row.attempts, "error": error}),
                 ),
@@ -218,24 +218,16 @@ async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (Attempt
     if request.medium != Medium::Email {
         return Err(give_up("only email addresses can be written to"));
     }
-    let token = row
-        .payload
-        .get("nonce")
-        .and_then(|n| n.as_str())
-        .and_then(|n| URL_SAFE_NO_PAD.decode(n).ok())
-        .and_then(|n| state.tokens.token(&n));
-    let Some(token) = token else {
+    let Ok(job) = EmailJob::of(row) else {
+        return Err(give_up("the outbox row is not an email"));
+    };
+    let Some(token) = state.tokens.token(&job.nonce) else {
         return Err(give_up("the outbox row has no valid nonce"));
     };
     if tokens::hash(&token) != request.token_hash {
         return Err(skip("a newer link replaced this one"));
     }
-    let language = Language::from_code(
-        row.payload
-            .get("language")
-            .and_then(|l| l.as_str())
-            .unwrap_or("en"),
-    );
+    let language = Language::from_code(&job.language);
     let is = state.config.identity_server(&request.identity_server);
     let link = state.config.consent_link(&token);
     let letter = Letter::new(&request, is, link.clone());
@@ -284,7 +276,7 @@ fn outcome(
         Ok(()) => (
             AttemptResult::Done,
             NewAudit::new(
-                "email_sent",
+                AuditKind::EmailSent,
                 Some("email"),
                 json!({"attempt": row.attempts, "message_id": message_id}),
             ),
@@ -296,7 +288,7 @@ fn outcome(
                     error: error.clone(),
                 },
                 NewAudit::new(
-                    "email_given_up",
+                    AuditKind::EmailGivenUp,
                     Some("email"),
                     json!({"attempt": row.attempts, "error": error, "permanent": true}),
                 ),
@@ -311,7 +303,7 @@ fn outcome(
                         error: error.clone(),
                     },
                     NewAudit::new(
-                        "email_given_up",
+                        AuditKind::EmailGivenUp,
                         Some("email"),
                         json!({"attempt": row.attempts, "error": error, "permanent": false}),
                     ),
@@ -326,7 +318,7 @@ fn outcome(
                     error: error.clone(),
                 },
                 NewAudit::new(
-                    "email_failed",
+                    AuditKind::EmailFailed,
                     Some("email"),
                     json!({"attempt": row.attempts, "error": error, "retry_at": at}),
                 ),
@@ -380,7 +372,7 @@ mod tests {
     /// nonce is neither kind is given up with a clear reason.
     #[tokio::test]
     async fn an_email_queued_with_an_old_nonce_still_gets_its_link() {
-        let h = crate::intake::tests::Harness::new(|_| {}).await;
+        let h = crate::test_support::Harness::new(|_| {}).await;
         let (id, token) = h.hold("olaf").await;
         let row = h.state.repo.outbox_for(&id).await.unwrap().remove(0);
         let prepared = prepare(&h.state, &row).await.ok().unwrap();
@@ -389,11 +381,11 @@ mod tests {
         let is = h
             .state
             .config
-            .identity_server(crate::intake::tests::IS_NAME)
+            .identity_server(crate::test_support::IS_NAME)
             .unwrap();
         let legacy = h.state.tokens.token(&[4; 32]).unwrap();
-        let email = crate::intake::hold::email_outbox(&h.state, is, &id, &[4; 32], "old");
-        let audit = NewAudit::new("token_replaced", Some("test"), json!({}));
+        let email = crate::lifecycle::email_outbox(&h.state, is, &id, &[4; 32], "old");
+        let audit = NewAudit::new(AuditKind::TokenReplaced, Some("test"), json!({}));
         assert!(h
             .state
             .repo
@@ -419,7 +411,10 @@ mod tests {
         ));
 
         let mut bad = old.clone();
-        bad.payload["nonce"] = json!(URL_SAFE_NO_PAD.encode([4; 33]));
+        bad.payload["nonce"] = json!(base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            [4; 33]
+        ));
         match prepare(&h.state, &bad).await.err().unwrap().0 {
             AttemptResult::GiveUp { error } => assert!(error.contains("nonce"), "{error}"),
             other => panic!("{other:?}"),

@@ -1,17 +1,14 @@
 //! Holding a request: one transaction stores the pending request, its first
 //! audit event and, for an email address, the email outbox row.
 
-use crate::app::AppState;
+use super::link::{email_outbox, mint};
 use crate::config::IdentityServerConfig;
-use crate::errors::ApiError;
+use crate::state::AppState;
+use crate::storage::AuditKind;
 use crate::storage::{
-    Inserted, IntakeLookup, NewAudit, NewHold, NewOutbox, NewRequest, OutboxKind, RawIntake,
-    Source, StoredRequest,
+    Inserted, NewAudit, NewHold, NewRequest, RawIntake, Source, StorageError, StoredRequest,
 };
-use crate::tokens;
 use assent_shared::{Initiator, Medium, ThreePid};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 
 /// What is known about a request that is about to be held.
 pub struct ToHold<'a> {
@@ -49,81 +46,18 @@ pub enum Held {
 /// own `created_at` as `now`, the admin list's order (newest first, then by
 /// id) is the ids' order.
 pub fn new_request_id(state: &AppState, now: i64) -> String {
-    use std::fmt::Write;
-    let mut id = String::with_capacity(32);
-    let _ = write!(id, "req_{:012x}", now.max(0));
-    for b in state.random_bytes::<8>() {
-        let _ = write!(id, "{b:02x}");
-    }
-    id
-}
-
-/// The window of `limits.holds_per_address_per_hour`.
-pub const ADDRESS_WINDOW_MS: i64 = 3_600_000;
-
-/// `Some(retry_after_ms)` when the address already has its allowance of new
-/// requests this hour. Counted in the database, so it holds across restarts
-/// and replicas; requests racing for one address may pass it by a few.
-pub fn address_retry_after(state: &AppState, lookup: &IntakeLookup, now: i64) -> Option<i64> {
-    let limit = i64::from(state.config.limits.holds_per_address_per_hour);
-    (lookup.recent_for_address >= limit)
-        .then(|| (lookup.oldest_recent.unwrap_or(now) + ADDRESS_WINDOW_MS - now).max(1))
-}
-
-/// The email outbox row for a request: the nonce the consent token is made
-/// from, and the language to write in.
-pub fn email_outbox(
-    state: &AppState,
-    is: &IdentityServerConfig,
-    request_id: &str,
-    nonce: &[u8],
-    purpose: &str,
-) -> NewOutbox {
-    let language = is
-        .language
-        .clone()
-        .unwrap_or_else(|| state.config.email.language.clone());
-    NewOutbox {
-        kind: OutboxKind::Email,
-        sink: None,
-        idempotency_key: format!("email:{request_id}:{purpose}"),
-        payload: serde_json::json!({
-            "nonce": URL_SAFE_NO_PAD.encode(nonce),
-            "language": language,
-            "purpose": purpose,
-        }),
-    }
-}
-
-/// Records that a pending request past its time has expired (nothing is
-/// unbound), so that a new request for the same address can be held. If it
-/// was decided meanwhile, that decision stands.
-pub async fn expire_overdue(state: &AppState, request: &StoredRequest) -> Result<(), ApiError> {
-    let now = state.now_ms();
-    let decision =
-        crate::decision::decide(state, request, assent_shared::RequestStatus::Expired, now)
-            .map_err(|e| ApiError::internal(format!("cannot sign the expiry: {e}")))?;
-    let audit = NewAudit::new(
-        "decided",
-        Some("system"),
-        serde_json::json!({"decision": "expire", "decision_id": decision.decision_id, "why": "no answer before expires_at"}),
-    );
-    let relay = crate::relay::rows_for(state, &request.identity_server, &decision);
-    if let crate::storage::Decided::Now = state
-        .repo
-        .decide(&request.id, &decision, &audit, &relay)
-        .await?
-    {
-        state.metrics.decided("expire");
-    }
-    state.relay_wake.notify_one();
-    tracing::info!(request_id = %request.id, "request expired on a repeat after its time");
-    Ok(())
+    format!(
+        "req_{:012x}{}",
+        now.max(0),
+        crate::tokens::hex(&state.random_bytes::<8>())
+    )
 }
 
 /// A request ready to store: the rows, and what its caller answers with.
 pub struct Prepared {
     pub hold: NewHold,
+    /// The consent token the email will carry.
+    pub token: String,
     pub id: String,
     pub expires_at: i64,
 }
@@ -134,8 +68,7 @@ pub fn prepare(state: &AppState, input: ToHold<'_>) -> Prepared {
     let now = state.now_ms();
     let ttl = i64::try_from(state.config.request_ttl.as_millis()).unwrap_or(i64::MAX);
     let id = new_request_id(state, now);
-    let nonce = tokens::nonce(now, state.random_bytes::<32>());
-    let token = state.tokens.mint(&nonce);
+    let link = mint(state, now);
     let request = NewRequest {
         id: id.clone(),
         source: input.source,
@@ -150,24 +83,25 @@ pub fn prepare(state: &AppState, input: ToHold<'_>) -> Prepared {
         initiator: input.initiator,
         reason: input.reason,
         callback_url: input.callback_url,
-        token_hash: tokens::hash(&token),
+        token_hash: link.token_hash(),
         created_at: now,
         expires_at: now.saturating_add(ttl),
         raw: input.raw,
     };
-    let audit = NewAudit::new("received", input.actor.as_deref(), input.audit);
+    let audit = NewAudit::new(AuditKind::Received, input.actor.as_deref(), input.audit);
     // Phone numbers have no channel to ask the owner: held for admins only.
     let outbox = match request.medium {
         Medium::Email => vec![email_outbox(
             state,
             input.identity_server,
             &id,
-            &nonce,
+            &link.nonce,
             "initial",
         )],
         Medium::Msisdn => Vec::new(),
     };
     Prepared {
+        token: link.token,
         expires_at: request.expires_at,
         hold: NewHold {
             request,
@@ -187,7 +121,7 @@ pub fn created(state: &AppState, id: String, expires_at: i64, email: bool) -> He
 }
 
 /// Stores the request as pending (or joins the pending one), with its email.
-pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError> {
+pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, StorageError> {
     let prepared = prepare(state, input);
     let inserted = state
         .repo
@@ -205,6 +139,17 @@ pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError>
     }
 }
 
+/// An unbind the owner proved to the identity server.
+pub struct Proven {
+    pub mxid: String,
+    /// The server part of `mxid`.
+    pub mxid_server: String,
+    pub threepid: ThreePid,
+    /// The address as the request spelt it, when that differs from the
+    /// normalised one beyond ASCII case.
+    pub address_as_sent: Option<String>,
+}
+
 /// Records an unbind the owner proved with the upstream's validation session
 /// (`sid` + `client_secret`) and the upstream carried out. The upstream
 /// checked the session, not Assent, and no one verified the Matrix ID the
@@ -214,39 +159,34 @@ pub async fn hold(state: &AppState, input: ToHold<'_>) -> Result<Held, ApiError>
 pub async fn record_owner_proven(
     state: &AppState,
     is: &IdentityServerConfig,
-    unbind: &crate::intake::body::UnbindBody,
+    proven: Proven,
     upstream_status: u16,
-) -> Result<(), ApiError> {
+) -> Result<(), StorageError> {
     let now = state.now_ms();
     let id = new_request_id(state, now);
     // A token no one is ever sent: the column wants one.
-    let token = state
-        .tokens
-        .mint(&tokens::nonce(now, state.random_bytes::<32>()));
-    let threepid = &unbind.threepid;
+    let token_hash = mint(state, now).token_hash();
     let request = NewRequest {
         id,
         source: Source::OwnerProven,
         identity_server: is.name.to_ascii_lowercase(),
-        origin: unbind.mxid_server.to_ascii_lowercase(),
+        origin: proven.mxid_server.to_ascii_lowercase(),
         origin_key_id: None,
         verified_at: None,
-        mxid: unbind.mxid.clone(),
-        medium: threepid.medium,
-        address: threepid.address.clone(),
-        address_as_sent: threepid
-            .is_look_alike(&unbind.address_as_sent)
-            .then(|| unbind.address_as_sent.clone()),
+        mxid: proven.mxid,
+        medium: proven.threepid.medium,
+        address: proven.threepid.address,
+        address_as_sent: proven.address_as_sent,
         initiator: Initiator::User,
         reason: None,
         callback_url: None,
-        token_hash: tokens::hash(&token),
+        token_hash,
         created_at: now,
         expires_at: now,
         raw: None,
     };
     let audit = NewAudit::new(
-        "owner_proven",
+        AuditKind::OwnerProven,
         None,
         serde_json::json!({
             "proof": "validation session at the identity server",

@@ -2,7 +2,7 @@
 //! (canonical JSON, ed25519) with Assent's key, so that anyone holding the
 //! key from `/_assent/v1/keys` can check it.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::storage::{Decision, StoredRequest};
 use assent_shared::RequestStatus;
 use ruma_common::canonical_json::{to_canonical_value, CanonicalJsonValue};
@@ -22,28 +22,38 @@ pub fn decision_word(status: RequestStatus) -> Option<&'static str> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Why a decision could not be signed. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("a decision cannot be `pending`")]
+    NotADecision,
+    #[error("the decision document is not canonical JSON: {0}")]
+    Canonical(#[from] ruma_common::canonical_json::CanonicalJsonError),
+    #[error("the decision document could not be signed: {0}")]
+    Signature(#[from] ruma_signatures::JsonError),
+    #[error("the decision document is not an object")]
+    NotAnObject,
+    #[error("the decision document could not be written: {0}")]
+    Write(#[from] serde_json::Error),
 }
 
 /// A fresh decision id: `dec_` + creation time + 64 random bits.
 pub fn new_decision_id(state: &AppState) -> String {
-    use std::fmt::Write;
-    let mut id = format!("dec_{:012x}", state.now_ms().max(0));
-    for b in state.random_bytes::<8>() {
-        let _ = write!(id, "{b:02x}");
-    }
-    id
+    format!(
+        "dec_{:012x}{}",
+        state.now_ms().max(0),
+        crate::tokens::hex(&state.random_bytes::<8>())
+    )
 }
 
 /// Builds and signs the decision `status` on `request`, made at `at`.
-pub fn decide(
+pub fn sign(
     state: &AppState,
     request: &StoredRequest,
     status: RequestStatus,
     at: i64,
-) -> Result<Decision, String> {
-    let word = decision_word(status).ok_or("a decision cannot be `pending`")?;
+) -> Result<Decision, SignError> {
+    let word = decision_word(status).ok_or(SignError::NotADecision)?;
     let decision_id = new_decision_id(state);
     let value = serde_json::json!({
         "type": DOCUMENT_TYPE,
@@ -57,18 +67,15 @@ pub fn decide(
         "requesting_server": request.origin,
         "requesting_key_id": request.origin_key_id,
         "identity_server": request.identity_server,
-        "intake_sha256": request.raw.as_ref().map(|raw| hex(&Sha256::digest(&raw.body))),
+        "intake_sha256": request.raw.as_ref().map(|raw| crate::tokens::hex(&Sha256::digest(&raw.body))),
     });
-    let CanonicalJsonValue::Object(mut object) =
-        to_canonical_value(value).map_err(|e| e.to_string())?
-    else {
-        return Err("the decision document is not an object".to_owned());
+    let CanonicalJsonValue::Object(mut object) = to_canonical_value(value)? else {
+        return Err(SignError::NotAnObject);
     };
     state
         .key
-        .sign_json(&state.config.server_name, &mut object)
-        .map_err(|e| e.to_string())?;
-    let document = serde_json::to_string(&object).map_err(|e| e.to_string())?;
+        .sign_json(&state.config.server_name, &mut object)?;
+    let document = serde_json::to_string(&object)?;
     Ok(Decision {
         status,
         decision_id,

@@ -5,8 +5,11 @@
 
 use super::*;
 use crate::config::RelaySink;
-use crate::intake::tests::Harness;
+use crate::lifecycle::expire_due;
+use crate::storage::AuditKind;
 use crate::storage::OutboxState;
+use crate::test_support::Harness;
+use assent_shared::RequestStatus;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -207,7 +210,10 @@ async fn a_denial_unbinds_nothing_and_a_refusal_is_recorded_not_retried() {
     assert_eq!(relay_rows.len(), 1, "only the webhook applies to a denial");
     assert_eq!(relay_rows[0].state, OutboxState::GivenUp);
     let trail = h.state.repo.audit_trail(&id).await.unwrap();
-    let refused = trail.iter().find(|e| e.kind == "relay_refused").unwrap();
+    let refused = trail
+        .iter()
+        .find(|e| e.is(AuditKind::RelayRefused))
+        .unwrap();
     assert_eq!(refused.detail["status"], 400);
     assert_eq!(refused.detail["body"], "{\"errcode\":\"X\"}");
 }
@@ -290,10 +296,16 @@ async fn a_refused_replay_falls_back_to_the_next_unbinding_sink_and_a_delivered_
     assert_eq!(relay_rows.len(), 1, "one row for the unbinding sinks");
     assert_eq!(relay_rows[0].state, OutboxState::Done);
     let trail = h.state.repo.audit_trail(&id).await.unwrap();
-    let refused = trail.iter().find(|e| e.kind == "relay_refused").unwrap();
+    let refused = trail
+        .iter()
+        .find(|e| e.is(AuditKind::RelayRefused))
+        .unwrap();
     assert_eq!(refused.detail["sink"], "replay");
     assert_eq!(refused.detail["status"], 403);
-    let delivered = trail.iter().find(|e| e.kind == "relay_delivered").unwrap();
+    let delivered = trail
+        .iter()
+        .find(|e| e.is(AuditKind::RelayDelivered))
+        .unwrap();
     assert_eq!(delivered.detail["sink"], "sydent-internal");
     assert_eq!(delivered.detail["fallback"], 1);
 
@@ -417,8 +429,11 @@ async fn a_request_with_nothing_to_replay_falls_back_and_busy_answers_are_retrie
         .unwrap();
     assert_eq!(hook_row.state, OutboxState::Pending, "429 is retried later");
     let trail = h.state.repo.audit_trail(&id).await.unwrap();
-    assert!(trail.iter().any(|e| e.kind == "relay_unusable"));
-    let delivered = trail.iter().find(|e| e.kind == "relay_delivered").unwrap();
+    assert!(trail.iter().any(|e| e.is(AuditKind::RelayUnusable)));
+    let delivered = trail
+        .iter()
+        .find(|e| e.is(AuditKind::RelayDelivered))
+        .unwrap();
     assert_eq!(delivered.detail["sink"], "sydent-internal");
     let all = serde_json::to_string(&trail.iter().map(|e| &e.detail).collect::<Vec<_>>()).unwrap();
     assert!(!all.contains("sekrit"), "{all}");
