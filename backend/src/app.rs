@@ -1,212 +1,35 @@
-//! The application state and the router: which path goes where, and the
-//! headers every response carries.
+//! The router, assembled from the routers each area exports, and the
+//! layers every response passes through: the headers it carries, the
+//! access log, the body deadline.
 
-use crate::config::Config;
-use crate::intake::key_fetch::KeyFetcher;
+use crate::errors::{ApiError, HttpError};
 use crate::intake::passthrough;
-use crate::keys::SigningKey;
-use crate::storage::Repo;
-use crate::tokens::TokenMinter;
-use crate::web::WebAssets;
-use crate::{admin, api, errors::ApiError, intake, web};
+use crate::state::AppState;
+use crate::{admin, api, consent, intake, pages};
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::Router;
-use rand::RngCore;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-/// The time, injected so that tests can move it.
-pub trait Clock: Send + Sync + 'static {
-    /// Milliseconds since the Unix epoch.
-    fn now_ms(&self) -> i64;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    }
-}
-
-/// Randomness, injected so that tests can predict tokens and ids.
-pub type SharedRng = Arc<Mutex<dyn RngCore + Send>>;
-
-pub fn os_rng() -> SharedRng {
-    Arc::new(Mutex::new(rand::rngs::OsRng))
-}
-
-/// What handlers and workers share, as [`AppState`]: behind one `Arc`, so
-/// that the clones every request makes (each extractor and middleware takes
-/// one) cost one reference count, not one per field; a dozen counters
-/// bounced between the cores on every request.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-impl From<Shared> for AppState {
-    fn from(shared: Shared) -> Self {
-        AppState(Arc::new(shared))
-    }
-}
-
-#[derive(Clone)]
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub repo: Repo,
-    pub clock: Arc<dyn Clock>,
-    pub rng: SharedRng,
-    pub key: Arc<SigningKey>,
-    pub web: Arc<WebAssets>,
-    pub limits: Arc<crate::ratelimit::Limits>,
-    /// Fetches and caches homeservers' signing keys.
-    pub server_keys: Arc<KeyFetcher>,
-    /// Checks the signatures of concurrent unbinds together.
-    pub signature_checks: Arc<crate::intake::signature_batch::SignatureChecks>,
-    /// Talks to the configured upstream identity servers (trusted addresses).
-    pub upstream: reqwest::Client,
-    pub tokens: Arc<TokenMinter>,
-    /// Wakes the email worker when a new message is queued.
-    pub outbox_wake: Arc<tokio::sync::Notify>,
-    /// Wakes the relay worker when a decision is recorded.
-    pub relay_wake: Arc<tokio::sync::Notify>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// Longest wait for an upstream identity server's answer.
-pub const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-impl AppState {
-    pub fn new(
-        config: Config,
-        repo: Repo,
-        clock: Arc<dyn Clock>,
-        rng: SharedRng,
-        key: SigningKey,
-        web: WebAssets,
-    ) -> Result<Self, crate::intake::key_fetch::SetupError> {
-        let server_keys = KeyFetcher::new(&config.keys)?;
-        Self::with_key_fetcher(config, repo, clock, rng, key, web, server_keys)
-    }
-
-    pub fn with_key_fetcher(
-        config: Config,
-        repo: Repo,
-        clock: Arc<dyn Clock>,
-        rng: SharedRng,
-        key: SigningKey,
-        web: WebAssets,
-        server_keys: KeyFetcher,
-    ) -> Result<Self, crate::intake::key_fetch::SetupError> {
-        let upstream = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .read_timeout(UPSTREAM_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
-        let tokens = TokenMinter::new(key.derive_secret("consent tokens"));
-        Ok(AppState::from(Shared {
-            limits: Arc::new(crate::ratelimit::Limits::new(&config.limits)),
-            config: Arc::new(config),
-            repo,
-            clock,
-            rng,
-            key: Arc::new(key),
-            web: Arc::new(web),
-            server_keys: Arc::new(server_keys),
-            signature_checks: Arc::default(),
-            upstream,
-            tokens: Arc::new(tokens),
-            outbox_wake: Arc::new(tokio::sync::Notify::new()),
-            relay_wake: Arc::new(tokio::sync::Notify::new()),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
-        }))
-    }
-
-    pub fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
-    }
-
-    /// `n` random bytes from the injected generator.
-    pub fn random_bytes<const N: usize>(&self) -> [u8; N] {
-        let mut bytes = [0u8; N];
-        match self.rng.lock() {
-            Ok(mut rng) => rng.fill_bytes(&mut bytes),
-            // A panic elsewhere while holding the lock leaves the generator
-            // usable: its state is just bytes.
-            Err(poisoned) => poisoned.into_inner().fill_bytes(&mut bytes),
-        }
-        bytes
-    }
-}
-
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/_assent/v1/keys", get(api::keys))
-        .route("/_assent/v1/consent/{token}", get(api::consent_view))
-        .route(
-            "/_assent/v1/consent/{token}/decision",
-            post(crate::consent::decide).layer(axum::extract::DefaultBodyLimit::max(4096)),
-        )
-        .route(
-            "/_assent/v1/consent/{token}/receipt",
-            get(crate::consent::receipt),
-        )
-        .route("/_assent/v1/requests", post(intake::integrated::create))
-        .route(
-            "/_assent/v1/requests/{id}",
-            get(intake::integrated::get_request),
-        )
-        .route(passthrough::UNBIND_PATHS[0], post(intake::gateway::unbind))
-        .route(passthrough::UNBIND_PATHS[1], post(intake::gateway::unbind))
-        .route("/health", get(api::health));
-    // With a listener of its own, /metrics is not on the public one.
-    let api = match state.config.metrics_listen {
-        None => api.route("/metrics", get(crate::metrics::metrics)),
-        Some(_) => api,
-    };
     let (admin_api, _) = admin::openapi::router();
     let admin_api = admin_api.layer(axum::extract::DefaultBodyLimit::max(4096));
-
-    let pages = Router::new()
-        .route(
-            "/consent/{token}",
-            get(crate::consent::nojs::page)
-                .post(crate::consent::nojs::submit)
-                .layer(axum::extract::DefaultBodyLimit::max(4096)),
-        )
-        .route("/embed/consent/{token}", get(web::embed_page))
-        .route("/", get(web::app_page))
-        .route("/admin", get(web::console_page))
-        .route("/admin/{*rest}", get(web::console_page));
-
     Router::new()
-        .merge(api)
+        .merge(api::router(&state.config))
+        .merge(intake::router())
+        .merge(consent::router())
         .merge(admin_api)
-        .merge(pages)
+        .merge(pages::router())
         .route("/_assent/{*rest}", axum::routing::any(not_found))
         .route("/_matrix/{*rest}", axum::routing::any(not_found))
-        .fallback(web::static_file)
+        .fallback(pages::static_file)
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(state.clone(), body_deadline))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
@@ -225,7 +48,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), passthrough::layer))
         // Before anything reads the client's address.
         .layer(axum::middleware::from_fn_with_state(state, crate::client::layer))
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal("the server hit a bug").into_response()))
+        .layer(CatchPanicLayer::custom(|_| ApiError::from(HttpError::Bug).into_response()))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -301,23 +124,13 @@ async fn body_deadline(
             next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
         }
-        Ok(Err(_)) => ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "M_TOO_LARGE",
-            "the body is too large",
-        )
-        .into_response(),
-        Err(_) => ApiError::new(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            "M_UNKNOWN",
-            "the body did not arrive in time",
-        )
-        .into_response(),
+        Ok(Err(_)) => ApiError::from(HttpError::TooLarge).into_response(),
+        Err(_) => ApiError::from(HttpError::BodyTimeout).into_response(),
     }
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("M_UNRECOGNIZED", "no such endpoint")
+    HttpError::NoSuchEndpoint.into()
 }
 
 #[cfg(test)]

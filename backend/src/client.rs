@@ -8,7 +8,8 @@
 //! `ConnectInfo`, so that every rate limit, log line and the
 //! `X-Forwarded-For` sent upstream speak of the client, not of the proxy.
 
-use crate::app::AppState;
+use crate::config::ProxyHeader;
+use crate::state::AppState;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
@@ -16,18 +17,6 @@ use axum::response::Response;
 use forwarded_header_value::ForwardedHeaderValue;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
-
-/// Which header a trusted proxy names the client in. Only that one is
-/// read: a proxy passes the other on from the client untouched, so it
-/// would let any client choose its own address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProxyHeader {
-    /// `X-Forwarded-For` (nginx's `$proxy_add_x_forwarded_for`, Caddy).
-    XForwardedFor,
-    /// `Forwarded` (RFC 7239).
-    Forwarded,
-}
 
 /// The client of a request that came from `peer`.
 pub fn client_address(
@@ -277,7 +266,7 @@ mod tests {
     /// 61 looks at unknown consent links from `client`, sent by `peer`:
     /// the status of the last one.
     async fn flood(
-        h: &crate::intake::tests::Harness,
+        h: &crate::test_support::Harness,
         peer: [u8; 4],
         client: &str,
     ) -> axum::http::StatusCode {
@@ -297,7 +286,7 @@ mod tests {
     #[tokio::test]
     async fn behind_a_trusted_proxy_each_client_has_its_own_limits() {
         use axum::http::StatusCode;
-        let h = crate::intake::tests::Harness::new(|c| {
+        let h = crate::test_support::Harness::new(|c| {
             c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
         })
         .await;
@@ -318,7 +307,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_is_no_trusted_proxy_cannot_pose_as_others() {
         use axum::http::StatusCode;
-        let h = crate::intake::tests::Harness::new(|c| {
+        let h = crate::test_support::Harness::new(|c| {
             c.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
         })
         .await;

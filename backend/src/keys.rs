@@ -57,6 +57,15 @@ pub fn encode_unpadded(bytes: &[u8]) -> String {
 }
 
 /// RFC 8410 PKCS#8 v1 wrapping of a raw ed25519 seed, the form ruma reads.
+/// Why a seed and version make no signing key.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("key version `{0}` must be letters, digits and `_`")]
+    Version(String),
+    #[error("{0}")]
+    Key(String),
+}
+
 fn pkcs8_from_seed(seed: &[u8; 32]) -> Vec<u8> {
     const PREFIX: [u8; 16] = [
         0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
@@ -66,23 +75,28 @@ fn pkcs8_from_seed(seed: &[u8; 32]) -> Vec<u8> {
     der.extend_from_slice(seed);
     der
 }
+/// `raw` as a key to check signatures with: a point on the curve, and not
+/// one of the small-order points for which anyone can make signatures.
+pub fn usable_key(raw: &[u8]) -> Option<ed25519_dalek::VerifyingKey> {
+    ed25519_dalek::VerifyingKey::try_from(raw)
+        .ok()
+        .filter(|key| !key.is_weak())
+}
 
 impl SigningKey {
-    pub fn from_seed(version: &str, seed: &[u8; 32]) -> Result<Self, String> {
+    pub fn from_seed(version: &str, seed: &[u8; 32]) -> Result<Self, SeedError> {
         if version.is_empty()
             || !version
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
-            return Err(format!(
-                "key version `{version}` must be letters, digits and `_`"
-            ));
+            return Err(SeedError::Version(version.to_owned()));
         }
         let pair = Ed25519KeyPair::from_der(&pkcs8_from_seed(seed), version.to_owned())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SeedError::Key(e.to_string()))?;
         use hmac::Mac;
-        let mut root =
-            hmac::Hmac::<sha2::Sha256>::new_from_slice(seed).map_err(|e| e.to_string())?;
+        let mut root = hmac::Hmac::<sha2::Sha256>::new_from_slice(seed)
+            .map_err(|e| SeedError::Key(e.to_string()))?;
         root.update(b"assent: derived secrets v1");
         Ok(SigningKey {
             pair,
@@ -127,7 +141,7 @@ impl SigningKey {
         let seed: [u8; 32] = decode_unpadded(seed)
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or_else(|| format("the seed is not 32 bytes of base64".to_owned()))?;
-        Self::from_seed(version, &seed).map_err(format)
+        Self::from_seed(version, &seed).map_err(|e| format(e.to_string()))
     }
 
     fn generate_into(path: &Path) -> Result<Self, KeyError> {
@@ -150,7 +164,7 @@ impl SigningKey {
             .collect();
         let key = Self::from_seed(&version, &seed).map_err(|why| KeyError::Format {
             path: path.to_owned(),
-            why,
+            why: why.to_string(),
         })?;
         // Written whole to a temporary file, then linked into place: a crash
         // never leaves a half-written key, and a hard link never overwrites

@@ -2,11 +2,9 @@
 //! did since the process started, how deep the outboxes are, and how long
 //! HTTP answers took. No label ever holds an address, a Matrix ID or a token.
 
-use crate::app::AppState;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,7 +162,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the outbox gauges taken from `depth` now.
-    fn render(
+    pub fn render(
         &self,
         depth: &[crate::storage::OutboxDepth],
         now_ms: i64,
@@ -185,32 +184,8 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let depth = match state.repo.outbox_depth().await {
-        Ok(depth) => depth,
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics: cannot read the outbox depth");
-            Vec::new()
-        }
-    };
-    match state.metrics.render(&depth, state.now_ms()) {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
 /// Times every routed request into the latency histogram.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     // Only the standard methods: a client must not mint label values.
     let method = match request.method().as_str() {
@@ -227,8 +202,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         route,
         status: format!("{}xx", response.status().as_u16() / 100),
     };
-    state
-        .metrics
+    metrics
         .http
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());

@@ -3,13 +3,15 @@
 
 mod timed_io;
 
-use crate::app::{self, AppState, SystemClock};
+use crate::app;
+use crate::assets::WebAssets;
 use crate::config::Config;
 use crate::email::transport::Mailer;
 use crate::keys::SigningKey;
+use crate::state::{AppState, SystemClock};
 use crate::storage::{self, Repo};
-use crate::web::WebAssets;
-use crate::{demo, outbox, tokens};
+use crate::workers::{email, expiry, relay};
+use crate::{demo, tokens};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,7 +183,7 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
             web
         }
     };
-    let state = AppState::new(config, repo, Arc::new(SystemClock), app::os_rng(), key, web)
+    let state = AppState::new(config, repo, Arc::new(SystemClock), crate::state::os_rng(), key, web)
         .map_err(|e| StartError {
             key: "keys",
             problem: e.to_string(),
@@ -196,10 +198,10 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
     let mail_dir = mailer.mail_dir().map(|d| d.to_path_buf());
     // Every process relays and expires: leases and the first-decision-wins
     // rule keep replicas from doing anything twice.
-    crate::relay::spawn(state.clone());
-    crate::relay::spawn_expiry(state.clone(), Duration::from_secs(30));
+    relay::spawn(state.clone());
+    expiry::spawn(state.clone(), Duration::from_secs(30));
     if state.config.email.send {
-        outbox::spawn(state.clone(), mailer);
+        email::spawn(state.clone(), mailer);
     } else {
         tracing::info!("email.send is false: this process queues email but does not send it");
     }
@@ -255,7 +257,7 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
                 fix: "choose a free address and port, e.g. metrics_listen = \"127.0.0.1:9101\"",
             })?;
         let router = axum::Router::new()
-            .route("/metrics", axum::routing::get(crate::metrics::metrics))
+            .route("/metrics", axum::routing::get(crate::api::metrics))
             .with_state(state.clone());
         tracing::info!(address = %address, "metrics are served on their own listener");
         tokio::spawn(async move {

@@ -2,10 +2,11 @@
 //! actions (resend, cancel, retry) and per-homeserver figures.
 
 use super::Admin;
-use crate::app::AppState;
-use crate::errors::{rate_limited, ApiError};
+use crate::errors::{rate_limited, AdminError, ApiError};
+use crate::lifecycle::{self, By, Outcome};
+use crate::state::AppState;
 use crate::storage::{
-    AuditEvent, Decided, ListCursor, ListFilter, NewAudit, OutboxKind, OutboxRow, RequestSummary,
+    AuditEvent, AuditKind, ListCursor, ListFilter, NewAudit, OutboxKind, OutboxRow, RequestSummary,
     StoredRequest,
 };
 use assent_shared::admin::{
@@ -15,7 +16,6 @@ use assent_shared::admin::{
 use assent_shared::{ApiError as ErrorBody, Medium, RequestStatus, ThreePid};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -32,11 +32,11 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 const MAX_SERVERS: usize = 500;
 
 fn invalid(error: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", error)
+    AdminError::InvalidParam(error.into()).into()
 }
 
 fn no_such_request() -> ApiError {
-    ApiError::not_found("M_NOT_FOUND", "no request has this id")
+    AdminError::NoSuchRequest.into()
 }
 
 /// The list's query parameters.
@@ -308,15 +308,12 @@ pub async fn detail(
     }))
 }
 
-fn not_pending(request: &StoredRequest, what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "M_NOT_PENDING",
-        format!(
-            "this request is {}; only a pending request can be {what}",
-            request.status
-        ),
-    )
+fn not_pending(request: &StoredRequest, action: &'static str) -> ApiError {
+    AdminError::NotPending {
+        status: request.status,
+        action,
+    }
+    .into()
 }
 
 fn outcome(
@@ -357,60 +354,34 @@ pub async fn resend(
         return Err(not_pending(&request, "resent"));
     }
     if request.medium != Medium::Email {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "M_NO_CHANNEL",
-            "phone numbers have no channel to ask the owner; cancel the request or let it expire",
-        ));
+        return Err(AdminError::NoChannel.into());
     }
     let Some(is) = state.config.identity_server(&request.identity_server) else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "M_NOT_CONFIGURED",
-            "this request's identity server is no longer configured",
-        ));
+        return Err(AdminError::NotConfigured.into());
     };
     // Counted in the audit trail, so the limit holds across restarts and
     // replicas, and a resend that failed used up nothing.
     let trail = state.repo.audit_trail(&request.id).await?;
     let recent: Vec<i64> = trail
         .iter()
-        .filter(|e| e.kind == "admin_resend" && e.at > now - RESEND_WINDOW_MS)
+        .filter(|e| e.is(AuditKind::AdminResend) && e.at > now - RESEND_WINDOW_MS)
         .map(|e| e.at)
         .collect();
     if recent.len() >= RESENDS_PER_HOUR {
         let oldest = recent.iter().min().copied().unwrap_or(now);
         return Ok(rate_limited((oldest + RESEND_WINDOW_MS - now).max(1)));
     }
-    let nonce = crate::tokens::nonce(now, state.random_bytes::<32>());
-    let token = state.tokens.mint(&nonce);
-    let email = crate::intake::hold::email_outbox(
-        &state,
-        is,
-        &request.id,
-        &nonce,
-        &format!("resend-{now}"),
-    );
     let audit = NewAudit::new(
-        "admin_resend",
+        AuditKind::AdminResend,
         Some(&admin.actor()),
         json!({"old_link": "dead"}),
     );
-    let replaced = state
-        .repo
-        .replace_token(
-            &request.id,
-            &crate::tokens::hash(&token),
-            now,
-            &audit,
-            &[email],
-        )
-        .await?;
-    if !replaced {
+    let renewed =
+        lifecycle::renew_link(&state, is, &request.id, &format!("resend-{now}"), &audit).await?;
+    if renewed.is_none() {
         let current = load(&state, &id).await?;
         return Err(not_pending(&current, "resent"));
     }
-    state.outbox_wake.notify_one();
     tracing::info!(request_id = %request.id, token_id = %admin.token_id, "an administrator resent the consent email");
     Ok(outcome(
         &request,
@@ -439,37 +410,17 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<ActionOutcome>, ApiError> {
     let request = load(&state, &id).await?;
-    let now = state.now_ms();
-    if request.status == RequestStatus::Pending && now >= request.expires_at {
-        // Its time ran out: it is expired (recorded now), not cancelled.
-        crate::intake::hold::expire_overdue(&state, &request).await?;
-        let current = load(&state, &id).await?;
-        return Err(not_pending(&current, "cancelled"));
-    }
-    if request.status != RequestStatus::Pending {
-        return Err(not_pending(&request, "cancelled"));
-    }
-    let signed =
-        crate::decision::decide(&state, &request, RequestStatus::Cancelled, now).map_err(|e| {
-            tracing::error!(request_id = %request.id, error = %e, "cannot sign a cancellation");
-            ApiError::internal("the cancellation could not be signed; nothing was changed")
-        })?;
-    let audit = NewAudit::new(
-        "decided",
-        Some(&admin.actor()),
-        json!({"decision": "cancel", "decision_id": signed.decision_id}),
-    );
-    let relay = crate::relay::rows_for(&state, &request.identity_server, &signed);
-    match state
-        .repo
-        .decide(&request.id, &signed, &audit, &relay)
-        .await?
+    let actor = admin.actor();
+    // A request whose time ran out is recorded as expired, not cancelled.
+    match lifecycle::decide(
+        &state,
+        &request,
+        RequestStatus::Cancelled,
+        By::Admin(&actor),
+    )
+    .await?
     {
-        Decided::Now => {
-            state.metrics.decided("cancel");
-            if !relay.is_empty() {
-                state.relay_wake.notify_one();
-            }
+        Outcome::Now(_) => {
             tracing::info!(request_id = %request.id, token_id = %admin.token_id, "an administrator cancelled a request");
             Ok(outcome(
                 &request,
@@ -478,10 +429,8 @@ pub async fn cancel(
                 None,
             ))
         }
-        Decided::AlreadyFinal(current) => Err(match current {
-            Some(current) => not_pending(&current, "cancelled"),
-            None => no_such_request(),
-        }),
+        Outcome::Final(current) => Err(not_pending(&current, "cancelled")),
+        Outcome::Unknown => Err(no_such_request()),
     }
 }
 
@@ -524,20 +473,13 @@ pub async fn retry(
     let open = request.status == RequestStatus::Pending && now < request.expires_at;
     let kind = match (kind, open) {
         (Some(OutboxKind::Email), false) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "M_NOT_PENDING",
-                format!(
-                    "this request is {}; its email is no longer needed",
-                    request.status
-                ),
-            ))
+            return Err(AdminError::EmailNotNeeded(request.status).into())
         }
         (None, false) => Some(OutboxKind::Relay),
         (kind, _) => kind,
     };
     let audit = NewAudit::new(
-        "admin_retry",
+        AuditKind::AdminRetry,
         Some(&admin.actor()),
         json!({"kind": kind.map_or("all", OutboxKind::as_str)}),
     );
@@ -546,11 +488,7 @@ pub async fn retry(
         .requeue_given_up(&request.id, kind, now, &audit)
         .await?;
     if requeued == 0 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "M_NOTHING_TO_RETRY",
-            "nothing of this request was given up; there is nothing to retry",
-        ));
+        return Err(AdminError::NothingToRetry.into());
     }
     state.outbox_wake.notify_one();
     state.relay_wake.notify_one();
@@ -608,6 +546,7 @@ pub async fn server_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {

@@ -11,9 +11,10 @@
 pub mod api;
 pub mod openapi;
 
-use crate::app::AppState;
+use crate::bearer::{bearer_token, check_token, configured_ids};
 use crate::errors::rate_limited;
-use crate::errors::ApiError;
+use crate::errors::{AdminError, ApiError};
+use crate::state::AppState;
 use crate::storage::AdminSession;
 use assent_shared::admin::{SignIn, Whoami, CSRF_HEADER};
 use axum::body::Bytes;
@@ -26,51 +27,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
-use subtle::ConstantTimeEq;
 
 /// The console's session cookie. It is only sent to the admin API.
 pub const SESSION_COOKIE: &str = "assent_session";
 const COOKIE_PATH: &str = "/_assent/v1/admin";
-
-/// A token that matched, named by a short id of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenMatch {
-    pub token_id: String,
-}
-
-/// Whether `presented` matches one of `configured`; returns the token id.
-pub fn check_token(configured: &[String], presented: &str) -> Option<TokenMatch> {
-    let digest = Sha256::digest(presented.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let mut found = false;
-    for entry in configured {
-        // Every entry is compared, match or not, so timing tells nothing.
-        let matched = match entry.strip_prefix("sha256:") {
-            Some(hash) => hash.to_ascii_lowercase().as_bytes().ct_eq(hex.as_bytes()),
-            None => Sha256::digest(entry.as_bytes())
-                .as_slice()
-                .ct_eq(digest.as_slice()),
-        };
-        found |= bool::from(matched);
-    }
-    found.then(|| TokenMatch {
-        token_id: hex[..8].to_owned(),
-    })
-}
-
-/// The ids of the configured tokens (the first 8 hex digits of their SHA-256).
-fn configured_ids(configured: &[String]) -> impl Iterator<Item = String> + '_ {
-    configured
-        .iter()
-        .map(|entry| match entry.strip_prefix("sha256:") {
-            Some(hash) => hash.get(..8).unwrap_or(hash).to_ascii_lowercase(),
-            None => Sha256::digest(entry.as_bytes())
-                .iter()
-                .take(4)
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        })
-}
 
 /// An authenticated administrator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,30 +54,6 @@ fn client_of(parts: &Parts) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
-fn missing() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "M_MISSING_TOKEN",
-        "an admin token or a console session is required",
-    )
-}
-
-fn refused_token() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "M_UNKNOWN_TOKEN",
-        "this admin token is not accepted",
-    )
-}
-
-fn csrf_missing() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "M_FORBIDDEN",
-        format!("calls that change something must carry the {CSRF_HEADER} header"),
-    )
-}
-
 /// The session cookie's value, if the request carries one.
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
@@ -128,15 +64,6 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(Result::ok)
         .find(|c| c.name() == SESSION_COOKIE)
         .map(|c| c.value().to_owned())
-}
-
-/// The token of an `Authorization: Bearer …` header, trimmed.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
 }
 
 fn session_hash(value: &str) -> Vec<u8> {
@@ -170,14 +97,14 @@ impl FromRequestParts<AppState> for Admin {
                     if let Some(client) = client {
                         let _ = state.limits.admin_failures.hit(client, now);
                     }
-                    Err(refused_token().into_response())
+                    Err(AdminError::UnknownToken.into_response())
                 }
             };
         }
         // Session ids are 256 random bits: not worth rate-limiting, and an
         // expired session must not lock its owner out of signing in again.
         let Some(cookie) = session_cookie(&parts.headers) else {
-            return Err(missing().into_response());
+            return Err(AdminError::MissingToken.into_response());
         };
         let session = state
             .repo
@@ -185,25 +112,15 @@ impl FromRequestParts<AppState> for Admin {
             .await
             .map_err(|e| ApiError::from(e).into_response())?;
         let Some(session) = session else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "M_UNKNOWN_TOKEN",
-                "this console session has ended; sign in again",
-            )
-            .into_response());
+            return Err(AdminError::SessionEnded.into_response());
         };
         // The token that opened the session may have been removed since:
         // its sessions end with it.
         if !configured_ids(&state.config.admin.tokens).any(|id| id == session.token_id) {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "M_UNKNOWN_TOKEN",
-                "the admin token this session was opened with is no longer accepted",
-            )
-            .into_response());
+            return Err(AdminError::SessionTokenRemoved.into_response());
         }
         if changes_state(&parts.method) && !parts.headers.contains_key(CSRF_HEADER) {
-            return Err(csrf_missing().into_response());
+            return Err(AdminError::CsrfMissing.into_response());
         }
         Ok(Admin {
             token_id: session.token_id,
@@ -260,26 +177,19 @@ pub async fn sign_in(
     } else {
         match serde_json::from_slice::<SignIn>(&body) {
             Ok(sign_in) => Some(sign_in.token.trim().to_owned()).filter(|t| !t.is_empty()),
-            Err(e) => {
-                return ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "M_BAD_JSON",
-                    format!("the body must be {{\"token\": \"…\"}}: {e}"),
-                )
-                .into_response()
-            }
+            Err(e) => return AdminError::NotASignIn(e.to_string()).into_response(),
         }
     };
     let Some(token) = token else {
-        return missing().into_response();
+        return AdminError::MissingToken.into_response();
     };
     if !headers.contains_key(CSRF_HEADER) {
-        return csrf_missing().into_response();
+        return AdminError::CsrfMissing.into_response();
     }
     let Some(found) = check_token(&state.config.admin.tokens, &token) else {
         let _ = state.limits.admin_failures.hit(client.ip(), now);
         tracing::info!(client = %client.ip(), "console sign-in refused");
-        return refused_token().into_response();
+        return AdminError::UnknownToken.into_response();
     };
     let value = URL_SAFE_NO_PAD.encode(state.random_bytes::<32>());
     let ttl = i64::try_from(state.config.admin.session_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -388,7 +298,7 @@ mod tests {
 
 #[cfg(test)]
 mod session_tests {
-    use crate::intake::tests::Harness;
+    use crate::test_support::Harness;
     use axum::body::Body;
     use axum::extract::ConnectInfo;
     use axum::http::{Request, StatusCode};
@@ -462,7 +372,7 @@ mod session_tests {
         let cookie = signed_in(&h).await;
         let mut config = (*h.state.config).clone();
         config.admin.tokens = vec!["another-admin-token-0123456789abcdef0123".to_owned()];
-        let state = crate::app::AppState::from(crate::app::Shared {
+        let state = crate::state::AppState::from(crate::state::Shared {
             config: std::sync::Arc::new(config),
             ..(*h.state).clone()
         });

@@ -3,7 +3,7 @@
 //! `/_assent/v1/admin/openapi.json` lists exactly what the router serves.
 
 use super::{api, Admin};
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::extract::Extension;
 use axum::Json;
 use std::sync::Arc;

@@ -9,9 +9,9 @@
 //! key, and a browser's `Sec-Fetch-Site` must say the post came from this
 //! site. (Only someone who holds the link can reach the form at all.)
 
-use crate::api::request_for_token;
-use crate::app::AppState;
+use super::view::{record_view, request_for_token};
 use crate::email;
+use crate::state::AppState;
 use crate::storage::StoredRequest;
 use askama::Template;
 use assent_shared::i18n::{fill, Lang, Texts};
@@ -251,7 +251,7 @@ fn render(state: &AppState, status: StatusCode, view: &View) -> Response {
         tracing::error!(error = %e, "cannot render the consent page");
         format!("<p class=\"noscript\">{}</p>", view.t.unavailable)
     });
-    let root = crate::web::RootAttributes {
+    let root = crate::assets::RootAttributes {
         lang: view.lang.code(),
         theme: view.theme,
     };
@@ -297,7 +297,7 @@ pub async fn page(
     }
     match request_for_token(&state, &token).await {
         Ok(request) => {
-            crate::api::record_view(&state, &request, "page").await;
+            record_view(&state, &request, "page").await;
             let shown = resting_state(&state, &request);
             show(StatusCode::OK, Some(&request), shown)
         }

@@ -1,7 +1,8 @@
 //! The decision API through the real router, on requests held by a signed
 //! unbind (the intake test harness: test homeserver, test clock, SQLite).
 
-use crate::intake::tests::Harness;
+use crate::storage::AuditKind;
+use crate::test_support::Harness;
 use assent_shared::RequestStatus;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -80,7 +81,7 @@ async fn the_first_decision_wins_and_later_ones_see_it() {
     let stored = h.stored("alice").await.unwrap();
     assert_eq!(stored.status, RequestStatus::Approved);
     let trail = h.state.repo.audit_trail(&id).await.unwrap();
-    let decided: Vec<_> = trail.iter().filter(|e| e.kind == "decided").collect();
+    let decided: Vec<_> = trail.iter().filter(|e| e.is(AuditKind::Decided)).collect();
     assert_eq!(decided.len(), 1);
     assert_eq!(decided[0].actor.as_deref(), Some("owner"));
 
@@ -316,7 +317,7 @@ async fn a_link_from_before_the_time_prefix_still_works() {
     let (id, token) = h.hold("linus").await;
     let legacy = h.state.tokens.token(&[3; 32]).unwrap();
     assert_eq!(legacy.len(), crate::tokens::LEGACY_TOKEN_LEN);
-    let audit = crate::storage::NewAudit::new("token_replaced", Some("test"), json!({}));
+    let audit = crate::storage::NewAudit::new(AuditKind::TokenReplaced, Some("test"), json!({}));
     assert!(h
         .state
         .repo

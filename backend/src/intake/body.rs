@@ -4,9 +4,8 @@
 //! Read by hand rather than through a derived `Deserialize`, so that each
 //! problem gets its own Matrix error code and a message naming the field.
 
-use crate::errors::ApiError;
+use crate::errors::{ApiError, IntakeError};
 use assent_shared::{mxid_server_name, Medium, ThreePid, ValidationError};
-use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
 /// Largest unbind body read. Real ones are about 120 bytes.
@@ -27,38 +26,41 @@ pub struct UnbindBody {
     pub session: Option<Session>,
 }
 
+impl UnbindBody {
+    /// The unbind as proven by the owner's validation session.
+    pub fn proven(self) -> crate::lifecycle::Proven {
+        crate::lifecycle::Proven {
+            address_as_sent: self
+                .threepid
+                .is_look_alike(&self.address_as_sent)
+                .then_some(self.address_as_sent),
+            mxid: self.mxid,
+            mxid_server: self.mxid_server,
+            threepid: self.threepid,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub sid: String,
     pub client_secret: String,
 }
 
-fn bad(status: StatusCode, errcode: &'static str, error: impl Into<String>) -> ApiError {
-    ApiError::new(status, errcode, error)
-}
-
 fn not_json(why: impl std::fmt::Display) -> ApiError {
-    bad(
-        StatusCode::BAD_REQUEST,
-        "M_NOT_JSON",
-        format!("the body is not valid JSON: {why}"),
-    )
+    IntakeError::NotJson(format!("the body is not valid JSON: {why}")).into()
 }
 
 fn bad_json(error: impl Into<String>) -> ApiError {
-    bad(StatusCode::BAD_REQUEST, "M_BAD_JSON", error)
+    IntakeError::BadJson(error.into()).into()
 }
 
 fn missing(field: &str) -> ApiError {
-    bad(
-        StatusCode::BAD_REQUEST,
-        "M_MISSING_PARAMS",
-        format!("`{field}` is missing"),
-    )
+    IntakeError::MissingParam(field.to_owned()).into()
 }
 
 fn invalid(error: impl Into<String>) -> ApiError {
-    bad(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", error)
+    IntakeError::InvalidParam(error.into()).into()
 }
 
 fn string_field<'a>(
@@ -203,11 +205,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
 }
 
 pub fn too_large() -> ApiError {
-    bad(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "M_TOO_LARGE",
-        format!("the body is larger than {MAX_BODY} bytes"),
-    )
+    IntakeError::TooLarge(MAX_BODY).into()
 }
 
 #[cfg(test)]

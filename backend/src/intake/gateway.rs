@@ -13,13 +13,13 @@
 //! here, as sydent answers an unbind of nothing.
 
 use super::body::{self, UnbindBody};
-use super::hold::{self, hold, Held, Prepared, ToHold};
-use super::key_fetch::KeySource;
 use super::upstream::{self, Binding};
 use super::xmatrix::{self, XMatrixError};
-use crate::app::AppState;
 use crate::config::{BindingCheck, HeldResponse, IdentityServerConfig, MsisdnPolicy};
-use crate::errors::{rate_limited, ApiError};
+use crate::errors::{rate_limited, ApiError, IntakeError};
+use crate::homeserver_keys::key_fetch::KeySource;
+use crate::lifecycle::{self, hold, By, Held, Prepared, ToHold};
+use crate::state::AppState;
 use crate::storage::{HoldNew, RawIntake, RequestKey, Source, StoredRequest};
 use assent_shared::{Initiator, Medium, RequestStatus};
 use axum::body::Bytes;
@@ -70,14 +70,12 @@ pub fn identity_server_for<'a>(
 }
 
 fn unauthorized(error: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", error)
+    IntakeError::Unauthorized(error.into()).into()
 }
 
 fn from_xmatrix(e: XMatrixError) -> ApiError {
     match e {
-        XMatrixError::BadBody(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", e.to_string())
-        }
+        XMatrixError::BadBody(_) => IntakeError::NotJson(e.to_string()).into(),
         XMatrixError::Missing | XMatrixError::Malformed(_) => unauthorized(format!(
             "{e}; a homeserver must sign unbinds (Authorization: X-Matrix origin=…,key=…,sig=…)"
         )),
@@ -91,16 +89,12 @@ fn from_xmatrix(e: XMatrixError) -> ApiError {
 pub fn held_answer(held_response: HeldResponse) -> Response {
     match held_response {
         HeldResponse::Accepted => (StatusCode::ACCEPTED, Json(json!({}))).into_response(),
-        HeldResponse::Forbidden => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "M_FORBIDDEN",
-            "the owner of this address must approve the unbind; they have been asked",
+        HeldResponse::Forbidden => IntakeError::Forbidden(
+            "the owner of this address must approve the unbind; they have been asked".to_owned(),
         )
         .into_response(),
-        HeldResponse::NotSupported => ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "M_UNRECOGNIZED",
-            "unbinds need the address owner's consent here; they have been asked",
+        HeldResponse::NotSupported => IntakeError::NotSupported(
+            "unbinds need the address owner's consent here; they have been asked".to_owned(),
         )
         .into_response(),
     }
@@ -169,13 +163,8 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         .as_ref()
         .ok()
         .and_then(|h| h.destination.as_ref().map(|d| d.as_str().to_owned()));
-    let is =
-        identity_server_for(state, &parts.headers, destination.as_deref()).ok_or_else(|| {
-            ApiError::not_found(
-                "M_NOT_FOUND",
-                "no identity server by this name is configured here",
-            )
-        })?;
+    let is = identity_server_for(state, &parts.headers, destination.as_deref())
+        .ok_or_else(|| ApiError::from(IntakeError::NoSuchIdentityServer))?;
 
     let bytes: Bytes = axum::body::to_bytes(incoming, body::MAX_BODY)
         .await
@@ -212,13 +201,13 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             if now < at.saturating_add(SESSION_TRUSTED_AFTER_MS) {
                 tracing::info!(identity_server = %is.name, outcome = "session_too_recent", "unbind with a validation session refused: the binding is newer than a session lives");
                 state.metrics.intake("session_too_recent");
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "M_FORBIDDEN",
+                return Err(IntakeError::Forbidden(
                     "this address was bound less than 25 hours ago, so the server that carried \
                      the bind may hold this validation session too; ask your homeserver to \
-                     unbind it, and its owner will be asked by email",
-                ));
+                     unbind it, and its owner will be asked by email"
+                        .to_owned(),
+                )
+                .into());
             }
         }
         // The session is the only proof the upstream may act on: a
@@ -242,8 +231,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         if response.status().is_success() {
             // The unbind is done at the upstream: its answer goes back even
             // if the record fails.
-            if let Err(e) = hold::record_owner_proven(state, is, &unbind, status).await {
-                tracing::error!(error = %e.error, "an owner-proven unbind was not recorded");
+            if let Err(e) = lifecycle::record_owner_proven(state, is, unbind.proven(), status).await
+            {
+                tracing::error!(error = %e, "an owner-proven unbind was not recorded");
             }
         }
         return Ok(response);
@@ -266,11 +256,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
                 .await);
             }
             MsisdnPolicy::Reject => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "M_UNRECOGNIZED",
-                    "this identity server does not unbind phone numbers on a homeserver's request",
-                ))
+                return Err(IntakeError::NotSupported(
+                    "this identity server does not unbind phone numbers on a homeserver's request"
+                        .to_owned(),
+                )
+                .into())
             }
         }
     }
@@ -364,7 +354,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         }),
         actor: Some(origin.clone()),
     };
-    let since = now - hold::ADDRESS_WINDOW_MS;
+    let since = now - super::ADDRESS_WINDOW_MS;
     if is.binding_check == BindingCheck::None {
         // The common case in one step: nothing is stored for this request
         // and its address is under its allowance, so it is held at once.
@@ -373,11 +363,12 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             hold: rows,
             id,
             expires_at,
-        } = hold::prepare(state, to_hold(Binding::NotChecked));
+            ..
+        } = lifecycle::prepare(state, to_hold(Binding::NotChecked));
         let email = !rows.outbox.is_empty();
         let limit = i64::from(state.config.limits.holds_per_address_per_hour);
         if state.repo.hold_if_new(rows, since, limit).await? == HoldNew::Created {
-            let created = hold::created(state, id, expires_at, email);
+            let created = lifecycle::created(state, id, expires_at, email);
             return Ok(held(state, is, &origin, created));
         }
     }
@@ -389,7 +380,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     {
         // Past its time with no answer: it expires now, and this repeat is a
         // new request.
-        hold::expire_overdue(state, stored).await?;
+        lifecycle::decide(state, stored, RequestStatus::Expired, By::Expiry).await?;
     } else if let Some(stored) = &lookup.latest {
         if stored.status == RequestStatus::Pending {
             state.repo.count_repeat(&stored.id).await?;
@@ -404,7 +395,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         }
     }
 
-    if let Some(retry) = hold::address_retry_after(state, &lookup, now) {
+    if let Some(retry) = super::address_retry_after(state, &lookup, now) {
         tracing::info!(identity_server = %is.name, outcome = "address_rate_limited", "unbind refused: too many for one address");
         state.metrics.intake("address_rate_limited");
         return Ok(rate_limited(retry));
@@ -452,11 +443,10 @@ async fn verify_signature(
     let header = parsed_header.map_err(|e| Err(from_xmatrix(e)))?;
     let origin = header.origin.as_str().to_ascii_lowercase();
     if !unbind.mxid_server.eq_ignore_ascii_case(&origin) {
-        return Err(Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "M_FORBIDDEN",
-            format!("`{origin}` cannot unbind a Matrix ID on another server"),
-        )));
+        return Err(Err(IntakeError::Forbidden(format!(
+            "`{origin}` cannot unbind a Matrix ID on another server"
+        ))
+        .into()));
     }
     if let Some(retry) = state.limits.origin.is_limited(&origin, now) {
         return Err(Ok(rate_limited(retry)));

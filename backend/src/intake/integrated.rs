@@ -3,11 +3,11 @@
 //! (`GET /_assent/v1/requests/{id}`), authenticated by one of its
 //! `api_tokens`.
 
-use super::hold::{hold, Held, ToHold};
-use crate::admin::{bearer_token, check_token};
-use crate::app::AppState;
+use crate::bearer::{bearer_token, check_token};
 use crate::config::IdentityServerConfig;
-use crate::errors::{rate_limited, ApiError};
+use crate::errors::{rate_limited, ApiError, IntakeError};
+use crate::lifecycle::{self, hold, By, Held, ToHold};
+use crate::state::AppState;
 use crate::storage::{Source, StoredRequest};
 use assent_shared::{mxid_server_name, NewRequestBody, RequestState, RequestStatus, ThreePid};
 use axum::body::Bytes;
@@ -51,12 +51,7 @@ impl FromRequestParts<AppState> for IsCaller {
             }
         }
         let Some(presented) = bearer_token(&parts.headers) else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "M_MISSING_TOKEN",
-                "an identity server's API token is required",
-            )
-            .into_response());
+            return Err(IntakeError::MissingToken.into_response());
         };
         // Every identity server's tokens are checked, so timing tells nothing.
         let mut caller = None;
@@ -72,18 +67,13 @@ impl FromRequestParts<AppState> for IsCaller {
             if let Some(client) = client {
                 let _ = state.limits.admin_failures.hit(client, now);
             }
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "M_UNKNOWN_TOKEN",
-                "this API token is not accepted",
-            )
-            .into_response()
+            IntakeError::UnknownToken.into_response()
         })
     }
 }
 
 fn invalid(error: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", error)
+    IntakeError::InvalidParam(error.into()).into()
 }
 
 fn state_of(request: &StoredRequest) -> RequestState {
@@ -118,12 +108,11 @@ pub async fn create(
         .config(&state)
         .ok_or_else(|| ApiError::internal("the caller's identity server vanished"))?;
     let body: NewRequestBody = serde_json::from_slice(&body).map_err(|e| {
-        let code = if e.is_syntax() || e.is_eof() {
-            "M_NOT_JSON"
+        ApiError::from(if e.is_syntax() || e.is_eof() {
+            IntakeError::NotJson(e.to_string())
         } else {
-            "M_BAD_JSON"
-        };
-        ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+            IntakeError::BadJson(e.to_string())
+        })
     })?;
     let mxid_server = mxid_server_name(&body.mxid).map_err(|e| invalid(format!("`mxid`: {e}")))?;
     let requesting_server = body.requesting_server.to_ascii_lowercase();
@@ -131,11 +120,10 @@ pub async fn create(
         return Err(invalid("`requesting_server` is not a Matrix server name"));
     }
     if !mxid_server.eq_ignore_ascii_case(&requesting_server) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "M_FORBIDDEN",
-            "`requesting_server` cannot unbind a Matrix ID on another server",
-        ));
+        return Err(IntakeError::Forbidden(
+            "`requesting_server` cannot unbind a Matrix ID on another server".to_owned(),
+        )
+        .into());
     }
     let threepid = ThreePid::new(body.threepid.medium, &body.threepid.address)
         .map_err(|e| invalid(format!("`threepid.address`: {e}")))?;
@@ -163,7 +151,8 @@ pub async fn create(
             Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
             _ => None,
         };
-        let private_literal = literal.is_some_and(|ip| !super::key_fetch::is_public(ip));
+        let private_literal =
+            literal.is_some_and(|ip| !crate::homeserver_keys::key_fetch::is_public(ip));
         let local_name = parsed
             .host_str()
             .is_some_and(|h| h.eq_ignore_ascii_case("localhost") || h.ends_with(".localhost"));
@@ -192,7 +181,7 @@ pub async fn create(
                     medium: threepid.medium,
                     address: &threepid.address,
                 },
-                now - super::hold::ADDRESS_WINDOW_MS,
+                now - super::ADDRESS_WINDOW_MS,
             )
             .await?;
         if let Some(overdue) = lookup
@@ -200,7 +189,7 @@ pub async fn create(
             .as_ref()
             .filter(|r| r.status == RequestStatus::Pending && r.expires_at <= now)
         {
-            super::hold::expire_overdue(&state, overdue).await?;
+            lifecycle::decide(&state, overdue, RequestStatus::Expired, By::Expiry).await?;
         }
         match lookup.latest {
             Some(pending)
@@ -209,7 +198,7 @@ pub async fn create(
                 Held::Joined(Box::new(pending))
             }
             _ => {
-                if let Some(retry) = super::hold::address_retry_after(&state, &lookup, now) {
+                if let Some(retry) = super::address_retry_after(&state, &lookup, now) {
                     return Ok(rate_limited(retry));
                 }
                 hold(
@@ -265,7 +254,7 @@ pub async fn get_request(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<RequestState>, ApiError> {
-    let not_found = || ApiError::not_found("M_NOT_FOUND", "no such request");
+    let not_found = || ApiError::from(IntakeError::NoSuchRequest);
     if id.len() > 64 {
         return Err(not_found());
     }

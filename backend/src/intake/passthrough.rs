@@ -9,9 +9,9 @@
 //! might take for an unbind goes past the intake.
 
 use super::upstream;
-use crate::app::AppState;
 use crate::config::IdentityServerConfig;
-use crate::errors::ApiError;
+use crate::errors::IntakeError;
+use crate::state::AppState;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -106,12 +106,7 @@ pub fn looks_like_unbind(path: &str) -> bool {
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if !UNBIND_PATHS.contains(&path) && looks_like_unbind(path) {
-        return ApiError::not_found(
-            "M_UNRECOGNIZED",
-            "this path spells an unbind in a way Assent does not take; \
-             send unbinds to /_matrix/identity/v2/3pid/unbind, written as it is",
-        )
-        .into_response();
+        return IntakeError::UnbindMisspelt.into_response();
     }
     let Some(is) = proxied(&state, &request) else {
         return next.run(request).await;

@@ -2,12 +2,12 @@
 //! unchanged (owner-proven unbinds, unbound addresses, `proxy_all`) and the
 //! binding check.
 
-use crate::app::AppState;
 use crate::config::{BindingCheck, IdentityServerConfig};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, IntakeError};
+use crate::state::AppState;
 use assent_shared::ThreePid;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, Method};
 use axum::response::{IntoResponse, Response};
 
 /// Largest lookup answer read.
@@ -96,12 +96,7 @@ pub async fn forward(
         Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(identity_server = %is.name, error = %without_url(&e), "the upstream identity server did not answer");
-            return ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
-                "the identity server behind this gateway did not answer",
-            )
-            .into_response();
+            return IntakeError::UpstreamDown.into_response();
         }
     };
     let mut response = Response::builder().status(answer.status());
@@ -158,11 +153,7 @@ pub async fn check_binding(
     }
     let unavailable = |why: String| {
         tracing::warn!(identity_server = %is.name, error = %why, "binding check failed");
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "M_UNKNOWN",
-            "cannot confirm the binding with the identity server behind this gateway; try again later",
-        )
+        ApiError::from(IntakeError::BindingUnknown)
     };
     let url = upstream_url(is, "/_matrix/identity/api/v1/lookup");
     let mut answer = state

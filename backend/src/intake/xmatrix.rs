@@ -126,7 +126,7 @@ pub fn signed_message(
 /// Checks `header`'s signature over the request with `public_key` (raw
 /// ed25519 bytes of the key the header names), one request alone, as
 /// ruma-signatures checks it. The gateway checks concurrent requests
-/// together ([`super::signature_batch`]).
+/// together ([`crate::homeserver_keys::signature_batch`]).
 pub fn verify(
     header: &XMatrix,
     public_key: &[u8],

@@ -8,10 +8,11 @@
 //! expired and answered 410. Tokens are looked up by hash and the whole
 //! route is rate-limited per client address, like the view.
 
-use crate::api::request_for_token;
-use crate::app::AppState;
-use crate::errors::{rate_limited, ApiError};
-use crate::storage::{Decided, NewAudit, StoredRequest};
+use super::view::request_for_token;
+use crate::errors::{rate_limited, ApiError, ConsentError};
+use crate::lifecycle::{self, By, Outcome};
+use crate::state::AppState;
+use crate::storage::StoredRequest;
 use assent_shared::{DecisionOutcome, DecisionRequest, OwnerDecision, RequestStatus};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
@@ -35,11 +36,7 @@ fn outcome_of(request: &StoredRequest) -> DecisionOutcome {
 /// What the owner asked for, or why the body is not a decision.
 pub fn parse_decision(body: &[u8]) -> Result<OwnerDecision, ApiError> {
     if body.len() > MAX_BODY {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "M_TOO_LARGE",
-            "the decision is too large",
-        ));
+        return Err(ConsentError::TooLarge.into());
     }
     // An object only: serde would also take a struct written as an array.
     serde_json::from_slice::<serde_json::Value>(body)
@@ -47,13 +44,7 @@ pub fn parse_decision(body: &[u8]) -> Result<OwnerDecision, ApiError> {
         .filter(serde_json::Value::is_object)
         .and_then(|value| serde_json::from_value::<DecisionRequest>(value).ok())
         .map(|d| d.decision)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "M_BAD_JSON",
-                r#"send {"decision": "approve"} or {"decision": "deny"}"#,
-            )
-        })
+        .ok_or_else(|| ConsentError::NotADecision.into())
 }
 
 /// Records `decision` on the request `token` opens. The answer's status:
@@ -64,70 +55,28 @@ pub async fn record(
     token: &str,
     decision: OwnerDecision,
 ) -> Result<(StatusCode, DecisionOutcome), ApiError> {
-    let expired = || {
-        ApiError::new(
-            StatusCode::GONE,
-            "M_EXPIRED",
-            "this request has expired; nothing was changed",
-        )
-    };
-    let mut request = request_for_token(state, token).await?;
-    let now = state.now_ms();
-    if request.status == RequestStatus::Pending && now >= request.expires_at {
-        crate::intake::hold::expire_overdue(state, &request).await?;
-        // A decision may have landed just before the expiry: what is stored
-        // is the answer.
-        request = request_for_token(state, token).await?;
-    }
-    match request.status {
-        RequestStatus::Pending => {}
-        RequestStatus::Expired => return Err(expired()),
-        _ => return Ok((StatusCode::CONFLICT, outcome_of(&request))),
-    }
+    let request = request_for_token(state, token).await?;
     let status = match decision {
         OwnerDecision::Approve => RequestStatus::Approved,
         OwnerDecision::Deny => RequestStatus::Denied,
     };
-    let signed = crate::decision::decide(state, &request, status, now).map_err(|e| {
-        tracing::error!(request_id = %request.id, error = %e, "cannot sign a decision");
-        ApiError::internal("the decision could not be signed; nothing was changed")
-    })?;
-    let audit = NewAudit::new(
-        "decided",
-        Some("owner"),
-        serde_json::json!({
-            "decision": decision.as_str(),
-            "decision_id": signed.decision_id,
-        }),
-    );
-    let relay = crate::relay::rows_for(state, &request.identity_server, &signed);
-    match state
-        .repo
-        .decide(&request.id, &signed, &audit, &relay)
-        .await?
-    {
-        Decided::Now => {
-            state.metrics.decided(decision.as_str());
-            if !relay.is_empty() {
-                state.relay_wake.notify_one();
-            }
-            tracing::info!(request_id = %request.id, decision = decision.as_str(), "the owner decided");
-            Ok((
-                StatusCode::OK,
-                DecisionOutcome {
-                    request_id: request.id,
-                    status,
-                    decided_at_ms: Some(now),
-                    decision_id: Some(signed.decision_id),
-                },
-            ))
-        }
-        // Another tab, or the expiry, got there first: that outcome stands.
-        Decided::AlreadyFinal(Some(stored)) => Ok((StatusCode::CONFLICT, outcome_of(&stored))),
-        Decided::AlreadyFinal(None) => Err(ApiError::not_found(
-            "M_NOT_FOUND",
-            "this link is not known; check that it was copied whole",
+    match lifecycle::decide(state, &request, status, By::Owner).await? {
+        Outcome::Now(decided) => Ok((
+            StatusCode::OK,
+            DecisionOutcome {
+                request_id: request.id,
+                status,
+                decided_at_ms: Some(decided.at),
+                decision_id: Some(decided.decision_id),
+            },
         )),
+        Outcome::Final(stored) if stored.status == RequestStatus::Expired => {
+            Err(ConsentError::Expired.into())
+        }
+        // Another tab, or an administrator, got there first: that outcome
+        // stands.
+        Outcome::Final(stored) => Ok((StatusCode::CONFLICT, outcome_of(&stored))),
+        Outcome::Unknown => Err(ConsentError::UnknownLink.into()),
     }
 }
 
@@ -182,11 +131,6 @@ pub async fn receipt(
             document,
         )
             .into_response(),
-        None => ApiError::not_found("M_NOT_FOUND", "there is no decision yet").into_response(),
+        None => ConsentError::NoDecisionYet.into_response(),
     }
 }
-
-pub mod nojs;
-
-#[cfg(test)]
-mod tests;

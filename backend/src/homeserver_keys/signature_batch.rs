@@ -21,7 +21,7 @@
 //! points or a non-canonical encoding of R, which only the holder of the
 //! secret key can make for that key: batches accept nothing the key's holder
 //! did not sign. (Keys that are themselves of small order, which anyone can
-//! "sign" for, are refused before they get here: see [`usable_key`].)
+//! "sign" for, are refused before they get here: see [`usable_key`](crate::keys::usable_key).)
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,14 +37,6 @@ struct Check {
     message: Vec<u8>,
     signature: Signature,
     reply: oneshot::Sender<bool>,
-}
-
-/// `raw` as a key to check signatures with: a point on the curve, and not
-/// one of the small-order points for which anyone can make signatures.
-pub fn usable_key(raw: &[u8]) -> Option<VerifyingKey> {
-    VerifyingKey::try_from(raw)
-        .ok()
-        .filter(|key| !key.is_weak())
 }
 
 #[derive(Default)]
@@ -141,6 +133,7 @@ fn verify(checks: Vec<Check>, batch: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::usable_key;
     use ed25519_dalek::{Signer, SigningKey};
     use std::sync::Arc;
 

@@ -1,15 +1,15 @@
-//! Serving the web front end: the app shell for every page route with a
+//! The web front end's files: the app shell for every page route with a
 //! strict Content-Security-Policy, and the hashed assets with long caching.
+//! The routes that serve them are in `pages` (and `consent` for the
+//! consent pages).
 //!
 //! The front end is embedded in the binary when it is built (see
 //! `build.rs`): every file compressed once with brotli and gzip, chosen by
 //! `Accept-Encoding`, with an `ETag`. `dist_dir` replaces it with a folder
 //! read at start, for people who change the front end.
 
-use crate::api::request_for_token;
-use crate::app::AppState;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
@@ -114,6 +114,30 @@ impl WebAssets {
         shell_page(self.console.as_deref(), &self.console_hashes, "'none'")
     }
 
+    /// A file of the front end, with its caching: hashed assets for a
+    /// year, the rest revalidated.
+    pub async fn file(&self, request: Request) -> Response {
+        let immutable = is_hashed_asset(request.uri().path());
+        let mut response = match &self.files {
+            Files::Embedded(files) => embedded_file(files, &request),
+            Files::Dir(dir) => match dir.clone().oneshot(request).await {
+                Ok(response) => response.map(Body::new),
+                Err(never) => match never {},
+            },
+        };
+        if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
+            let cache = if immutable {
+                "public, max-age=31536000, immutable"
+            } else {
+                "no-cache"
+            };
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+        }
+        response
+    }
+
     pub fn is_built(&self) -> bool {
         self.index.is_some()
     }
@@ -150,7 +174,8 @@ impl WebAssets {
         response
     }
 
-    fn page(&self, frame_ancestors: &str) -> Response {
+    /// The app shell, framable by `frame_ancestors` (`'none'` for no one).
+    pub fn page(&self, frame_ancestors: &str) -> Response {
         shell_page(self.index.as_deref(), &self.script_hashes, frame_ancestors)
     }
 }
@@ -265,54 +290,6 @@ fn inline_script_hashes(html: &str) -> Vec<String> {
         rest = &body_and_rest[close..];
     }
     hashes
-}
-
-/// `/`: the app shell, never framable.
-pub async fn app_page(State(state): State<AppState>) -> Response {
-    state.web.page("'none'")
-}
-
-/// `/admin…`: the console's shell, never framable. It holds no data: every
-/// figure comes from the admin API, which wants credentials.
-pub async fn console_page(State(state): State<AppState>) -> Response {
-    state.web.console_page()
-}
-
-/// `/embed/consent/{token}`: framable only by the origins configured for the
-/// identity server that holds this request's binding.
-pub async fn embed_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let ancestors = match request_for_token(&state, &token).await {
-        Ok(request) => state
-            .config
-            .identity_server(&request.identity_server)
-            .map(|is| is.frame_ancestors.join(" "))
-            .filter(|list| !list.is_empty()),
-        Err(_) => None,
-    };
-    state.web.page(ancestors.as_deref().unwrap_or("'none'"))
-}
-
-/// Everything else under `/`: the front end's files.
-pub async fn static_file(State(state): State<AppState>, request: Request) -> Response {
-    let immutable = is_hashed_asset(request.uri().path());
-    let mut response = match &state.web.files {
-        Files::Embedded(files) => embedded_file(files, &request),
-        Files::Dir(dir) => match dir.clone().oneshot(request).await {
-            Ok(response) => response.map(Body::new),
-            Err(never) => match never {},
-        },
-    };
-    if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
-        let cache = if immutable {
-            "public, max-age=31536000, immutable"
-        } else {
-            "no-cache"
-        };
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    }
-    response
 }
 
 /// An embedded file in the encoding the client prefers: brotli, else gzip,
