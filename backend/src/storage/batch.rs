@@ -7,19 +7,13 @@
 //! sqlx) and runs its statements, prepared once, in place: through sqlx,
 //! each statement was a round trip to the connection's worker thread, and
 //! those hops cost more than the writing. Intake's check for an earlier
-//! request runs in the same transaction ([`Repository::hold_if_new`]), so a
+//! request runs in the same transaction ([`RequestStore::hold_if_new`](super::RequestStore::hold_if_new)), so a
 //! new unbind costs one hand-off in all. The other writes (decisions, the
 //! outbox, sessions) stay on sqlx's writer connection; the two take turns
 //! through the repository's [`WriteGate`].
 
 use super::sqlite::{SqliteRepository, WriteGate};
-use super::{
-    AdminSession, AttemptResult, AuditEvent, Counted, Decided, Decision, HoldNew, Inserted,
-    IntakeLookup, ListCursor, ListFilter, NewAudit, NewHold, NewOutbox, NewRequest, OriginCount,
-    OutboxDepth, OutboxKind, OutboxRow, Repo, RequestKey, RequestSummary, Result, StorageError,
-    StoredRequest,
-};
-use async_trait::async_trait;
+use super::{HoldNew, NewAudit, NewHold, NewOutbox, NewRequest, Result, StorageError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,9 +29,9 @@ const LINGER_BELOW: usize = 8;
 const LINGER: std::time::Duration = std::time::Duration::from_micros(100);
 
 enum Job {
-    /// [`Repository::hold_if_new`].
+    /// [`RequestStore::hold_if_new`](super::RequestStore::hold_if_new).
     HoldIfNew { rows: Rows, since: i64, limit: i64 },
-    /// [`Repository::insert_requests`], one request.
+    /// [`RequestStore::insert_requests`](super::RequestStore::insert_requests), one request.
     Insert(Rows),
 }
 
@@ -86,16 +80,25 @@ enum Outcome {
 
 type Reply = oneshot::Sender<Result<Outcome>>;
 
-pub struct Batched {
-    inner: Repo,
+/// What the writer did with a new request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    Created,
+    /// A twin was already pending, committed before this batch began (so
+    /// readers see it): its id.
+    Pending(String),
+}
+
+/// The handle of the writer thread.
+pub struct Writer {
     queue: mpsc::Sender<(Job, Reply)>,
     /// Batches written so far.
     batches: Arc<AtomicU64>,
 }
 
-impl Batched {
-    /// Wraps `sqlite`, with a writer thread on a connection of its own.
-    pub fn new(sqlite: Arc<SqliteRepository>) -> Result<Self> {
+impl Writer {
+    /// Starts the writer thread for `sqlite`, on a connection of its own.
+    pub fn start(sqlite: &SqliteRepository) -> Result<Self> {
         let conn = sqlite.open_writer()?;
         let gate = sqlite.gate();
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
@@ -105,16 +108,55 @@ impl Batched {
             .name("assent-db-writer".to_owned())
             .spawn(move || writer(conn, gate, jobs, counter))
             .map_err(|e| StorageError::Writer(format!("cannot start the writer thread: {e}")))?;
-        Ok(Batched {
-            inner: sqlite,
-            queue,
-            batches,
-        })
+        Ok(Writer { queue, batches })
     }
 
     /// How many batches the writer has taken so far (for tests).
     pub fn batches(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Whether the thread has stopped (after a failure it could not undo).
+    pub fn is_stopped(&self) -> bool {
+        self.queue.is_closed()
+    }
+
+    /// Writes `holds`, each as [`RequestStore::insert_requests`] does:
+    /// all are queued first, so they can share a commit.
+    ///
+    /// [`RequestStore::insert_requests`]: super::RequestStore::insert_requests
+    pub async fn insert(&self, holds: &[NewHold]) -> Result<Vec<Written>> {
+        let mut waiting = Vec::with_capacity(holds.len());
+        for hold in holds {
+            waiting.push(self.submit(Job::Insert(hold.clone().into())).await?);
+        }
+        let mut results = Vec::with_capacity(waiting.len());
+        for answer in waiting {
+            results.push(match outcome(answer).await? {
+                Outcome::Created => Written::Created,
+                Outcome::Pending(id) => Written::Pending(id),
+                other => return Err(unexpected(&other)),
+            });
+        }
+        Ok(results)
+    }
+
+    /// [`RequestStore::hold_if_new`], checked and written in one transaction.
+    ///
+    /// [`RequestStore::hold_if_new`]: super::RequestStore::hold_if_new
+    pub async fn hold_if_new(&self, hold: NewHold, since: i64, limit: i64) -> Result<HoldNew> {
+        let answer = self
+            .submit(Job::HoldIfNew {
+                rows: hold.into(),
+                since,
+                limit,
+            })
+            .await?;
+        match outcome(answer).await? {
+            Outcome::Created => Ok(HoldNew::Created),
+            Outcome::Known => Ok(HoldNew::Known),
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn submit(&self, job: Job) -> Result<oneshot::Receiver<Result<Outcome>>> {
@@ -124,7 +166,7 @@ impl Batched {
     }
 }
 
-fn stopped() -> StorageError {
+pub(crate) fn stopped() -> StorageError {
     StorageError::Writer("the database writer has stopped".to_owned())
 }
 
@@ -358,7 +400,7 @@ fn write_one(conn: &Connection, job: &Job) -> rusqlite::Result<Outcome> {
     conn.prepare_cached(INSERT_AUDIT)?.execute(params![
         r.id,
         r.created_at,
-        rows.audit.kind,
+        rows.audit.kind.as_str(),
         rows.audit.actor,
         rows.audit_detail,
     ])?;
@@ -377,190 +419,4 @@ fn write_one(conn: &Connection, job: &Job) -> rusqlite::Result<Outcome> {
 
 fn unexpected(outcome: &Outcome) -> StorageError {
     StorageError::Corrupt(format!("the writer answered {outcome:?} to this job"))
-}
-
-#[async_trait]
-impl super::Repository for Batched {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-
-    async fn ping(&self) -> Result<()> {
-        if self.queue.is_closed() {
-            return Err(stopped());
-        }
-        self.inner.ping().await
-    }
-
-    async fn insert_requests(&self, batch: &[NewHold]) -> Result<Vec<Inserted>> {
-        let mut waiting = Vec::with_capacity(batch.len());
-        for hold in batch {
-            waiting.push(self.submit(Job::Insert(hold.clone().into())).await?);
-        }
-        let mut results = Vec::with_capacity(waiting.len());
-        for answer in waiting {
-            results.push(match outcome(answer).await? {
-                Outcome::Created => Inserted::Created,
-                // Committed before this batch began: readers see it.
-                Outcome::Pending(id) => match self.inner.request(&id).await? {
-                    Some(existing) => Inserted::JoinedPending(Box::new(existing)),
-                    None => {
-                        return Err(StorageError::Corrupt(format!(
-                            "pending request {id} cannot be read back"
-                        )))
-                    }
-                },
-                other => return Err(unexpected(&other)),
-            });
-        }
-        Ok(results)
-    }
-
-    async fn hold_if_new(&self, hold: NewHold, since: i64, limit: i64) -> Result<HoldNew> {
-        let answer = self
-            .submit(Job::HoldIfNew {
-                rows: hold.into(),
-                since,
-                limit,
-            })
-            .await?;
-        match outcome(answer).await? {
-            Outcome::Created => Ok(HoldNew::Created),
-            Outcome::Known => Ok(HoldNew::Known),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    async fn request(&self, id: &str) -> Result<Option<StoredRequest>> {
-        self.inner.request(id).await
-    }
-
-    async fn request_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<StoredRequest>> {
-        self.inner.request_by_token_hash(token_hash).await
-    }
-
-    async fn intake_lookup(&self, key: &RequestKey<'_>, since: i64) -> Result<IntakeLookup> {
-        self.inner.intake_lookup(key, since).await
-    }
-
-    async fn overdue(&self, now: i64, limit: i64) -> Result<Vec<StoredRequest>> {
-        self.inner.overdue(now, limit).await
-    }
-
-    async fn decide(
-        &self,
-        request_id: &str,
-        decision: &Decision,
-        audit: &NewAudit,
-        outbox: &[super::NewOutbox],
-    ) -> Result<Decided> {
-        self.inner.decide(request_id, decision, audit, outbox).await
-    }
-
-    async fn replace_token(
-        &self,
-        request_id: &str,
-        token_hash: &[u8],
-        at: i64,
-        audit: &NewAudit,
-        outbox: &[NewOutbox],
-    ) -> Result<bool> {
-        self.inner
-            .replace_token(request_id, token_hash, at, audit, outbox)
-            .await
-    }
-
-    async fn append_audit(&self, request_id: &str, at: i64, event: &NewAudit) -> Result<()> {
-        self.inner.append_audit(request_id, at, event).await
-    }
-
-    async fn count_repeat(&self, request_id: &str) -> Result<()> {
-        self.inner.count_repeat(request_id).await
-    }
-
-    async fn record_proven(&self, request: &NewRequest, audit: &NewAudit) -> Result<()> {
-        self.inner.record_proven(request, audit).await
-    }
-
-    async fn release_raw(&self, request_id: &str) -> Result<bool> {
-        self.inner.release_raw(request_id).await
-    }
-
-    async fn audit_trail(&self, request_id: &str) -> Result<Vec<AuditEvent>> {
-        self.inner.audit_trail(request_id).await
-    }
-
-    async fn outbox_for(&self, request_id: &str) -> Result<Vec<OutboxRow>> {
-        self.inner.outbox_for(request_id).await
-    }
-
-    async fn claim_outbox(
-        &self,
-        kind: OutboxKind,
-        owner: &str,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<OutboxRow>> {
-        self.inner
-            .claim_outbox(kind, owner, now, lease_ms, limit)
-            .await
-    }
-
-    async fn finish_outbox(
-        &self,
-        id: i64,
-        owner: &str,
-        result: &AttemptResult,
-        now: i64,
-        audit: &NewAudit,
-    ) -> Result<bool> {
-        self.inner
-            .finish_outbox(id, owner, result, now, audit)
-            .await
-    }
-    async fn list_requests(
-        &self,
-        filter: &ListFilter,
-        after: Option<&ListCursor>,
-        limit: i64,
-    ) -> Result<Vec<RequestSummary>> {
-        self.inner.list_requests(filter, after, limit).await
-    }
-
-    async fn count_requests(&self, filter: &ListFilter, cap: i64) -> Result<Counted> {
-        self.inner.count_requests(filter, cap).await
-    }
-
-    async fn origin_counts(&self, day: i64, week: i64) -> Result<Vec<OriginCount>> {
-        self.inner.origin_counts(day, week).await
-    }
-
-    async fn outbox_depth(&self) -> Result<Vec<OutboxDepth>> {
-        self.inner.outbox_depth().await
-    }
-
-    async fn requeue_given_up(
-        &self,
-        request_id: &str,
-        kind: Option<OutboxKind>,
-        at: i64,
-        audit: &NewAudit,
-    ) -> Result<u64> {
-        self.inner
-            .requeue_given_up(request_id, kind, at, audit)
-            .await
-    }
-
-    async fn create_session(&self, session: &AdminSession) -> Result<()> {
-        self.inner.create_session(session).await
-    }
-
-    async fn session(&self, id_hash: &[u8], now: i64) -> Result<Option<AdminSession>> {
-        self.inner.session(id_hash, now).await
-    }
-
-    async fn delete_session(&self, id_hash: &[u8]) -> Result<bool> {
-        self.inner.delete_session(id_hash).await
-    }
 }

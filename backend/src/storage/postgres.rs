@@ -1,6 +1,8 @@
 //! PostgreSQL: for several replicas sharing one database.
 
-use super::{sql_repository, Result};
+use super::batch::Writer;
+use super::sql::sql_repository;
+use super::Result;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use std::time::Duration;
@@ -23,6 +25,11 @@ impl PgRepository {
             writer: pool.clone(),
             pool,
         })
+    }
+
+    /// PostgreSQL writes new requests through the pool, as everything else.
+    pub fn batch_writer(&self) -> Option<&Writer> {
+        None
     }
 
     /// PostgreSQL takes concurrent writers: no turns needed.

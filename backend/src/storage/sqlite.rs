@@ -1,6 +1,8 @@
 //! SQLite (WAL): the default, one file in the data folder.
 
-use super::{sql_repository, Result};
+use super::batch::Writer;
+use super::sql::sql_repository;
+use super::Result;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -24,6 +26,8 @@ pub struct SqliteRepository {
     writer: SqlitePool,
     gate: WriteGate,
     file: PathBuf,
+    /// The group-commit writer for new requests, once started.
+    batch: Option<Writer>,
 }
 
 impl SqliteRepository {
@@ -88,7 +92,20 @@ impl SqliteRepository {
             writer,
             gate: WriteGate::default(),
             file,
+            batch: None,
         })
+    }
+
+    /// New requests go through a writer thread that commits them in groups
+    /// (see [`super::batch`]).
+    pub fn with_batch_writer(mut self) -> Result<Self> {
+        self.batch = Some(Writer::start(&self)?);
+        Ok(self)
+    }
+
+    /// The group-commit writer, if started.
+    pub fn batch_writer(&self) -> Option<&Writer> {
+        self.batch.as_ref()
     }
 
     /// This process's turn at the write lock, held until dropped.

@@ -85,11 +85,15 @@ fn email_outbox(id: &str) -> NewOutbox {
 }
 
 fn attempt_audit() -> NewAudit {
-    NewAudit::new("email_attempt", Some("worker"), json!({}))
+    NewAudit::new(AuditKind::EmailAttempt, Some("worker"), json!({}))
 }
 
 fn received() -> NewAudit {
-    NewAudit::new("received", Some("hs.test"), json!({"verified": true}))
+    NewAudit::new(
+        AuditKind::Received,
+        Some("hs.test"),
+        json!({"verified": true}),
+    )
 }
 
 fn decision(id: &str, status: RequestStatus, at: i64) -> Decision {
@@ -187,7 +191,7 @@ async fn a_repeat_while_pending_joins_the_first_and_queues_nothing() {
         .decide(
             "r1",
             &decision("r1", RequestStatus::Denied, 2_000),
-            &NewAudit::new("decided", Some("owner"), json!({})),
+            &NewAudit::new(AuditKind::Decided, Some("owner"), json!({})),
             &[],
         )
         .await
@@ -228,7 +232,7 @@ async fn the_first_decision_wins_even_when_they_race() {
                 repo.decide(
                     "r1",
                     &decision("r1", status, 2_000 + i),
-                    &NewAudit::new("decided", Some("owner"), json!({"i": i})),
+                    &NewAudit::new(AuditKind::Decided, Some("owner"), json!({"i": i})),
                     &[relay],
                 )
                 .await
@@ -429,7 +433,10 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
     let mut attempts = 0;
     for i in 0..6 {
         let trail = db.repo.audit_trail(&format!("r{i}")).await.unwrap();
-        attempts += trail.iter().filter(|e| e.kind == "email_attempt").count();
+        attempts += trail
+            .iter()
+            .filter(|e| e.is(AuditKind::EmailAttempt))
+            .count();
     }
     assert_eq!(attempts, 3);
 }
@@ -441,7 +448,7 @@ async fn the_audit_trail_keeps_its_order() {
         .insert_request(&new_request("r1", "a@example.org"), &received(), &[])
         .await
         .unwrap();
-    for kind in ["email_sent", "viewed", "viewed"] {
+    for kind in [AuditKind::EmailSent, AuditKind::Viewed, AuditKind::Viewed] {
         db.repo
             .append_audit("r1", 3_000, &NewAudit::new(kind, None, json!({})))
             .await
@@ -458,7 +465,11 @@ async fn the_audit_trail_keeps_its_order() {
     assert_eq!(kinds, ["received", "email_sent", "viewed", "viewed"]);
     assert!(
         db.repo
-            .append_audit("no-such-request", 1, &NewAudit::new("x", None, json!({})))
+            .append_audit(
+                "no-such-request",
+                1,
+                &NewAudit::new(AuditKind::Viewed, None, json!({}))
+            )
             .await
             .is_err(),
         "audit events belong to a request"
@@ -490,7 +501,7 @@ async fn a_new_token_kills_the_old_link_and_only_while_pending() {
         .insert_request(&new_request("r1", "a@example.org"), &received(), &[])
         .await
         .unwrap();
-    let audit = NewAudit::new("token_replaced", Some("system"), json!({}));
+    let audit = NewAudit::new(AuditKind::TokenReplaced, Some("system"), json!({}));
     assert!(db
         .repo
         .replace_token("r1", b"new-hash", 2_000, &audit, &[])
@@ -540,7 +551,7 @@ async fn a_new_token_kills_the_old_link_and_only_while_pending() {
             .await
             .unwrap()
             .iter()
-            .filter(|e| e.kind == "token_replaced")
+            .filter(|e| e.is(AuditKind::TokenReplaced))
             .count(),
         1
     );
@@ -598,7 +609,7 @@ async fn concurrent_holds_are_grouped_yet_each_gets_its_own_answer() {
             let address = format!("user{}@example.org", i % 30);
             let mut request = new_request(&format!("r{i}"), &address);
             request.mxid = format!("@user{}:hs.test", i % 30);
-            let audit = NewAudit::new("received", Some("hs.test"), json!({"i": i}));
+            let audit = NewAudit::new(AuditKind::Received, Some("hs.test"), json!({"i": i}));
             repo.insert_request(&request, &audit, &[email_outbox(&format!("r{i}"))])
                 .await
                 .unwrap()
@@ -645,15 +656,20 @@ async fn concurrent_holds_are_grouped_yet_each_gets_its_own_answer() {
 /// connection until `release` is sent: whatever is queued meanwhile is
 /// written together once it is released.
 async fn held_writer() -> (
-    std::sync::Arc<batch::Batched>,
+    std::sync::Arc<SqliteRepository>,
     tempfile::TempDir,
     tokio::sync::oneshot::Sender<()>,
 ) {
     use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let inner = Arc::new(SqliteRepository::connect(&url).await.unwrap());
-    let batched = std::sync::Arc::new(batch::Batched::new(inner).unwrap());
+    let batched = Arc::new(
+        SqliteRepository::connect(&url)
+            .await
+            .unwrap()
+            .with_batch_writer()
+            .unwrap(),
+    );
     let mut blocker = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut blocker)
@@ -701,7 +717,7 @@ async fn holds_queued_while_the_writer_is_busy_are_written_together() {
         assert_eq!(q.await.unwrap().unwrap(), Inserted::Created);
     }
     assert_eq!(
-        batched.batches(),
+        batched.batch_writer().unwrap().batches(),
         2,
         "the first alone, then the twenty together"
     );
@@ -736,7 +752,11 @@ async fn a_bad_request_in_a_batch_fails_alone() {
     assert_eq!(first.await.unwrap().unwrap(), Inserted::Created);
     assert!(bad.await.unwrap().is_err());
     assert_eq!(ok.await.unwrap().unwrap(), Inserted::Created);
-    assert_eq!(batched.batches(), 2, "the pair was one batch");
+    assert_eq!(
+        batched.batch_writer().unwrap().batches(),
+        2,
+        "the pair was one batch"
+    );
     assert_eq!(
         batched.request("dup-id").await.unwrap().unwrap().address,
         "a@example.org"
@@ -768,7 +788,7 @@ async fn twins_in_one_batch_are_held_once() {
     assert_eq!(twin.await.unwrap().unwrap(), HoldNew::Known);
     assert_eq!(other.await.unwrap().unwrap(), HoldNew::Created);
     assert_eq!(
-        batched.batches(),
+        batched.batch_writer().unwrap().batches(),
         2,
         "the first alone, then the three together"
     );
@@ -782,14 +802,18 @@ async fn a_primary_key_clash_fails_only_that_request() {
     let db = test_db().await;
     let first = new_request("dup-id", "a@example.org");
     db.repo
-        .insert_request(&first, &NewAudit::new("received", None, json!({})), &[])
+        .insert_request(
+            &first,
+            &NewAudit::new(AuditKind::Received, None, json!({})),
+            &[],
+        )
         .await
         .unwrap();
     // The same id again (a primary-key clash) beside a good request.
     let mut clash = new_request("dup-id", "b@example.org");
     clash.token_hash = b"another-hash".to_vec();
     let good = new_request("fine", "c@example.org");
-    let audit = NewAudit::new("received", None, json!({}));
+    let audit = NewAudit::new(AuditKind::Received, None, json!({}));
     let (bad, ok) = tokio::join!(
         db.repo.insert_request(&clash, &audit, &[]),
         db.repo.insert_request(&good, &audit, &[])
@@ -806,7 +830,7 @@ async fn a_primary_key_clash_fails_only_that_request() {
 #[tokio::test]
 async fn the_intake_lookup_counts_recent_requests_for_the_address_only() {
     let db = test_db().await;
-    let audit = NewAudit::new("received", None, json!({}));
+    let audit = NewAudit::new(AuditKind::Received, None, json!({}));
     for (id, mxid, at) in [("x1", "@a:hs.test", 1_000), ("x2", "@b:hs.test", 5_000)] {
         let mut request = new_request(id, "shared@example.org");
         request.mxid = mxid.to_owned();
@@ -1091,7 +1115,7 @@ async fn given_up_rows_are_queued_again_with_an_audit_event() {
         .await
         .unwrap();
     let retry = NewAudit::new(
-        "admin_retry",
+        AuditKind::AdminRetry,
         Some("admin:abcd1234"),
         json!({"kind": "all"}),
     );
@@ -1220,7 +1244,7 @@ async fn sessions_end_when_they_expire_or_are_deleted() {
 async fn a_search_matching_many_requests_pages_through_them_newest_first() {
     let db = test_db().await;
     // More matches than WALK_AFTER: listed by walking the newest-first index.
-    let total = WALK_AFTER as usize + 150;
+    let total = sql::WALK_AFTER as usize + 150;
     let holds: Vec<NewHold> = (0..total)
         .map(|i| {
             let mut request = new_request(&format!("r{i:05}"), &format!("user{i}@example.org"));
@@ -1326,7 +1350,11 @@ async fn an_owner_proven_unbind_is_stored_approved_without_a_decision_document()
     db.repo
         .record_proven(
             &request,
-            &NewAudit::new("owner_proven", None, json!({"upstream_status": 200})),
+            &NewAudit::new(
+                AuditKind::OwnerProven,
+                None,
+                json!({"upstream_status": 200}),
+            ),
         )
         .await
         .unwrap();

@@ -1,0 +1,46 @@
+//! The audit trail. The SQL both databases run, as a macro that
+//! [`sql_repository`](super::sql_repository) expands for each.
+
+macro_rules! sql_audit {
+    ($name:ident, $pool:ty, $row:ty, $kind:literal, $claim:literal, $bytes:literal, $walk:literal,
+     $by_address:literal, $by_expiry:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::storage::AuditStore for $name {
+            async fn append_audit(
+                &self,
+                request_id: &str,
+                at: i64,
+                event: &$crate::storage::NewAudit,
+            ) -> $crate::storage::Result<()> {
+                let _turn = self.write_turn().await;
+                let mut tx = self.writer.begin().await?;
+                insert_audit(&mut tx, request_id, at, event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn audit_trail(&self, request_id: &str) -> $crate::storage::Result<Vec<$crate::storage::AuditEvent>> {
+                let rows = sqlx::query(
+                    "SELECT id, request_id, at, kind, actor, detail FROM audit_events WHERE request_id = $1 ORDER BY id",
+                )
+                .bind(request_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::storage::AuditEvent {
+                            id: row.try_get("id")?,
+                            request_id: row.try_get("request_id")?,
+                            at: row.try_get("at")?,
+                            kind: row.try_get("kind")?,
+                            actor: row.try_get("actor")?,
+                            detail: $crate::storage::sql::parse_json("audit detail", &row.try_get::<String, _>("detail")?)?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+pub(crate) use sql_audit;
