@@ -495,6 +495,17 @@ fn dist() -> Result {
     ] {
         copy(&root().join(from), to)?;
     }
+    // The reference the README links to, with its pictures.
+    fs::create_dir_all(stage.join("docs")).map_err(|e| format!("cannot create docs/: {e}"))?;
+    let docs = fs::read_dir(root().join("docs")).map_err(|e| format!("cannot read docs/: {e}"))?;
+    for entry in docs {
+        let path = entry.map_err(|e| format!("cannot read docs/: {e}"))?.path();
+        if path.is_file() {
+            if let Some(file) = path.file_name().and_then(|f| f.to_str()) {
+                copy(&path, &format!("docs/{file}"))?;
+            }
+        }
+    }
     let tarball = out.join(format!("{name}.tar.gz"));
     run_cmd(
         Command::new("tar")
