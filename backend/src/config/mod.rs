@@ -333,6 +333,17 @@ pub enum ProxyHeader {
     Forwarded,
 }
 
+impl IdentityServerConfig {
+    /// `upstream` + the path and query exactly as received.
+    pub fn upstream_url(&self, path_and_query: &str) -> String {
+        format!(
+            "{}{}",
+            self.upstream.as_str().trim_end_matches('/'),
+            path_and_query
+        )
+    }
+}
+
 impl RelaySink {
     /// The sink's kind, as the config, metrics and audit trail name it.
     pub fn name(&self) -> &'static str {

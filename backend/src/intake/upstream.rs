@@ -29,15 +29,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// `upstream` + the path and query exactly as received.
-pub fn upstream_url(is: &IdentityServerConfig, path_and_query: &str) -> String {
-    format!(
-        "{}{}",
-        is.upstream.as_str().trim_end_matches('/'),
-        path_and_query
-    )
-}
-
 /// Headers a `Connection` header names, which describe this hop too.
 fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
     headers
@@ -76,7 +67,7 @@ pub async fn forward(
     headers: &HeaderMap,
     body: reqwest::Body,
 ) -> Response {
-    let url = upstream_url(is, path_and_query);
+    let url = is.upstream_url(path_and_query);
     let mut outgoing = end_to_end(headers);
     outgoing.remove("x-forwarded-for");
     outgoing.remove("forwarded");
@@ -155,7 +146,7 @@ pub async fn check_binding(
         tracing::warn!(identity_server = %is.name, error = %why, "binding check failed");
         ApiError::from(IntakeError::BindingUnknown)
     };
-    let url = upstream_url(is, "/_matrix/identity/api/v1/lookup");
+    let url = is.upstream_url("/_matrix/identity/api/v1/lookup");
     let mut answer = state
         .upstream
         .get(&url)

@@ -272,7 +272,7 @@ async fn send(state: &AppState, request: &crate::storage::StoredRequest, sink: &
             let Ok(method) = reqwest::Method::from_bytes(raw.method.as_bytes()) else {
                 return Sent::Unusable(format!("the stored method {:?} is not valid", raw.method));
             };
-            let url = crate::intake::upstream::upstream_url(is, &raw.path);
+            let url = is.upstream_url(&raw.path);
             let mut call = http.request(method, url).body(raw.body.clone());
             for (name, value) in &raw.headers {
                 if name == "authorization" || name == "content-type" {
