@@ -346,8 +346,9 @@ pub async fn submit(
         return response;
     }
     // Browsers say where a post came from; another site may not decide.
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if !matches!(site, "same-origin" | "none") {
+    // A header that is there but unreadable counts as another site's.
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
             return problem(&state, StatusCode::FORBIDDEN, None, t.problem_other_site);
         }
     }
