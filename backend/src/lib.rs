@@ -32,6 +32,8 @@ pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
 pub mod pages;
+#[cfg(test)]
+mod properties;
 pub mod ratelimit;
 pub mod serve;
 pub mod state;

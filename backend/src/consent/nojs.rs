@@ -223,7 +223,7 @@ fn view(
 }
 
 /// The confirming form's proof that it came from this page.
-fn csrf_for(state: &AppState, token: &str, decision: &str) -> String {
+pub(crate) fn csrf_for(state: &AppState, token: &str, decision: &str) -> String {
     use hmac::Mac;
     let secret = state.key.derive_secret("consent form");
     let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret) else {
