@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod admin;
 pub mod browser;
+pub mod chaos;
 pub mod homeserver;
 pub mod key_server;
 pub mod page_server;

@@ -56,6 +56,7 @@ fn main() -> ExitCode {
         Some("dist") => dist(),
         Some("container") => container(IMAGE).map(|_| ()),
         Some("bench") => bench(&args[1..]),
+        Some("chaos") => chaos(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n  run    build everything and start Assent with a demo request\n  \
@@ -63,7 +64,8 @@ fn main() -> ExitCode {
                  build  build the front end and the release binary, start nothing\n  \
                  dist   a release tarball: binary, example config, unit file, proxy configs, licence\n  \
                  container  the container image (static binary, FROM scratch) with buildah, as localhost/assent:latest\n  \
-                 bench intake [flags]  held unbinds/s, latency and memory of `assent serve` on SQLite"
+                 bench intake [flags]  held unbinds/s, latency and memory of `assent serve` on SQLite\n  \
+                 chaos [--kills 100] [--seed N] [--database sqlite|postgres]  SIGKILL the server amid work; check nothing was lost or done twice"
             );
             return ExitCode::from(2);
         }
@@ -412,6 +414,57 @@ fn bench_admin(args: &[String]) -> Result {
         "the admin list at 10,000 and 100,000 requests in SQLite",
         Command::new(release_dir().join("admin-bench")).args(args),
     )
+}
+
+/// `cargo xtask chaos [--kills N] [--seed N] [--fail-percent N]
+/// [--database sqlite|postgres]`: the kill sweep against the release
+/// server, on SQLite or on a throwaway PostgreSQL.
+fn chaos(args: &[String]) -> Result {
+    let mut database = "sqlite";
+    let mut pass = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--database" {
+            database = match args.next().map(String::as_str) {
+                Some("sqlite") => "sqlite",
+                Some("postgres") => "postgres",
+                _ => return Err("--database takes sqlite or postgres".to_owned()),
+            };
+        } else {
+            pass.push(arg.clone());
+        }
+    }
+    step("The mail server and PostgreSQL (Debian packages)");
+    ensure_packages(&["postgresql", "python3-aiosmtpd"])?;
+    step("Building the server and the kill sweep (release)");
+    run_cmd(command("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "assent-backend",
+        "--bin",
+        "assent",
+        "--package",
+        "assent-e2e",
+        "--bin",
+        "chaos",
+    ]))?;
+    let postgres = if database == "postgres" {
+        Some(Postgres::start()?)
+    } else {
+        None
+    };
+    step("Kill sweep");
+    let mut sweep = Command::new(release_dir().join("chaos"));
+    sweep
+        .current_dir(root())
+        .args(&pass)
+        .env("E2E_ASSENT_BIN", release_dir().join("assent"))
+        .env_remove("TEST_POSTGRES_URL");
+    if let Some(pg) = &postgres {
+        sweep.env("TEST_POSTGRES_URL", pg.url());
+    }
+    run_cmd(&mut sweep)
 }
 
 fn release_dir() -> PathBuf {
