@@ -65,7 +65,7 @@ fn main() -> ExitCode {
                  dist   a release tarball: binary, example config, unit file, proxy configs, licence\n  \
                  container  the container image (static binary, FROM scratch) with buildah, as localhost/assent:latest\n  \
                  bench intake [flags]  held unbinds/s, latency and memory of `assent serve` on SQLite\n  \
-                 chaos [--kills 100] [--seed N] [--database sqlite|postgres]  SIGKILL the server amid work; check nothing was lost or done twice"
+                 chaos [--kills 100] [--seed N] [--fail-percent 10] [--database sqlite|postgres]  SIGKILL the server amid work; check nothing was lost or done twice"
             );
             return ExitCode::from(2);
         }
@@ -435,7 +435,11 @@ fn chaos(args: &[String]) -> Result {
         }
     }
     step("The mail server and PostgreSQL (Debian packages)");
-    ensure_packages(&["postgresql", "python3-aiosmtpd"])?;
+    if database == "postgres" {
+        ensure_packages(&["postgresql", "python3-aiosmtpd"])?;
+    } else {
+        ensure_packages(&["python3-aiosmtpd"])?;
+    }
     step("Building the server and the kill sweep (release)");
     run_cmd(command("cargo").args([
         "build",

@@ -20,6 +20,13 @@ fn flag(args: &[String], name: &str) -> Result<Option<u64>, String> {
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let settings = (|| {
+        if let Some(unknown) = args
+            .iter()
+            .step_by(2)
+            .find(|a| !["--kills", "--seed", "--fail-percent"].contains(&a.as_str()))
+        {
+            return Err(format!("unknown flag {unknown}"));
+        }
         Ok::<_, String>(Settings {
             kills: u32::try_from(flag(&args, "--kills")?.unwrap_or(100))
                 .map_err(|_| "--kills is too large".to_owned())?,
