@@ -380,3 +380,53 @@ async fn look_alike_characters_are_shown_beside_the_folded_address() {
     let (_, _, page) = raw(&h, get(&format!("/consent/{plain}"))).await;
     assert!(!page.contains("look-alike"), "{page}");
 }
+
+/// A resend replaces the link; an owner who opened the old one just before
+/// cannot decide through it after, even in the same moment: the decision
+/// is guarded on the link it came through.
+#[tokio::test]
+async fn a_link_replaced_between_reading_and_deciding_decides_nothing() {
+    let h = Harness::new(|_| {}).await;
+    let (id, token) = h.hold("raced").await;
+    let read = crate::consent::request_for_token(&h.state, &token)
+        .await
+        .unwrap();
+    let is = h.state.config.identity_servers[0].clone();
+    let audit =
+        crate::storage::NewAudit::new(AuditKind::AdminResend, Some("admin:test"), json!({}));
+    let new_token = crate::lifecycle::renew_link(&h.state, &is, &id, "resend-1", &audit)
+        .await
+        .unwrap()
+        .unwrap();
+    let outcome = crate::lifecycle::decide(
+        &h.state,
+        &read,
+        RequestStatus::Approved,
+        crate::lifecycle::By::Owner,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(outcome, crate::lifecycle::Outcome::Unknown),
+        "{outcome:?}"
+    );
+    let stored = h.state.repo.request(&id).await.unwrap().unwrap();
+    assert_eq!(stored.status, RequestStatus::Pending);
+    assert_eq!(h.count("outbox WHERE kind = 'relay'").await, 0);
+    // The new link decides.
+    let read = crate::consent::request_for_token(&h.state, &new_token)
+        .await
+        .unwrap();
+    let outcome = crate::lifecycle::decide(
+        &h.state,
+        &read,
+        RequestStatus::Approved,
+        crate::lifecycle::By::Owner,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(outcome, crate::lifecycle::Outcome::Now(_)),
+        "{outcome:?}"
+    );
+}

@@ -332,6 +332,7 @@ async fn repeats_join_the_pending_request_and_after_a_decision_are_answered_from
 
     // Approved: the same request is answered 200, as the unbind was done.
     let decision = Decision {
+        link: None,
         status: RequestStatus::Approved,
         decision_id: "dec_1".to_owned(),
         document: "{}".to_owned(),
@@ -356,6 +357,7 @@ async fn repeats_join_the_pending_request_and_after_a_decision_are_answered_from
     h.send(h.signed(V2, &body, IS_NAME)).await;
     let grace = h.stored("grace").await.unwrap();
     let denial = Decision {
+        link: None,
         status: RequestStatus::Denied,
         decision_id: "dec_2".to_owned(),
         ..decision.clone()
@@ -1139,6 +1141,7 @@ async fn integrated_mode_holds_and_reports_with_the_identity_servers_token() {
 
     // Once decided, the signed decision is there.
     let decision = Decision {
+        link: None,
         status: RequestStatus::Denied,
         decision_id: "dec_9".to_owned(),
         document: r#"{"decision":"deny"}"#.to_owned(),

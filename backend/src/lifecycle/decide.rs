@@ -80,6 +80,9 @@ pub async fn decide(
     by: By<'_>,
 ) -> Result<Outcome, DecideError> {
     let now = state.now_ms();
+    // The owner decides through the link they opened: once a resend has
+    // replaced it, it decides nothing, as it no longer shows anything.
+    let link = matches!(by, By::Owner).then(|| request.token_hash.clone());
     let mut current = request.clone();
     // Twice at most: a request read as pending may pass its time before
     // the write, which then records its expiry.
@@ -96,12 +99,16 @@ pub async fn decide(
         } else {
             status
         };
-        match record(state, &current, effective, by, now).await? {
+        match record(state, &current, effective, by, now, link.as_deref()).await? {
             Recorded::Now(decision) if !overdue => return Ok(Outcome::Now(decision)),
             Recorded::Now(decision) => {
                 return Ok(Outcome::Final(Box::new(decided(current, decision))))
             }
             Recorded::Refused(None) => return Ok(Outcome::Unknown),
+            // Still pending and not overdue: the link was replaced.
+            Recorded::Refused(Some(stored)) if stored.status == RequestStatus::Pending => {
+                return Ok(Outcome::Unknown)
+            }
             Recorded::Refused(Some(stored)) => current = *stored,
         }
     }
@@ -121,8 +128,10 @@ async fn record(
     status: RequestStatus,
     by: By<'_>,
     now: i64,
+    link: Option<&[u8]>,
 ) -> Result<Recorded, DecideError> {
-    let decision = document::sign(state, request, status, now)?;
+    let mut decision = document::sign(state, request, status, now)?;
+    decision.link = link.map(<[u8]>::to_vec);
     let word = decision_word(status).unwrap_or("none");
     let mut detail = json!({"decision": word, "decision_id": decision.decision_id});
     let actor = if status == RequestStatus::Expired {

@@ -77,6 +77,7 @@ pub fn sign(
         .sign_json(&state.config.server_name, &mut object)?;
     let document = serde_json::to_string(&object)?;
     Ok(Decision {
+        link: None,
         status,
         decision_id,
         document,

@@ -390,6 +390,10 @@ pub struct Decision {
     pub decision_id: String,
     pub document: String,
     pub at: i64,
+    /// The hash of the consent link the decision came through, if one did:
+    /// then it is recorded only while that link is the request's own, not
+    /// after a resend replaced it.
+    pub link: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

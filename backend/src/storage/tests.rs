@@ -98,6 +98,7 @@ fn received() -> NewAudit {
 
 fn decision(id: &str, status: RequestStatus, at: i64) -> Decision {
     Decision {
+        link: None,
         status,
         decision_id: format!("dec-{id}-{status}"),
         document: "{\"signed\":true}".to_owned(),

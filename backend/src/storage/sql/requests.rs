@@ -232,13 +232,15 @@ macro_rules! sql_requests {
                 let mut tx = self.writer.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE requests SET status = $2, decided_at = $3, decision_id = $4, decision_doc = $5, updated_at = $3 \
-                     WHERE id = $1 AND status = 'pending' AND (expires_at > $3 OR $2 IN ('expired', 'cancelled'))",
+                     WHERE id = $1 AND status = 'pending' AND (expires_at > $3 OR $2 IN ('expired', 'cancelled')) \
+                     AND ($6 IS NULL OR token_hash = $6)",
                 )
                 .bind(request_id)
                 .bind(d.status.as_str())
                 .bind(d.at)
                 .bind(&d.decision_id)
                 .bind(&d.document)
+                .bind(d.link.as_deref())
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 0 {
