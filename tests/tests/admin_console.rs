@@ -247,11 +247,23 @@ async fn an_admin_reads_the_timeline_and_retries_resends_and_cancels_with_confir
             // Retry, confirmed: the email goes out this time.
             click(&client, "Retry given-up work").await;
             wait_for_text(&client, "Queue the given-up emails").await;
-            let focused = client
-                .execute("return document.activeElement.id", vec![])
-                .await
-                .unwrap();
-            assert_eq!(focused, "confirm-yes", "focus moves to the confirmation");
+            // The dialog takes focus once it is drawn, a frame after its
+            // text may already be there.
+            let started = Instant::now();
+            loop {
+                let focused = client
+                    .execute("return document.activeElement.id", vec![])
+                    .await
+                    .unwrap();
+                if focused == "confirm-yes" {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(3),
+                    "focus moves to the confirmation, not to {focused:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             click(&client, "Yes, retry").await;
             wait_for_text(&client, "1 queued again.").await;
             let started = Instant::now();
