@@ -92,6 +92,12 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(seed: u64, fail_percent: u64) -> Receiver {
+        Receiver::slow(seed, fail_percent, Duration::ZERO).await
+    }
+
+    /// Like [`Receiver::start`], but each accepted delivery is answered
+    /// only after `delay` (it is recorded at once): sends stay in flight.
+    pub async fn slow(seed: u64, fail_percent: u64, delay: Duration) -> Receiver {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("bind a receiver");
@@ -102,7 +108,7 @@ impl Receiver {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (record, rng) = (record.clone(), rng.clone());
-                tokio::spawn(serve_one(stream, record, rng, fail_percent));
+                tokio::spawn(serve_one(stream, record, rng, fail_percent, delay));
             }
         });
         Receiver { url, accepted }
@@ -118,6 +124,7 @@ async fn serve_one(
     record: Arc<Mutex<Vec<Delivery>>>,
     rng: Arc<Mutex<Rng>>,
     fail_percent: u64,
+    delay: Duration,
 ) {
     let mut data = Vec::new();
     let mut buf = [0u8; 8192];
@@ -153,6 +160,9 @@ async fn serve_one(
                     });
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
                 };
+                if !fail {
+                    tokio::time::sleep(delay).await;
+                }
                 let _ = stream.write_all(reply).await;
                 return;
             }

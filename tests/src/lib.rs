@@ -223,6 +223,17 @@ impl Assent {
         }
     }
 
+    /// Sends the running process a signal (`STOP`, `CONT`, …).
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args(["-s", name, &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -s {name} failed");
+        }
+    }
+
     /// Kills the process and starts it again on the same data.
     pub async fn restart(&mut self) {
         self.kill();

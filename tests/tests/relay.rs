@@ -468,3 +468,137 @@ async fn with_the_replay_sink_sydent_itself_accepts_the_homeserver_s_request_onc
         1
     );
 }
+
+/// Three replicas on one PostgreSQL relay thirty decisions to a webhook
+/// that takes a second to answer. With sends in flight, one replica is
+/// SIGKILLed and another paused (SIGSTOP) for longer than its leases, then
+/// resumed. Every decision still reaches the receiver; one arrives twice
+/// only if it was in flight when a replica was stopped, and then with the
+/// same decision id. The resumed replica does not send on leases it lost.
+#[tokio::test]
+async fn three_replicas_relay_through_a_kill_and_a_pause() {
+    if std::env::var_os("TEST_POSTGRES_URL").is_none() {
+        eprintln!("runs in the PostgreSQL pass of `cargo xtask test` (TEST_POSTGRES_URL)");
+        return;
+    }
+    let hs = Homeserver::new("hs.test", 8);
+    let hook = assent_e2e::chaos::Receiver::slow(1, 0, Duration::from_secs(1)).await;
+    let config = format!(
+        "{}\n[limits]\nunbinds_per_origin_per_minute = 100000\n\n\
+         [[identity_servers]]\nname = \"{IS_NAME}\"\ndisplay_name = \"Test identity server\"\n\
+         operator = \"Tests\"\nupstream = \"http://127.0.0.1:9/\"\nbinding_check = \"none\"\n\
+         relay = [{{ kind = \"webhook\", url = \"{}/hook\" }}]\n",
+        hs.pinned_toml(),
+        hook.url
+    );
+    let first = Assent::start(Options {
+        config: Some(config.clone()),
+        ..Options::default()
+    })
+    .await;
+    let url = first.database_url.clone().expect("a PostgreSQL database");
+    let mut others = Vec::new();
+    let mut dirs = vec![first.data_dir.join("mail")];
+    for _ in 0..2 {
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            first.data_dir.join("signing.key"),
+            shared.path().join("signing.key"),
+        )
+        .unwrap();
+        dirs.push(shared.path().join("mail"));
+        let replica = Assent::start(Options {
+            config: Some(config.clone()),
+            env: vec![
+                ("ASSENT_DATABASE_URL".to_owned(), url.clone()),
+                (
+                    "ASSENT_DATA_DIR".to_owned(),
+                    shared.path().display().to_string(),
+                ),
+            ],
+            ..Options::default()
+        })
+        .await;
+        others.push((replica, shared));
+    }
+    const N: usize = 30;
+    for i in 0..N {
+        hold(&first, &hs, &format!("p{i}"), &format!("p{i}@example.org")).await;
+    }
+    // Tokens first, then the decisions in quick turns through all three,
+    // so that each replica is woken to relay rows of its own.
+    let mut tokens = Vec::new();
+    for i in 0..N {
+        tokens.push(token_in_any(&dirs, &format!("p{i}@example.org")).await);
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        let replica = match i % 3 {
+            0 => &first,
+            n => &others[n - 1].0,
+        };
+        decide(replica, token, if i % 3 == 0 { "deny" } else { "approve" }).await;
+    }
+    // Wait until sends are in flight, then stop two replicas at once.
+    let started = Instant::now();
+    while hook.deliveries().len() < 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no relay began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut killed, _killed_dir) = others.remove(0);
+    let (paused, _paused_dir) = others.remove(0);
+    let stopping = Instant::now();
+    paused.signal("STOP");
+    killed.kill();
+    // The receiver notes a delivery once it has read it, a moment after
+    // the send: a send made before the stop may be noted just after it.
+    let stopped_at = Instant::now() + Duration::from_secs(1);
+    // Longer than a relay lease (two minutes): the others take its rows.
+    tokio::time::sleep(Duration::from_secs(125)).await;
+    paused.signal("CONT");
+    let resumed_at = Instant::now();
+    let started = Instant::now();
+    loop {
+        let pending = first
+            .count("outbox WHERE kind = 'relay' AND state <> 'done'")
+            .await;
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{pending} relay rows still open after the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Time for a late send of the resumed replica to arrive, if it made one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut times: std::collections::HashMap<String, Vec<Instant>> = Default::default();
+    for delivery in hook.deliveries() {
+        let key = delivery
+            .idempotency_key
+            .clone()
+            .expect("an Idempotency-Key");
+        times.entry(key).or_default().push(delivery.at);
+    }
+    assert_eq!(times.len(), N, "every decision reached the receiver");
+    for (decision, mut at) in times {
+        at.sort();
+        if at.len() > 1 {
+            // A repeat: the first send was in flight when the replicas stopped.
+            assert!(
+                at.len() == 2 && at[0] <= stopped_at && at[1] >= stopping,
+                "{decision} delivered {} times, not only across the stop",
+                at.len()
+            );
+        }
+        // Nothing is sent once the paused replica wakes to leases it lost.
+        assert!(
+            at.iter().all(|t| *t < resumed_at || at.len() == 1),
+            "{decision} was sent again after the paused replica resumed"
+        );
+    }
+    killed.kill();
+}
