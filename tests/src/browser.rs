@@ -74,11 +74,24 @@ impl Browser {
             Value::Object(map) => map,
             _ => unreachable!(),
         };
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("a WebDriver session")
+        // ChromeDriver now and then drops the connection that asks for a
+        // session (while an earlier Chromium is still going away): ask again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{}", self.port))
+                .await
+            {
+                Ok(client) => return client,
+                Err(e) if attempt < 4 => {
+                    eprintln!("no WebDriver session yet ({e}); asking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("a WebDriver session: {e}"),
+            }
+        }
     }
 
     /// Runs `steps` in a fresh session and always closes it, even when a step
