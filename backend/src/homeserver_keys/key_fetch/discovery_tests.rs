@@ -18,6 +18,18 @@ struct Dns {
 impl Dns {
     /// `records`: dnsmasq options such as `--srv-host=…`, `--host-record=…`.
     async fn start(records: &[String]) -> Dns {
+        // The port is free for UDP when chosen, but dnsmasq listens on TCP
+        // too, where another test's connection may have taken it since:
+        // then dnsmasq exits, and another port is tried.
+        for _ in 0..5 {
+            if let Some(dns) = Dns::start_once(records).await {
+                return dns;
+            }
+        }
+        panic!("dnsmasq did not answer on any of five ports");
+    }
+
+    async fn start_once(records: &[String]) -> Option<Dns> {
         let port = std::net::UdpSocket::bind("127.0.0.1:0")
             .and_then(|s| s.local_addr())
             .unwrap()
@@ -41,11 +53,14 @@ impl Dns {
             .unwrap_or_else(|e| {
                 panic!("start dnsmasq: {e} (install it: apt-get install dnsmasq-base, as `cargo xtask test` does)")
             });
-        let dns = Dns {
+        let mut dns = Dns {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], port)),
         };
         for _ in 0..100 {
+            if matches!(dns.child.try_wait(), Ok(Some(_))) {
+                return None;
+            }
             // A resolver that gives up quickly: it may ask before dnsmasq
             // listens.
             let mut probe = GuardedResolver::new(&dns.config(true)).unwrap();
@@ -57,11 +72,15 @@ impl Dns {
             builder.options_mut().attempts = 1;
             probe.dns = builder.build();
             if probe.addresses("ready.test", 0).await.is_ok() {
-                return dns;
+                return Some(dns);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("dnsmasq did not answer on {}", dns.address);
+        eprintln!(
+            "dnsmasq did not answer on {}; trying another port",
+            dns.address
+        );
+        None
     }
 
     fn config(&self, allow_private: bool) -> KeysConfig {
