@@ -38,17 +38,24 @@ impl PgRepository {
     }
 }
 
+/// The database's clock in Unix milliseconds, which every lease is measured
+/// by: replicas whose own clocks disagree still agree on who holds a row.
+const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint";
+
 // SKIP LOCKED: replicas claiming at the same moment take different rows
-// instead of waiting for each other.
+// instead of waiting for each other. Due-ness is the claimer's clock ($3);
+// the lease is the database's (the statement's start, once for all rows).
 sql_repository!(
     PgRepository,
     PgPool,
     PgRow,
     "postgres",
-    "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+    "UPDATE outbox SET lease_owner = $1, \
+     lease_until = (EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::bigint + $2, \
+     attempts = attempts + 1, updated_at = $3 \
      WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND kind = $4 AND next_attempt_at <= $3 \
-     AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT $5 \
-     FOR UPDATE SKIP LOCKED) RETURNING {cols}",
+     AND (lease_until IS NULL OR lease_until < (EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::bigint) \
+     ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING {cols}",
     " COLLATE \"C\"",
     "",
     "",

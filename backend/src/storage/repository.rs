@@ -107,8 +107,10 @@ pub trait AuditStore: Send + Sync + 'static {
 pub trait OutboxStore: Send + Sync + 'static {
     async fn outbox_for(&self, request_id: &str) -> Result<Vec<OutboxRow>>;
 
-    /// Leases up to `limit` due rows of `kind` to `owner` until `now + lease_ms`.
-    /// A row is leased to one owner at a time, across processes.
+    /// Leases up to `limit` rows of `kind` due by `now` (the caller's clock)
+    /// to `owner` for `lease_ms`, measured by the database's clock: replicas
+    /// whose clocks disagree still agree on when a lease ends. A row is
+    /// leased to one owner at a time, across processes.
     async fn claim_outbox(
         &self,
         kind: OutboxKind,
@@ -117,6 +119,12 @@ pub trait OutboxStore: Send + Sync + 'static {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>>;
+
+    /// How many milliseconds are left of `owner`'s lease on row `id`, by the
+    /// database's clock (negative once it has run out); `None` when `owner`
+    /// no longer holds it. A worker asks before every send, so that one that
+    /// was paused past its lease does not send what another now owns.
+    async fn lease_left(&self, id: i64, owner: &str) -> Result<Option<i64>>;
 
     /// Records how an attempt ended. False when the lease was lost meanwhile
     /// (another worker owns the row now) and nothing was written.

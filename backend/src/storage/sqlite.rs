@@ -280,16 +280,24 @@ async fn flush(dir: &std::path::Path) {
     let _ = dir;
 }
 
+/// The database's clock in Unix milliseconds, which every lease is measured
+/// by (on SQLite the host's, which every process on the file shares).
+/// `'now'` is fixed for the length of one statement.
+const DB_NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+
 // SQLite has one writer at a time, so a plain UPDATE … RETURNING is already
-// exclusive across processes.
+// exclusive across processes. Due-ness is the claimer's clock ($3); the
+// lease is the database's.
 sql_repository!(
     SqliteRepository,
     SqlitePool,
     SqliteRow,
     "sqlite",
-    "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+    "UPDATE outbox SET lease_owner = $1, lease_until = CAST(unixepoch('subsec') * 1000 AS INTEGER) + $2, \
+     attempts = attempts + 1, updated_at = $3 \
      WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND kind = $4 AND next_attempt_at <= $3 \
-     AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt_at, id LIMIT $5) \
+     AND (lease_until IS NULL OR lease_until < CAST(unixepoch('subsec') * 1000 AS INTEGER)) \
+     ORDER BY next_attempt_at, id LIMIT $5) \
      RETURNING {cols}",
     "",
     " INDEXED BY requests_by_created",

@@ -271,6 +271,76 @@ async fn the_first_decision_wins_even_when_they_race() {
     ));
 }
 
+/// Replicas whose clocks disagree: one running an hour fast cannot take a
+/// row another holds, because a lease ends by the database's clock, not by
+/// the claimer's; and the holder's lease is as long as it asked, whatever
+/// its own clock says.
+#[tokio::test]
+async fn a_lease_holds_against_a_replica_whose_clock_runs_fast() {
+    let db = test_db().await;
+    db.repo
+        .insert_request(
+            &new_request("skew", "skew@example.org"),
+            &received(),
+            &[email_outbox("skew")],
+        )
+        .await
+        .unwrap();
+    const HOUR: i64 = 3_600_000;
+    let held = db
+        .repo
+        .claim_outbox(OutboxKind::Email, "slow-clock", 5_000, 60_000, 1)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    let fast = db
+        .repo
+        .claim_outbox(OutboxKind::Email, "fast-clock", 5_000 + HOUR, 60_000, 1)
+        .await
+        .unwrap();
+    assert!(
+        fast.is_empty(),
+        "an hour-fast clock took a held lease: {fast:?}"
+    );
+    let left = db.repo.lease_left(held[0].id, "slow-clock").await.unwrap();
+    assert!(
+        left.is_some_and(|left| left > 50_000 && left <= 60_000),
+        "{left:?}"
+    );
+    assert_eq!(
+        db.repo.lease_left(held[0].id, "fast-clock").await.unwrap(),
+        None
+    );
+    // The holder's write still counts; the fast one's is refused.
+    assert!(!db
+        .repo
+        .finish_outbox(
+            held[0].id,
+            "fast-clock",
+            &AttemptResult::Done,
+            6_000 + HOUR,
+            &attempt_audit()
+        )
+        .await
+        .unwrap());
+    assert!(db
+        .repo
+        .finish_outbox(
+            held[0].id,
+            "slow-clock",
+            &AttemptResult::Done,
+            6_000,
+            &attempt_audit()
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        db.repo.lease_left(held[0].id, "slow-clock").await.unwrap(),
+        None,
+        "finished"
+    );
+}
+
 #[tokio::test]
 async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
     let db = test_db().await;
@@ -285,12 +355,16 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
             .await
             .unwrap();
     }
+    // Leases run by the database's clock: short ones, so that the test can
+    // wait one out.
+    const LEASE_MS: i64 = 1_500;
     let (a, b) = tokio::join!(
         db.repo
-            .claim_outbox(OutboxKind::Email, "worker-a", 5_000, 60_000, 4),
+            .claim_outbox(OutboxKind::Email, "worker-a", 5_000, LEASE_MS, 4),
         db.repo
-            .claim_outbox(OutboxKind::Email, "worker-b", 5_000, 60_000, 4),
+            .claim_outbox(OutboxKind::Email, "worker-b", 5_000, LEASE_MS, 4),
     );
+    let leased_at = std::time::Instant::now();
     // Whichever worker came first holds the larger share (at least 3 rows).
     let (a, b) = (a.unwrap(), b.unwrap());
     let (a, b, owner_a, owner_b) = if a.len() >= b.len() {
@@ -308,13 +382,13 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
     // Nothing is due for others while the leases hold; relays are separate.
     assert!(db
         .repo
-        .claim_outbox(OutboxKind::Email, "worker-c", 6_000, 60_000, 10)
+        .claim_outbox(OutboxKind::Email, "worker-c", 6_000, LEASE_MS, 10)
         .await
         .unwrap()
         .is_empty());
     assert!(db
         .repo
-        .claim_outbox(OutboxKind::Relay, "worker-c", 6_000, 60_000, 10)
+        .claim_outbox(OutboxKind::Relay, "worker-c", 6_000, LEASE_MS, 10)
         .await
         .unwrap()
         .is_empty());
@@ -388,9 +462,27 @@ async fn outbox_rows_are_leased_to_one_worker_at_a_time() {
         .unwrap());
 
     // The retry comes due at its time; an expired lease (worker b crashed) is taken over.
+    let held = db.repo.lease_left(b[0].id, owner_b).await.unwrap();
+    assert!(
+        held.is_some_and(|left| left > 0 && left <= LEASE_MS),
+        "{held:?}"
+    );
+    assert_eq!(db.repo.lease_left(b[0].id, owner_a).await.unwrap(), None);
+    tokio::time::sleep(
+        std::time::Duration::from_millis(LEASE_MS as u64 + 100).saturating_sub(leased_at.elapsed()),
+    )
+    .await;
+    assert!(
+        db.repo
+            .lease_left(b[0].id, owner_b)
+            .await
+            .unwrap()
+            .is_some_and(|left| left < 0),
+        "run out, not yet taken"
+    );
     let again = db
         .repo
-        .claim_outbox(OutboxKind::Email, "worker-c", 70_000, 60_000, 10)
+        .claim_outbox(OutboxKind::Email, "worker-c", 70_000, LEASE_MS, 10)
         .await
         .unwrap();
     let mut ids: Vec<i64> = again.iter().map(|row| row.id).collect();

@@ -37,12 +37,10 @@ pub fn lease(config: &crate::config::EmailConfig) -> Duration {
         .clamp(Duration::from_secs(4), Duration::from_secs(4 * 3600))
 }
 
-/// The latest a send may start and still end within the lease.
-fn start_by(config: &crate::config::EmailConfig, claimed_at: i64) -> i64 {
-    let lease = i64::try_from(lease(config).as_millis()).unwrap_or(i64::MAX);
-    let send =
-        i64::try_from(config.timeout.saturating_mul(SMTP_STEPS).as_millis()).unwrap_or(i64::MAX);
-    claimed_at.saturating_add(lease.saturating_sub(send).max(0))
+/// The longest one send can take: what must be left of the lease, by the
+/// database's clock, for a send to start.
+fn longest_send(config: &crate::config::EmailConfig) -> i64 {
+    i64::try_from(config.timeout.saturating_mul(SMTP_STEPS).as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Runs the worker until the process ends.
@@ -85,30 +83,37 @@ async fn run(state: AppState, mailer: Arc<Mailer>, owner: String) {
             let _ = tokio::time::timeout(IDLE_POLL, state.outbox_wake.notified()).await;
             continue;
         }
-        // Every send must be over before the lease ends, counted from the
-        // claim, so that no other worker can take the row meanwhile.
-        let send_by = start_by(&state.config.email, now);
         let mut sends = tokio::task::JoinSet::new();
         for row in rows {
             let (state, mailer, owner) = (state.clone(), mailer.clone(), owner.clone());
-            sends.spawn(async move { attempt(&state, &mailer, &owner, row, send_by).await });
+            sends.spawn(async move { attempt(&state, &mailer, &owner, row).await });
         }
         while sends.join_next().await.is_some() {}
     }
 }
 
 /// One attempt at one row, recorded whatever happens.
-async fn attempt(state: &AppState, mailer: &Mailer, owner: &str, row: OutboxRow, send_by: i64) {
+async fn attempt(state: &AppState, mailer: &Mailer, owner: &str, row: OutboxRow) {
     let (result, audit) = match prepare(state, &row).await {
         Err((result, audit)) => (result, audit),
         Ok(prepared) => {
-            // The send itself ends by itself: every step has a timeout.
-            let sent = if state.now_ms() > send_by {
-                Err(SendError::Temporary(
-                    "not sent: preparing it took up the lease".to_owned(),
-                ))
-            } else {
-                mailer.send(prepared.message, &prepared.stem).await
+            // Every send must be over before the lease ends, by the
+            // database's clock, so that no other worker can take the row
+            // meanwhile; the send itself ends by itself (every step has a
+            // timeout).
+            let sent = match state.repo.lease_left(row.id, owner).await {
+                Ok(Some(left)) if left >= longest_send(&state.config.email) => {
+                    mailer.send(prepared.message, &prepared.stem).await
+                }
+                Ok(Some(_)) => Err(SendError::Temporary(
+                    "not sent: the lease ran short".to_owned(),
+                )),
+                Ok(None) => Err(SendError::Temporary(
+                    "not sent: the lease was lost".to_owned(),
+                )),
+                Err(e) => Err(SendError::Temporary(format!(
+                    "not sent: cannot check the lease: {e}"
+                ))),
             };
             outcome(state, &row, sent, &prepared.secrets, &prepared.message_id)
         }
@@ -344,25 +349,23 @@ mod tests {
     use super::*;
     use crate::config::EmailConfig;
 
+    /// A fresh lease leaves room for a whole send (with time to prepare
+    /// it) at every timeout the configuration allows (up to 10 minutes);
+    /// past the lease's cap no send could finish, and none starts.
     #[test]
-    fn a_send_that_starts_in_time_ends_within_its_lease() {
+    fn a_fresh_lease_leaves_room_for_a_whole_send() {
         let mut config = EmailConfig::default();
         for seconds in [1, 30, 600, u64::MAX / 1000] {
             config.timeout = Duration::from_secs(seconds);
             let lease_ms = i64::try_from(lease(&config).as_millis()).unwrap();
-            let claimed = 1_000_000;
-            let latest_start = start_by(&config, claimed);
-            let longest_send = config
-                .timeout
-                .saturating_mul(SMTP_STEPS)
-                .as_millis()
-                .min(i64::MAX as u128) as i64;
-            assert!(latest_start >= claimed, "{seconds}");
-            if longest_send < lease_ms {
-                assert!(latest_start.saturating_add(longest_send) <= claimed + lease_ms);
+            let send = longest_send(&config);
+            if seconds <= 600 {
+                assert!(send < lease_ms, "{seconds}: {send} >= {lease_ms}");
             } else {
-                // A timeout beyond the cap leaves no time to start at all.
-                assert_eq!(latest_start, claimed, "{seconds}");
+                assert!(
+                    send >= lease_ms,
+                    "{seconds}: a send cannot fit the capped lease"
+                );
             }
         }
     }

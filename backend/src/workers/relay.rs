@@ -31,6 +31,8 @@ const BATCH: i64 = 16;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// A row's lease: longer than one delivery can take.
 const LEASE: Duration = Duration::from_secs(120);
+/// What must be left of the lease beyond one request's timeout for a send to start.
+const LEASE_MARGIN_MS: i64 = 10_000;
 /// Attempts before a delivery is given up whatever the time (a row whose
 /// attempts keep crashing the process, say); the time limit is
 /// `relay_give_up_after`.
@@ -74,15 +76,15 @@ async fn run(state: AppState, owner: String) {
         let mut sends = tokio::task::JoinSet::new();
         for row in rows {
             let (state, owner) = (state.clone(), owner.clone());
-            sends.spawn(async move { attempt(&state, &owner, row, now).await });
+            sends.spawn(async move { attempt(&state, &owner, row).await });
         }
         while sends.join_next().await.is_some() {}
     }
 }
 
-/// One attempt at one row leased at `claimed_at`, recorded whatever happens.
-pub async fn attempt(state: &AppState, owner: &str, row: OutboxRow, claimed_at: i64) {
-    let (result, audit) = deliver(state, &row, claimed_at).await;
+/// One attempt at one row leased to `owner`, recorded whatever happens.
+pub async fn attempt(state: &AppState, owner: &str, row: OutboxRow) {
+    let (result, audit) = deliver(state, owner, &row).await;
     let now = state.now_ms();
     match state
         .repo
@@ -122,12 +124,7 @@ pub async fn attempt(state: &AppState, owner: &str, row: OutboxRow, claimed_at: 
 }
 
 /// One delivery of `row`, and how the row ends.
-async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (AttemptResult, NewAudit) {
-    // A sink is tried only if its whole request fits in what is left of the
-    // lease, so that no other replica can take the row meanwhile.
-    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-    let send_ms = i64::try_from(UPSTREAM_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
-    let start_by = claimed_at.saturating_add(lease_ms - send_ms - 10_000);
+async fn deliver(state: &AppState, owner: &str, row: &OutboxRow) -> (AttemptResult, NewAudit) {
     let sink_label = row.sink.clone().unwrap_or_default();
     let audit = |kind: AuditKind, detail: serde_json::Value| {
         let mut detail = detail;
@@ -175,16 +172,13 @@ async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (Attempt
             }
             event
         };
-        if state.now_ms() > start_by {
+        if let Err(why) = lease_holds(state, owner, row.id).await {
             return (
                 AttemptResult::RetryAt {
                     at: state.now_ms(),
-                    error: "the lease ran short; continued in a new attempt".to_owned(),
+                    error: format!("{why}; continued in a new attempt"),
                 },
-                sink_audit(
-                    AuditKind::RelayFailed,
-                    json!({"error": "the lease ran short"}),
-                ),
+                sink_audit(AuditKind::RelayFailed, json!({ "error": why })),
             );
         }
         match send(state, &request, sink).await {
@@ -241,6 +235,21 @@ async fn deliver(state: &AppState, row: &OutboxRow, claimed_at: i64) -> (Attempt
         // The last sink's refusal (or why it could not be used) ends the row.
         Some((why, event)) => (AttemptResult::GiveUp { error: why }, event),
         None => give_up("no sink was tried".to_owned()),
+    }
+}
+
+/// Whether `owner` may start a send on row `id`: it still holds the row
+/// and, by the database's clock, enough of the lease is left for a whole
+/// request and a margin, so that no other replica can take the row while
+/// the request is under way. A replica that was paused past its lease, or
+/// whose own clock runs fast or slow, learns it here, before it sends.
+pub(crate) async fn lease_holds(state: &AppState, owner: &str, id: i64) -> Result<(), String> {
+    let send_ms = i64::try_from(UPSTREAM_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+    match state.repo.lease_left(id, owner).await {
+        Ok(Some(left)) if left >= send_ms.saturating_add(LEASE_MARGIN_MS) => Ok(()),
+        Ok(Some(_)) => Err("the lease ran short".to_owned()),
+        Ok(None) => Err("the lease was lost".to_owned()),
+        Err(e) => Err(format!("cannot check the lease: {e}")),
     }
 }
 

@@ -27,7 +27,7 @@ macro_rules! sql_outbox {
                 let sql = format!($claim, cols = $crate::storage::sql::OUTBOX_COLUMNS);
                 let mut rows = sqlx::query(&sql)
                     .bind(owner)
-                    .bind(now + lease_ms)
+                    .bind(lease_ms)
                     .bind(now)
                     .bind(kind.as_str())
                     .bind(limit)
@@ -38,6 +38,19 @@ macro_rules! sql_outbox {
                     .collect::<$crate::storage::Result<Vec<_>>>()?;
                 rows.sort_by_key(|row| (row.next_attempt_at, row.id));
                 Ok(rows)
+            }
+
+            async fn lease_left(&self, id: i64, owner: &str) -> $crate::storage::Result<Option<i64>> {
+                let sql = format!(
+                    "SELECT lease_until - {now} AS left_ms FROM outbox \
+                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+                    now = DB_NOW_MS
+                );
+                let row = sqlx::query(&sql).bind(id).bind(owner).fetch_optional(&self.pool).await?;
+                match row {
+                    Some(row) => Ok(row.try_get::<Option<i64>, _>("left_ms")?),
+                    None => Ok(None),
+                }
             }
 
             async fn finish_outbox(

@@ -73,7 +73,7 @@ async fn relay_all(h: &Harness) -> usize {
             return round;
         }
         for row in rows {
-            attempt(&h.state, "test", row, now).await;
+            attempt(&h.state, "test", row).await;
         }
         h.clock.0.fetch_add(2 * 3_600_000, Ordering::SeqCst);
     }
@@ -414,7 +414,7 @@ async fn a_request_with_nothing_to_replay_falls_back_and_busy_answers_are_retrie
         "the unbinding sinks' row and the webhook's"
     );
     for row in claimed {
-        attempt(&h.state, "test", row, now).await;
+        attempt(&h.state, "test", row).await;
     }
     assert_eq!(
         unbound.lock().unwrap().len(),
