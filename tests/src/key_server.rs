@@ -49,6 +49,86 @@ pub fn self_signed_certificate(
     (cert, key)
 }
 
+/// A test certificate authority and a server certificate it issued for
+/// the DNS name `name`, made by `openssl` in `dir`: the CA's certificate
+/// (what clients trust), and the server's certificate and key PEM files.
+pub fn certificate_from_test_ca(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (cert, key, request) = (
+        dir.join("server.pem"),
+        dir.join("server.key"),
+        dir.join("server.csr"),
+    );
+    let extensions = dir.join("server.ext");
+    std::fs::write(
+        &extensions,
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{name}\n"
+        ),
+    )
+    .expect("write the extensions");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<std::ffi::OsString>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=Assent test CA", "-keyout"],
+        ]
+        .concat()
+        .into_iter()
+        .map(Into::into)
+        .chain([ca_key.clone().into(), "-out".into(), ca.clone().into()])
+        .collect(),
+        [
+            &["req"][..],
+            &ec,
+            &["-subj", &format!("/CN={name}"), "-keyout"],
+        ]
+        .concat()
+        .into_iter()
+        .map(Into::into)
+        .chain([key.clone().into(), "-out".into(), request.clone().into()])
+        .collect(),
+        ["x509", "-req", "-days", "2", "-set_serial", "2", "-in"]
+            .into_iter()
+            .map(Into::into)
+            .chain([
+                request.into(),
+                "-CA".into(),
+                ca.clone().into(),
+                "-CAkey".into(),
+                ca_key.into(),
+                "-extfile".into(),
+                extensions.into(),
+                "-out".into(),
+                cert.clone().into(),
+            ])
+            .collect(),
+    ];
+    for args in steps {
+        let made = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            made.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    (ca, cert, key)
+}
+
 pub struct KeyServer {
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,

@@ -20,6 +20,7 @@ pub mod key_server;
 pub mod page_server;
 pub mod smtp;
 pub mod sydent;
+pub mod synapse;
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

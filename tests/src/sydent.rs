@@ -33,6 +33,13 @@ fn python() -> PathBuf {
 impl Sydent {
     /// Starts sydent under `name` (what homeservers sign as `destination_is`).
     pub async fn start(name: &str) -> Sydent {
+        Sydent::start_with(name, None).await
+    }
+
+    /// Starts sydent under `name`, sending its own validation emails (the
+    /// code in the body, `Your validation code: <token>`) to the SMTP server
+    /// on `smtp_port`, or nowhere when `None`.
+    pub async fn start_with(name: &str, smtp_port: Option<u16>) -> Sydent {
         let python = python();
         assert!(
             python.exists(),
@@ -42,15 +49,29 @@ impl Sydent {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = crate::free_port();
         let internal_port = crate::free_port();
+        // PyPI's sydent ships no email templates: a plain one of our own,
+        // in sydent's %-substitution form, under its default brand.
+        let brand = dir.path().join("templates/matrix-org");
+        std::fs::create_dir_all(&brand).expect("template folder");
+        std::fs::write(
+            brand.join("verification_template.eml"),
+            "Date: %(date)s\r\nFrom: %(from)s\r\nTo: %(to)s\r\nMessage-ID: %(messageid)s\r\n\
+             Subject: Your validation code\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=UTF-8\r\n\r\nYour validation code: %(token)s\r\n",
+        )
+        .expect("write the email template");
         let config = format!(
             "[general]\nserver.name = {name}\nlog.path =\npidfile.path = {dir}/sydent.pid\n\
+             templates.path = {dir}/templates\n\
              ip.whitelist = 127.0.0.0/8\n\n\
              [db]\ndb.file = {dir}/sydent.db\n\n\
              [http]\nclientapi.http.bind_address = 127.0.0.1\nclientapi.http.port = {port}\n\
              internalapi.http.bind_address = 127.0.0.1\ninternalapi.http.port = {internal_port}\n\
              federation.verifycerts = False\n\n\
-             [email]\nemail.smtphost = 127.0.0.1\nemail.smtpport = 9\n",
-            dir = dir.path().display()
+             [email]\nemail.smtphost = 127.0.0.1\nemail.smtpport = {smtp_port}\n\
+             email.from = Sydent <sydent@example.org>\n",
+            dir = dir.path().display(),
+            smtp_port = smtp_port.unwrap_or(9)
         );
         let conf = dir.path().join("sydent.conf");
         std::fs::write(&conf, config).expect("write sydent.conf");

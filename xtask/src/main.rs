@@ -43,6 +43,8 @@ const CONTAINER_PACKAGES: [&str; 5] =
 const IMAGE: &str = "localhost/assent:latest";
 /// The real identity server the tests put Assent in front of.
 const SYDENT_REQUIREMENTS: [&str; 2] = ["matrix-sydent[prometheus]==2.6.1", "canonicaljson<2"];
+/// The homeserver the end-to-end suite drives: its own wheels from PyPI.
+const SYNAPSE_REQUIREMENTS: [&str; 1] = ["matrix-synapse==1.163.2"];
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -698,18 +700,36 @@ fn ensure_packages(packages: &[&str]) -> Result {
 
 /// sydent in a virtualenv under the tools folder; returns its Python.
 fn ensure_sydent() -> Result<PathBuf> {
-    let venv = tools_dir().join("sydent-venv");
+    ensure_venv(
+        "sydent-venv",
+        "sydent 2.6.1",
+        &SYDENT_REQUIREMENTS,
+        "about a minute",
+    )
+}
+
+/// Synapse in a virtualenv under the tools folder; returns its Python.
+fn ensure_synapse() -> Result<PathBuf> {
+    ensure_venv(
+        "synapse-venv",
+        "Synapse 1.163.2",
+        &SYNAPSE_REQUIREMENTS,
+        "about 30 s",
+    )
+}
+
+/// A virtualenv `name` under the tools folder with `requirements` from
+/// PyPI, made once (again when the requirements change); returns its Python.
+fn ensure_venv(name: &str, label: &str, requirements: &[&str], takes: &str) -> Result<PathBuf> {
+    let venv = tools_dir().join(name);
     let python = venv.join("bin").join("python");
     let stamp = venv.join("assent-requirements.txt");
-    let wanted = SYDENT_REQUIREMENTS.join("\n");
+    let wanted = requirements.join("\n");
     if python.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
-        println!("    sydent 2.6.1: present");
+        println!("    {label}: present");
         return Ok(python);
     }
-    println!(
-        "    sydent 2.6.1: installing into {} (about a minute)",
-        venv.display()
-    );
+    println!("    {label}: installing into {} ({takes})", venv.display());
     run_cmd(command("python3").args(["-m", "venv"]).arg(&venv))?;
     run_cmd(
         Command::new(&python)
@@ -720,7 +740,7 @@ fn ensure_sydent() -> Result<PathBuf> {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .args(SYDENT_REQUIREMENTS),
+            .args(requirements),
     )?;
     fs::write(&stamp, wanted).map_err(|e| format!("write {}: {e}", stamp.display()))?;
     Ok(python)
@@ -823,8 +843,9 @@ fn test() -> Result {
     let started = Instant::now();
     ensure_tools()?;
     ensure_test_dependencies()?;
-    step("sydent (the identity server behind Assent in the tests)");
+    step("sydent and Synapse (the identity server and homeserver in the tests)");
     let sydent = ensure_sydent()?;
+    let synapse = ensure_synapse()?;
 
     // First: the server embeds the built front end, so every build of it
     // below (clippy's included) sees the same dist/ and none repeats another.
@@ -853,7 +874,8 @@ fn test() -> Result {
         command("cargo")
             .arg("test")
             .env_remove("TEST_POSTGRES_URL")
-            .env("ASSENT_SYDENT_PYTHON", &sydent),
+            .env("ASSENT_SYDENT_PYTHON", &sydent)
+            .env("ASSENT_SYNAPSE_PYTHON", &synapse),
     )?;
 
     step("Unit, integration and browser tests on PostgreSQL (throwaway server)");
@@ -864,7 +886,8 @@ fn test() -> Result {
             command("cargo")
                 .arg("test")
                 .env("TEST_POSTGRES_URL", pg.url())
-                .env("ASSENT_SYDENT_PYTHON", &sydent),
+                .env("ASSENT_SYDENT_PYTHON", &sydent)
+                .env("ASSENT_SYNAPSE_PYTHON", &synapse),
         )?;
     }
 
