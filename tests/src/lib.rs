@@ -354,3 +354,35 @@ pub fn run_assent(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> std::proce
     }
     child.wait_with_output().expect("collect output")
 }
+
+/// The environment that runs a process with its wall clock `seconds` off
+/// (`tests/skew/skew.c`, built with `cc` and loaded with `LD_PRELOAD`):
+/// for replicas whose clocks disagree. Monotonic clocks are left alone.
+pub fn skewed_clock(seconds: i64) -> Vec<(String, String)> {
+    let dir = workspace_root().join("target").join("e2e-skew");
+    std::fs::create_dir_all(&dir).expect("create the skew folder");
+    let library = dir.join(format!("libskew-{}.so", std::process::id()));
+    if !library.exists() {
+        let building = library.with_extension("part");
+        let built = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&building)
+            .arg(workspace_root().join("tests/skew/skew.c"))
+            .arg("-ldl")
+            .output()
+            .expect("run cc (Rust's linker on Linux)");
+        assert!(
+            built.status.success(),
+            "cc tests/skew/skew.c: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        std::fs::rename(&building, &library).expect("move the skew library in place");
+    }
+    vec![
+        ("LD_PRELOAD".to_owned(), library.display().to_string()),
+        (
+            "ASSENT_TEST_CLOCK_SKEW_SECONDS".to_owned(),
+            seconds.to_string(),
+        ),
+    ]
+}

@@ -602,3 +602,123 @@ async fn three_replicas_relay_through_a_kill_and_a_pause() {
     }
     killed.kill();
 }
+
+/// Two replicas on one PostgreSQL, one of them with its wall clock ten
+/// minutes fast (far more than a two-minute relay lease): leases end by the
+/// database's clock, so the fast replica never takes a row the other is
+/// still sending. It starts while the replica on time has sixteen sends in
+/// flight to a receiver that takes 3 s each; every one of the thirty
+/// decisions arrives once.
+#[tokio::test]
+async fn a_replica_whose_clock_runs_fast_takes_no_row_another_holds() {
+    if std::env::var_os("TEST_POSTGRES_URL").is_none() {
+        eprintln!("runs in the PostgreSQL pass of `cargo xtask test` (TEST_POSTGRES_URL)");
+        return;
+    }
+    const SKEW: i64 = 600;
+    let hs = Homeserver::new("hs.test", 9);
+    let hook = assent_e2e::chaos::Receiver::slow(2, 0, Duration::from_secs(3)).await;
+    let config = format!(
+        "{}\n[limits]\nunbinds_per_origin_per_minute = 100000\n\n\
+         [[identity_servers]]\nname = \"{IS_NAME}\"\ndisplay_name = \"Test identity server\"\n\
+         operator = \"Tests\"\nupstream = \"http://127.0.0.1:9/\"\nbinding_check = \"none\"\n\
+         relay = [{{ kind = \"webhook\", url = \"{}/hook\" }}]\n",
+        hs.pinned_toml(),
+        hook.url
+    );
+    let on_time = Assent::start(Options {
+        config: Some(config.clone()),
+        ..Options::default()
+    })
+    .await;
+    const N: usize = 30;
+    for i in 0..N {
+        hold(
+            &on_time,
+            &hs,
+            &format!("f{i}"),
+            &format!("f{i}@example.org"),
+        )
+        .await;
+    }
+    let mail = on_time.data_dir.join("mail");
+    let mut tokens = Vec::new();
+    for i in 0..N {
+        tokens.push(token_mailed_to(&mail, &format!("f{i}@example.org")).await);
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        decide(&on_time, token, if i % 2 == 0 { "deny" } else { "approve" }).await;
+    }
+    let started = Instant::now();
+    while hook.deliveries().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no relay began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Sends in flight: now the fast replica joins.
+    let url = on_time.database_url.clone().expect("a PostgreSQL database");
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        on_time.data_dir.join("signing.key"),
+        shared.path().join("signing.key"),
+    )
+    .unwrap();
+    let mut env = vec![
+        ("ASSENT_DATABASE_URL".to_owned(), url),
+        (
+            "ASSENT_DATA_DIR".to_owned(),
+            shared.path().display().to_string(),
+        ),
+    ];
+    env.extend(assent_e2e::skewed_clock(SKEW));
+    let fast = Assent::start(Options {
+        config: Some(config),
+        env,
+        ..Options::default()
+    })
+    .await;
+    // The skew took: the fast replica's Date header is ten minutes ahead.
+    let date = |assent: &Assent| {
+        let url = assent.url("/health");
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            let date = response.headers()["date"].to_str().unwrap().to_owned();
+            httpdate::parse_http_date(&date).unwrap()
+        }
+    };
+    let ahead = date(&fast)
+        .await
+        .duration_since(date(&on_time).await)
+        .unwrap_or_default();
+    assert!(
+        ahead >= Duration::from_secs(SKEW as u64 - 5),
+        "the fast replica is only {ahead:?} ahead"
+    );
+
+    let started = Instant::now();
+    loop {
+        let pending = on_time
+            .count("outbox WHERE kind = 'relay' AND state <> 'done'")
+            .await;
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{pending} relay rows still open"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for delivery in hook.deliveries() {
+        let key = delivery.idempotency_key.expect("an Idempotency-Key");
+        *seen.entry(key).or_default() += 1;
+    }
+    assert_eq!(seen.len(), N, "every decision reached the receiver");
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+}
