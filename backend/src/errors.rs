@@ -191,6 +191,10 @@ pub enum ConsentError {
     NotADecision,
     #[error("there is no decision yet")]
     NoDecisionYet,
+    /// A tombstone's link: the request ended, and its personal data was
+    /// deleted after the retention period (or by an administrator).
+    #[error("this request has ended, and its data was deleted on {0}")]
+    DataDeleted(String),
 }
 
 impl From<ConsentError> for ApiError {
@@ -200,6 +204,7 @@ impl From<ConsentError> for ApiError {
                 (StatusCode::NOT_FOUND, "M_NOT_FOUND")
             }
             ConsentError::Expired => (StatusCode::GONE, "M_EXPIRED"),
+            ConsentError::DataDeleted(_) => (StatusCode::GONE, "ASSENT_DATA_DELETED"),
             ConsentError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
             ConsentError::NotADecision => (StatusCode::BAD_REQUEST, "M_BAD_JSON"),
         };
@@ -239,6 +244,12 @@ pub enum AdminError {
     NotConfigured,
     #[error("nothing of this request was given up; there is nothing to retry")]
     NothingToRetry,
+    #[error("this request's personal data was deleted before")]
+    AlreadyPurged,
+    #[error(
+        "this request has not ended: it is pending, or a relay or email of it is still to be sent"
+    )]
+    NotEnded,
 }
 
 impl From<AdminError> for ApiError {
@@ -258,6 +269,8 @@ impl From<AdminError> for ApiError {
             AdminError::NoChannel => (StatusCode::CONFLICT, "M_NO_CHANNEL"),
             AdminError::NotConfigured => (StatusCode::CONFLICT, "M_NOT_CONFIGURED"),
             AdminError::NothingToRetry => (StatusCode::CONFLICT, "M_NOTHING_TO_RETRY"),
+            AdminError::AlreadyPurged => (StatusCode::CONFLICT, "M_ALREADY_PURGED"),
+            AdminError::NotEnded => (StatusCode::CONFLICT, "M_NOT_ENDED"),
         };
         ApiError::of(status, code, &e)
     }

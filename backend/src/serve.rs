@@ -10,7 +10,7 @@ use crate::email::transport::Mailer;
 use crate::keys::SigningKey;
 use crate::state::{AppState, SystemClock};
 use crate::storage::{self, Repo};
-use crate::workers::{email, expiry, relay};
+use crate::workers::{email, expiry, relay, retention};
 use crate::{demo, tokens};
 use std::fmt;
 use std::sync::Arc;
@@ -200,6 +200,7 @@ pub async fn serve(mut config: Config, demo_mode: bool) -> Result<(), StartError
     // rule keep replicas from doing anything twice.
     relay::spawn(state.clone());
     expiry::spawn(state.clone(), Duration::from_secs(30));
+    retention::spawn(state.clone());
     if state.config.email.send {
         email::spawn(state.clone(), mailer);
     } else {

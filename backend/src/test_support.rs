@@ -94,6 +94,8 @@ pub(crate) struct Harness {
     pub(crate) hs: TestHomeserver,
     pub(crate) clock: Arc<TestClock>,
     _dir: tempfile::TempDir,
+    /// The database of [`Harness::on_test_database`], kept while it runs.
+    database: Option<crate::storage::TestDb>,
 }
 
 pub(crate) fn identity_server(name: &str) -> IdentityServerConfig {
@@ -130,6 +132,22 @@ pub(crate) fn test_shell(dir: &std::path::Path) -> std::path::PathBuf {
 impl Harness {
     pub(crate) async fn new(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/assent.db", dir.path().display());
+        Self::on(dir, &url, adjust).await
+    }
+
+    /// A harness on the database under test: SQLite, or a fresh PostgreSQL
+    /// database when `TEST_POSTGRES_URL` names a server (as `cargo xtask
+    /// test`'s second pass does). [`Harness::count`] reads SQLite only.
+    pub(crate) async fn on_test_database(adjust: impl FnOnce(&mut Config)) -> Self {
+        let db = crate::storage::test_db().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut harness = Self::on(dir, &db.url, adjust).await;
+        harness.database = Some(db);
+        harness
+    }
+
+    async fn on(dir: tempfile::TempDir, url: &str, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
             data_dir: dir.path().to_owned(),
             identity_servers: vec![identity_server(IS_NAME)],
@@ -137,9 +155,7 @@ impl Harness {
         };
         config.keys.allow_private_addresses = true;
         adjust(&mut config);
-        let repo = crate::storage::connect(&format!("sqlite://{}/assent.db", dir.path().display()))
-            .await
-            .unwrap();
+        let repo = crate::storage::connect(url).await.unwrap();
         let clock = Arc::new(TestClock(AtomicI64::new(START_MS)));
         let fetcher = KeyFetcher::with_scheme(&config.keys, "http").unwrap();
         let state = AppState::with_key_fetcher(
@@ -159,6 +175,7 @@ impl Harness {
             hs: TestHomeserver::start().await,
             clock,
             _dir: dir,
+            database: None,
         }
     }
 

@@ -51,6 +51,10 @@ pub struct AdminRequest {
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
     pub decided_at_ms: Option<i64>,
+    /// On a tombstone: when its personal data was deleted (its `mxid` and
+    /// `threepid.address` are empty since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at_ms: Option<i64>,
 }
 
 /// Requests per status.
@@ -190,6 +194,49 @@ pub struct ActionOutcome {
     pub message: String,
     /// For `retry`: how many rows were re-queued.
     pub requeued: Option<u64>,
+}
+
+/// What is left of a request whose personal data was deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Tombstone {
+    pub id: String,
+    pub status: RequestStatus,
+    pub identity_server: String,
+    pub requesting_server: String,
+    /// `email` or `msisdn`.
+    pub medium: String,
+    pub initiator: Initiator,
+    pub created_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+    pub purged_at_ms: i64,
+    /// `retention`, or `admin:<token id>` for an administrator's purge.
+    pub purged_by: String,
+    /// SHA-256 (hex) of the signed decision document, if it had one: a
+    /// receipt its owner kept can be matched against it.
+    pub decision_sha256: Option<String>,
+}
+
+/// Tombstones matching a search.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TombstoneList {
+    pub tombstones: Vec<Tombstone>,
+}
+
+/// `POST /_assent/v1/admin/tombstones/search`: an address (with its
+/// medium, `email` when left out) or a Matrix ID, or both. Sent in the body
+/// so that it does not end up in access logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TombstoneSearch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub medium: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mxid: Option<String>,
 }
 
 /// One homeserver's requests over the last day and week.

@@ -178,6 +178,7 @@ fn admin_request(r: &RequestSummary) -> AdminRequest {
         created_at_ms: r.created_at,
         expires_at_ms: r.expires_at,
         decided_at_ms: r.decided_at,
+        purged_at_ms: r.purged_at,
     }
 }
 
@@ -195,6 +196,7 @@ fn summary_of(r: &StoredRequest) -> RequestSummary {
         created_at: r.created_at,
         expires_at: r.expires_at,
         decided_at: r.decided_at,
+        purged_at: r.purged_at,
     }
 }
 

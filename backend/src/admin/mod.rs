@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod openapi;
+pub mod tombstones;
 
 use crate::bearer::{bearer_token, check_token, configured_ids};
 use crate::errors::rate_limited;

@@ -2,7 +2,7 @@
 //! route is added here with its description, so the document served at
 //! `/_assent/v1/admin/openapi.json` lists exactly what the router serves.
 
-use super::{api, Admin};
+use super::{api, tombstones, Admin};
 use crate::state::AppState;
 use axum::extract::Extension;
 use axum::Json;
@@ -62,6 +62,8 @@ pub fn router() -> (axum::Router<AppState>, Document) {
         .routes(routes!(api::cancel))
         .routes(routes!(api::retry))
         .routes(routes!(api::server_stats))
+        .routes(routes!(tombstones::purge))
+        .routes(routes!(tombstones::search))
         .routes(routes!(document))
         .split_for_parts();
     let router = router.layer(Extension(Arc::new(doc.clone())));

@@ -171,7 +171,7 @@ impl Config {
 }
 
 /// The top-level keys, which environment variables may set.
-pub(super) const TOP_LEVEL_KEYS: [&str; 22] = [
+pub(super) const TOP_LEVEL_KEYS: [&str; 23] = [
     "listen",
     "public_url",
     "server_name",
@@ -182,6 +182,7 @@ pub(super) const TOP_LEVEL_KEYS: [&str; 22] = [
     "request_ttl",
     "relay_give_up_after",
     "deny_cooldown",
+    "retention",
     "trusted_proxies",
     "trusted_proxy_header",
     "metrics_listen",
@@ -328,6 +329,7 @@ pub(super) fn fix_for(key: &str) -> String {
         | "relay_give_up_after"
         | "session_ttl"
         | "deny_cooldown"
+        | "retention"
         | "header_read_timeout"
         | "idle_timeout"
         | "body_read_timeout" => "write a duration, e.g. \"7d\" or \"48h\"",

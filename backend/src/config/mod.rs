@@ -43,6 +43,12 @@ pub struct Config {
     /// new email.
     #[serde(with = "humantime_serde")]
     pub deny_cooldown: Duration,
+    /// How long an ended request's personal data is kept (counted from its
+    /// end: decided and relayed or given up, expired, cancelled); then only
+    /// a tombstone is left. A decision still answering repeats of its
+    /// unbind (`deny_cooldown`, `request_ttl`) is kept until that ends too.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
     /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` is
     /// believed: behind them, the client is the first untrusted address
     /// from the right. Empty: every connection is its own client.
@@ -389,6 +395,7 @@ impl Default for Config {
             request_ttl: Duration::from_secs(7 * 24 * 3600),
             relay_give_up_after: Duration::from_secs(36 * 3600),
             deny_cooldown: Duration::from_secs(30 * 24 * 3600),
+            retention: Duration::from_secs(90 * 24 * 3600),
             trusted_proxies: Vec::new(),
             trusted_proxy_header: ProxyHeader::XForwardedFor,
             metrics_listen: None,

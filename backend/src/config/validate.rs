@@ -111,6 +111,18 @@ impl Config {
                 "use a duration such as \"30d\"",
             ));
         }
+        if self.retention < Duration::from_secs(60)
+            || self.retention > Duration::from_secs(3660 * 24 * 3600)
+        {
+            errors.push(problem(
+                "retention",
+                format!(
+                    "{} is outside 1 minute to 3660 days",
+                    humantime::format_duration(self.retention)
+                ),
+                "use a duration such as \"90d\"",
+            ));
+        }
         self.validate_email(&mut errors);
         self.validate_email_delivery(&mut errors);
         for (key, value) in [

@@ -19,11 +19,15 @@ pub async fn request_for_token(state: &AppState, token: &str) -> Result<StoredRe
     if !tokens::looks_valid(token) {
         return Err(unknown());
     }
-    state
+    let request = state
         .repo
         .request_by_token_hash(&tokens::hash(token))
         .await?
-        .ok_or_else(unknown)
+        .ok_or_else(unknown)?;
+    match request.purged_at {
+        Some(at) => Err(ConsentError::DataDeleted(crate::email::utc_minutes(at)).into()),
+        None => Ok(request),
+    }
 }
 
 /// `GET /_assent/v1/consent/{token}`: what the owner is shown. Changes

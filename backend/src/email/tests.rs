@@ -27,6 +27,9 @@ fn sample(initiator: Initiator, reason: Option<&str>) -> StoredRequest {
         raw: None,
         updated_at: 1_790_000_000_000,
         repeats: 0,
+        purged_at: None,
+        purged_by: None,
+        decision_sha256: None,
     }
 }
 

@@ -21,6 +21,7 @@ mod hold;
 pub mod jobs;
 mod link;
 pub mod relay_rows;
+pub mod retention;
 
 pub use decide::{decide, expire_due, By, DecideError, Outcome};
 pub use hold::{

@@ -105,6 +105,7 @@ fn config_file() -> impl Strategy<Value = String> {
         ),
         ("request_ttl", value(DURATIONS).boxed()),
         ("deny_cooldown", value(DURATIONS).boxed()),
+        ("retention", value(DURATIONS).boxed()),
         ("relay_give_up_after", value(DURATIONS).boxed()),
         (
             "held_response",
@@ -322,6 +323,7 @@ fn valid_config_file() -> impl Strategy<Value = String> {
         ),
         ("request_ttl", pick(&["7d", "1h", "30d"]).boxed()),
         ("deny_cooldown", pick(&["30d", "1d"]).boxed()),
+        ("retention", pick(&["90d", "1m", "365d"]).boxed()),
         (
             "held_response",
             pick(&["accepted", "forbidden", "not_supported"]).boxed(),

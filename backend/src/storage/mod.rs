@@ -18,10 +18,14 @@ pub(crate) mod sql;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) use tests::{test_db, TestDb};
 
 pub use model::*;
 pub use postgres::PgRepository;
-pub use repository::{AuditStore, ListStore, OutboxStore, Repository, RequestStore, SessionStore};
+pub use repository::{
+    AuditStore, ListStore, OutboxStore, Repository, RequestStore, RetentionStore, SessionStore,
+};
 pub use sqlite::SqliteRepository;
 
 #[derive(Debug, thiserror::Error)]

@@ -153,6 +153,14 @@ pub struct StoredRequest {
     pub updated_at: i64,
     /// Repeats of this request that arrived while it was pending.
     pub repeats: i64,
+    /// When its personal data was deleted (it is a tombstone since): the
+    /// Matrix ID, address and decision document are gone, their keyed
+    /// hashes kept.
+    pub purged_at: Option<i64>,
+    /// Who deleted it: `retention`, or `admin:<token id>`.
+    pub purged_by: Option<String>,
+    /// The SHA-256 of the decision document it had, once purged.
+    pub decision_sha256: Option<Vec<u8>>,
 }
 
 /// What an audit event records. Stored as its name (`received`, …).
@@ -442,6 +450,8 @@ pub struct RequestSummary {
     pub created_at: i64,
     pub expires_at: i64,
     pub decided_at: Option<i64>,
+    /// Set on a tombstone: when its personal data was deleted.
+    pub purged_at: Option<i64>,
 }
 
 /// Requests per status, and whether every count is exact (else some reached
@@ -479,4 +489,45 @@ pub struct AdminSession {
     pub token_id: String,
     pub created_at: i64,
     pub expires_at: i64,
+}
+
+/// When an ended request's personal data is due for deletion: each bound is
+/// a time (ms); a request qualifies when all that apply to it have passed.
+#[derive(Clone, Copy, Debug)]
+pub struct PurgeDue {
+    /// Ended (decided, and its last relay or email done) before this.
+    pub ended_before: i64,
+    /// A denial: decided before this (its `deny_cooldown` is over).
+    pub denied_before: i64,
+    /// An approval or cancellation: decided before this (its `request_ttl`
+    /// of answering repeats is over).
+    pub answered_before: i64,
+}
+
+/// What is left of a request once its personal data is deleted, beside the
+/// request id, servers, outcome and times.
+#[derive(Clone, Debug)]
+pub struct Tombstone {
+    pub purged_at: i64,
+    /// `retention`, or `admin:<token id>`.
+    pub purged_by: String,
+    /// Keyed hash of the medium and folded address.
+    pub address_hmac: Vec<u8>,
+    /// Keyed hash of the Matrix ID.
+    pub mxid_hmac: Vec<u8>,
+    /// SHA-256 of the decision document, if it had one.
+    pub decision_sha256: Option<Vec<u8>>,
+}
+
+/// How a purge of one request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purged {
+    /// Its personal data is gone now.
+    Now,
+    /// It was purged before.
+    Already,
+    /// It is still pending, or a relay or email of it is still to be sent.
+    NotEnded,
+    /// No request has this id.
+    Unknown,
 }

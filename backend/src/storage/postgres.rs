@@ -32,6 +32,16 @@ impl PgRepository {
         None
     }
 
+    /// [`RetentionStore::release_space`](super::RetentionStore::release_space):
+    /// vacuums the tables purges change, so that the space of deleted rows
+    /// is reused rather than kept.
+    pub(crate) async fn release_space_now(&self) -> Result<()> {
+        sqlx::raw_sql("VACUUM requests, audit_events, outbox")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// PostgreSQL takes concurrent writers: no turns needed.
     async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         None

@@ -188,9 +188,42 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn delete_session(&self, id_hash: &[u8]) -> Result<bool>;
 }
 
+/// Retention: deleting the personal data of ended requests, and the
+/// tombstones left.
+#[async_trait]
+pub trait RetentionStore: Send + Sync + 'static {
+    /// Up to `limit` ended requests, not yet purged, that `due` says may be
+    /// purged now (nothing still to send for them), oldest decision first.
+    async fn purge_due(&self, due: &PurgeDue, limit: i64) -> Result<Vec<StoredRequest>>;
+
+    /// Deletes request `id`'s personal data in one transaction: its Matrix
+    /// ID, address, reason, callback, decision document and raw intake are
+    /// cleared and `tombstone` written in their place; its audit trail and
+    /// outbox rows are deleted. Only an ended request with nothing still to
+    /// send is purged (whatever its age: the caller decides when).
+    async fn purge(&self, id: &str, tombstone: &Tombstone) -> Result<Purged>;
+
+    /// Tombstones whose keyed hash of an address or of a Matrix ID is one
+    /// of these, newest first, at most `limit`.
+    async fn tombstones(
+        &self,
+        address_hmac: Option<&[u8]>,
+        mxid_hmac: Option<&[u8]>,
+        limit: i64,
+    ) -> Result<Vec<StoredRequest>>;
+
+    /// Gives the space of deleted rows back, so that what was deleted is
+    /// not left in the database's files: SQLite checkpoints its log, frees
+    /// pages (incremental vacuum; deleted content is zeroed as it is
+    /// deleted) and empties the log; PostgreSQL vacuums the tables.
+    async fn release_space(&self) -> Result<()>;
+}
+
 /// Everything the handlers and workers need from storage.
 #[async_trait]
-pub trait Repository: RequestStore + AuditStore + OutboxStore + ListStore + SessionStore {
+pub trait Repository:
+    RequestStore + AuditStore + OutboxStore + ListStore + SessionStore + RetentionStore
+{
     /// Which database this is, for logs and `/health`.
     fn kind(&self) -> &'static str;
 

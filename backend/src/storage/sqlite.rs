@@ -4,7 +4,8 @@ use super::batch::Writer;
 use super::sql::sql_repository;
 use super::Result;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
 use std::path::PathBuf;
@@ -57,7 +58,12 @@ impl SqliteRepository {
             .pragma("wal_autocheckpoint", "0")
             // Readers map the file instead of copying pages their caches lost
             // to the writer's commits.
-            .pragma("mmap_size", "67108864");
+            .pragma("mmap_size", "67108864")
+            // Deleted content is overwritten with zeros, and freed pages can
+            // be given back to the file system (`release_space`): purged
+            // personal data is not left in the file's bytes.
+            .pragma("secure_delete", "on")
+            .auto_vacuum(SqliteAutoVacuum::Incremental);
         let file = options.get_filename().to_owned();
         if file.to_string_lossy().starts_with("file:") || file.as_os_str() == ":memory:" {
             // New requests are written on a second connection, which would
@@ -81,6 +87,7 @@ impl SqliteRepository {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        incremental_vacuum_on(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .test_before_acquire(false)
@@ -141,9 +148,42 @@ impl SqliteRepository {
         }
         conn.execute_batch(
             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = memory; \
-             PRAGMA wal_autocheckpoint = 0; PRAGMA mmap_size = 67108864;",
+             PRAGMA wal_autocheckpoint = 0; PRAGMA mmap_size = 67108864; \
+             PRAGMA secure_delete = ON;",
         )?;
         Ok(conn)
+    }
+}
+
+/// Turns on incremental vacuum in a database made before it was the
+/// default (SQLite takes it only with a full `VACUUM`, once).
+async fn incremental_vacuum_on(writer: &SqlitePool) -> Result<()> {
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(writer)
+        .await?;
+    if mode != 2 {
+        tracing::info!("rewriting the database once so that freed pages can be given back (auto_vacuum = incremental)");
+        sqlx::raw_sql("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
+            .execute(writer)
+            .await?;
+    }
+    Ok(())
+}
+
+impl SqliteRepository {
+    /// [`RetentionStore::release_space`](super::RetentionStore::release_space):
+    /// copies the log into the file and empties it, gives freed pages back,
+    /// and empties the log again (the vacuum wrote to it).
+    pub(crate) async fn release_space_now(&self) -> Result<()> {
+        let _turn = self.write_turn().await;
+        for step in [
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+            "PRAGMA incremental_vacuum",
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        ] {
+            sqlx::raw_sql(step).execute(&self.writer).await?;
+        }
+        Ok(())
     }
 }
 

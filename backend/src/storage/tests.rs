@@ -6,8 +6,12 @@ use super::*;
 use assent_shared::{Initiator, Medium, RequestStatus};
 use serde_json::json;
 
+mod retention;
+
 pub(crate) struct TestDb {
     pub repo: Repo,
+    /// Where it is: `sqlite://…` or `postgres://…`.
+    pub url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -20,6 +24,7 @@ pub(crate) async fn test_db() -> TestDb {
     };
     TestDb {
         repo: connect(&url).await.unwrap(),
+        url,
         _dir: dir,
     }
 }

@@ -344,6 +344,22 @@ fn backoff_ms(state: &AppState, config: &crate::config::EmailConfig, attempts: i
     (base * (0.8 + 0.4 * unit)).min(max).round() as i64
 }
 
+/// Sends every email that is due once, as the worker does (for tests that
+/// want the mail files of the `file` transport).
+#[cfg(test)]
+pub(crate) async fn send_due(state: &AppState) {
+    let mailer = Mailer::new(&state.config.email, &state.config.data_dir).unwrap();
+    let lease_ms = i64::try_from(lease(&state.config.email).as_millis()).unwrap();
+    let rows = state
+        .repo
+        .claim_outbox(OutboxKind::Email, "test", state.now_ms(), lease_ms, 100)
+        .await
+        .unwrap();
+    for row in rows {
+        attempt(state, &mailer, "test", row).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,8 @@
 //! - [`relay`] carries a decision to the identity server and the webhooks
 //!   ([`OutboxKind::Relay`] rows).
 //! - [`expiry`] records `expire` on pending requests whose time ran out.
+//! - [`retention`] deletes the personal data of requests that ended
+//!   `retention` ago.
 //!
 //! [`OutboxKind::Email`]: crate::storage::OutboxKind::Email
 //! [`OutboxKind::Relay`]: crate::storage::OutboxKind::Relay
@@ -13,3 +15,4 @@
 pub mod email;
 pub mod expiry;
 pub mod relay;
+pub mod retention;

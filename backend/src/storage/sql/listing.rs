@@ -30,7 +30,7 @@ macro_rules! sql_listing {
                 }
                 let mut query = sqlx::QueryBuilder::<<$pool as $crate::storage::sql::PoolDb>::Db>::new(format!(
                     "SELECT id, source, status, identity_server, origin, mxid, medium, address, initiator, \
-                     created_at, expires_at, decided_at FROM requests{walk} WHERE 1 = 1"
+                     created_at, expires_at, decided_at, purged_at FROM requests{walk} WHERE 1 = 1"
                 ));
                 push_filter(&mut query, filter, true);
                 if let Some(cursor) = after {
@@ -61,6 +61,7 @@ macro_rules! sql_listing {
                             created_at: row.try_get("created_at")?,
                             expires_at: row.try_get("expires_at")?,
                             decided_at: row.try_get("decided_at")?,
+                            purged_at: row.try_get("purged_at")?,
                         })
                     })
                     .collect()

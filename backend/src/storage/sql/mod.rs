@@ -10,11 +10,13 @@ pub mod audit;
 pub mod listing;
 pub mod outbox;
 pub mod requests;
+pub mod retention;
 pub mod sessions;
 
 pub const REQUEST_COLUMNS: &str = "id, source, identity_server, origin, origin_key_id, verified_at, mxid, medium, address, \
      initiator, reason, callback_url, status, token_hash, created_at, expires_at, decided_at, decision_id, \
-     decision_doc, raw_method, raw_path, raw_headers, raw_body, updated_at, address_as_sent, repeats";
+     decision_doc, raw_method, raw_path, raw_headers, raw_body, updated_at, address_as_sent, repeats, \
+     purged_at, purged_by, decision_sha256";
 
 /// Deletes a request's raw intake (`$1`: its id); the callers add when.
 pub const RELEASE_RAW: &str = "UPDATE requests SET raw_method = NULL, raw_path = NULL, \
@@ -101,6 +103,7 @@ macro_rules! sql_repository {
         $crate::storage::sql::outbox::sql_outbox!($name, $pool, $row, $kind, $claim, $bytes, $walk, $by_address, $by_expiry);
         $crate::storage::sql::listing::sql_listing!($name, $pool, $row, $kind, $claim, $bytes, $walk, $by_address, $by_expiry);
         $crate::storage::sql::sessions::sql_sessions!($name, $pool, $row, $kind, $claim, $bytes, $walk, $by_address, $by_expiry);
+        $crate::storage::sql::retention::sql_retention!($name);
 
         /// The `WHERE` terms of an admin list or count (after `WHERE 1 = 1`).
         fn push_filter(
@@ -220,6 +223,9 @@ macro_rules! sql_repository {
                 raw,
                 updated_at: row.try_get("updated_at")?,
                 repeats: row.try_get("repeats")?,
+                purged_at: row.try_get("purged_at")?,
+                purged_by: row.try_get("purged_by")?,
+                decision_sha256: row.try_get("decision_sha256")?,
             })
         }
 
