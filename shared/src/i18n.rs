@@ -156,6 +156,10 @@ pub struct Texts {
     pub expired_text: &'static str,
     pub cancelled_title: &'static str,
     pub cancelled_text: &'static str,
+    /// A link whose request ended and whose data was deleted (`{deleted}`:
+    /// when).
+    pub deleted_title: &'static str,
+    pub deleted_text: &'static str,
     pub decided_meanwhile: &'static str,
     pub receipt: &'static str,
     pub unknown_title: &'static str,
@@ -226,6 +230,8 @@ pub static EN: Texts = Texts {
     expired_text: "Nobody decided before {expires}, so nothing was changed: the link between {address} and {mxid} stays.",
     cancelled_title: "This request was cancelled",
     cancelled_text: "An administrator withdrew it. Nothing was changed: the link between {address} and {mxid} stays.",
+    deleted_title: "This request has ended",
+    deleted_text: "Its data was deleted on {deleted}, once the identity server's retention period had passed. Nothing more can be done with this link.",
     decided_meanwhile: "This request had already been decided, perhaps in another tab or window. That decision is the one that counts.",
     receipt: "Download the signed receipt",
     unknown_title: "This link is not known",
@@ -296,6 +302,8 @@ pub static DE: Texts = Texts {
     expired_text: "Bis {expires} hat niemand entschieden, daher wurde nichts geändert: Die Verknüpfung zwischen {address} und {mxid} bleibt bestehen.",
     cancelled_title: "Diese Anfrage wurde zurückgezogen",
     cancelled_text: "Die Administration hat sie zurückgezogen. Nichts wurde geändert: Die Verknüpfung zwischen {address} und {mxid} bleibt bestehen.",
+    deleted_title: "Diese Anfrage ist beendet",
+    deleted_text: "Ihre Daten wurden am {deleted} gelöscht, nachdem die Aufbewahrungsfrist des Identitätsservers abgelaufen war. Mit diesem Link lässt sich nichts mehr tun.",
     decided_meanwhile: "Über diese Anfrage wurde bereits entschieden, vielleicht in einem anderen Tab oder Fenster. Diese Entscheidung gilt.",
     receipt: "Signierte Quittung herunterladen",
     unknown_title: "Dieser Link ist unbekannt",

@@ -1,6 +1,7 @@
 //! The admin API against the real binary, on SQLite and (in the PostgreSQL
 //! pass of `cargo xtask test`) on PostgreSQL: authentication, the list, a
-//! request's story, the three actions, stats, metrics and health.
+//! request's story, the three actions, purging and tombstones, stats,
+//! metrics and health.
 
 use assent_e2e::admin::{self, ADMIN_TOKEN};
 use assent_e2e::smtp::SmtpServer;
@@ -79,7 +80,7 @@ fn kinds(detail: &Value) -> Vec<String> {
 }
 
 /// Every (method, path) the admin API serves.
-const ADMIN_ROUTES: [(&str, &str); 10] = [
+const ADMIN_ROUTES: [(&str, &str); 12] = [
     ("get", "/_assent/v1/admin/whoami"),
     ("post", "/_assent/v1/admin/session"),
     ("delete", "/_assent/v1/admin/session"),
@@ -88,6 +89,8 @@ const ADMIN_ROUTES: [(&str, &str); 10] = [
     ("post", "/_assent/v1/admin/requests/{id}/resend"),
     ("post", "/_assent/v1/admin/requests/{id}/cancel"),
     ("post", "/_assent/v1/admin/requests/{id}/retry"),
+    ("post", "/_assent/v1/admin/requests/{id}/purge"),
+    ("post", "/_assent/v1/admin/tombstones/search"),
     ("get", "/_assent/v1/admin/stats/servers"),
     ("get", "/_assent/v1/admin/openapi.json"),
 ];
@@ -693,4 +696,163 @@ fn link_in(message: &[u8]) -> String {
         .find(|c: char| c.is_whitespace() || c == '"' || c == '<')
         .unwrap_or(tail.len());
     tail[..end].to_owned()
+}
+
+/// An administrator deletes an ended request's personal data at once; the
+/// tombstone is found by the address (however it is cased), records who
+/// purged it, and its consent link says the data was deleted.
+#[tokio::test]
+async fn an_admin_purges_an_ended_request_and_finds_its_tombstone_by_address() {
+    let smtp = SmtpServer::start(&[], 0);
+    let hook = assent_e2e::chaos::Receiver::slow(5, 0, Duration::ZERO).await;
+    let assent = admin::start(
+        &smtp,
+        &format!(r#"[{{ kind = "webhook", url = "{}/hook" }}]"#, hook.url),
+    )
+    .await;
+    let id = hold(&assent, "dora", "hs.example.org").await;
+    let pending = hold(&assent, "pete", "hs.example.org").await;
+    let messages = smtp.wait_for(2, Duration::from_secs(10)).await;
+    let link = messages
+        .iter()
+        .map(|m| link_in(m))
+        .find(|l| {
+            messages.iter().any(|m| {
+                String::from_utf8_lossy(m).contains("To: dora@example.org") && link_in(m) == *l
+            })
+        })
+        .unwrap();
+    let token = link.rsplit('/').next().unwrap().to_owned();
+    let decided = Client::new()
+        .post(assent.url(&format!("/_assent/v1/consent/{token}/decision")))
+        .json(&json!({"decision": "deny"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status(), StatusCode::OK);
+    let purge = |id: &str| {
+        let path = format!("/_assent/v1/admin/requests/{id}/purge");
+        let assent = &assent;
+        async move {
+            let response = Client::new()
+                .post(assent.url(&path))
+                .bearer_auth(ADMIN_TOKEN)
+                .header(CSRF, "1")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // Not while its webhook is still to be told; then at once.
+    let started = Instant::now();
+    loop {
+        let (status, body) = purge(&id).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (StatusCode::CONFLICT, Some("M_NOT_ENDED")),
+            "{body}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(15), "never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hook.deliveries().len(), 1, "told before it was purged");
+    let (status, body) = purge(&id).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::CONFLICT, Some("M_ALREADY_PURGED"))
+    );
+    let (status, body) = purge(&pending).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::CONFLICT, Some("M_NOT_ENDED")),
+        "a pending request is never purged"
+    );
+    let (status, _) = purge("req_nothing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // What is left: the outcome and times, no address, no Matrix ID, no trail.
+    let detail = get(&assent, &format!("/_assent/v1/admin/requests/{id}")).await;
+    assert_eq!(detail["request"]["status"], "denied");
+    assert_eq!(detail["request"]["mxid"], "");
+    assert_eq!(detail["request"]["threepid"]["address"], "");
+    assert!(detail["request"]["purged_at_ms"].is_i64(), "{detail:#}");
+    assert_eq!(detail["audit"].as_array().map(Vec::len), Some(0));
+    let listed = get(&assent, "/_assent/v1/admin/requests").await;
+    let row = listed["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert!(row["purged_at_ms"].is_i64(), "{row}");
+
+    // "Did we ever act on this address?"
+    let search = |body: Value| {
+        admin(
+            &assent,
+            Method::POST,
+            "/_assent/v1/admin/tombstones/search",
+            Some(body),
+        )
+    };
+    let (status, found) = search(json!({"address": "Dora@Example.ORG"})).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    let tombstones = found["tombstones"].as_array().unwrap();
+    assert_eq!(tombstones.len(), 1, "{found}");
+    let whoami = get(&assent, "/_assent/v1/admin/whoami").await;
+    assert_eq!(tombstones[0]["id"], id.as_str());
+    assert_eq!(tombstones[0]["status"], "denied");
+    assert_eq!(
+        tombstones[0]["purged_by"],
+        format!("admin:{}", whoami["token_id"].as_str().unwrap())
+    );
+    assert_eq!(
+        tombstones[0]["decision_sha256"].as_str().map(str::len),
+        Some(64)
+    );
+    let (_, by_mxid) = search(json!({"mxid": "@dora:hs.example.org"})).await;
+    assert_eq!(by_mxid["tombstones"].as_array().map(Vec::len), Some(1));
+    let (_, none) = search(json!({"address": "pete@example.org"})).await;
+    assert_eq!(
+        none["tombstones"].as_array().map(Vec::len),
+        Some(0),
+        "pending: no tombstone"
+    );
+    let (status, body) = search(json!({})).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("M_INVALID_PARAM"))
+    );
+    let (status, _) = search(json!({"address": "not an address"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The link says what happened, on the page and to the app.
+    let page = Client::new()
+        .get(assent.url(&format!("/consent/{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::GONE);
+    let text = page.text().await.unwrap();
+    assert!(text.contains("deleted on"), "{text}");
+    assert!(!text.contains("dora@example.org"));
+    let api = Client::new()
+        .get(assent.url(&format!("/_assent/v1/consent/{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::GONE);
+    // No address or token in the logs.
+    let logs = assent.output_text();
+    assert!(!logs.contains("dora@example.org") && !logs.contains("Dora@Example.ORG"));
+    assert!(!logs.contains(&token));
 }

@@ -9,7 +9,7 @@
 //! key, and a browser's `Sec-Fetch-Site` must say the post came from this
 //! site. (Only someone who holds the link can reach the form at all.)
 
-use super::view::{record_view, request_for_token};
+use super::view::{record_view, request_for_token, stored_for_token};
 use crate::email;
 use crate::state::AppState;
 use crate::storage::StoredRequest;
@@ -38,6 +38,8 @@ pub enum NoJsState {
     TooMany,
     /// The page could not be shown (the database did not answer, say).
     Failed(String),
+    /// The request ended and its data was deleted: what to say, with when.
+    Deleted(String),
 }
 
 /// A `Retry-After` value in whole seconds, at least one.
@@ -295,7 +297,12 @@ pub async fn page(
             .insert(axum::http::header::RETRY_AFTER, retry_after(retry_after_ms));
         return response;
     }
-    match request_for_token(&state, &token).await {
+    match stored_for_token(&state, &token).await {
+        Ok(request) if request.purged_at.is_some() => {
+            let when = crate::email::utc_minutes(request.purged_at.unwrap_or_default());
+            let text = lang.texts().deleted_text.replace("{deleted}", &when);
+            show(StatusCode::GONE, None, NoJsState::Deleted(text))
+        }
         Ok(request) => {
             record_view(&state, &request, "page").await;
             let shown = resting_state(&state, &request);

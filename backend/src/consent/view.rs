@@ -13,17 +13,23 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::net::SocketAddr;
 
-/// Finds the request a consent token belongs to.
-pub async fn request_for_token(state: &AppState, token: &str) -> Result<StoredRequest, ApiError> {
+/// Finds the request a consent token belongs to, a tombstone included.
+pub async fn stored_for_token(state: &AppState, token: &str) -> Result<StoredRequest, ApiError> {
     let unknown = || ApiError::from(ConsentError::UnknownLink);
     if !tokens::looks_valid(token) {
         return Err(unknown());
     }
-    let request = state
+    state
         .repo
         .request_by_token_hash(&tokens::hash(token))
         .await?
-        .ok_or_else(unknown)?;
+        .ok_or_else(unknown)
+}
+
+/// Finds the request a consent token belongs to; a tombstone's link
+/// answers that its data was deleted, and when.
+pub async fn request_for_token(state: &AppState, token: &str) -> Result<StoredRequest, ApiError> {
+    let request = stored_for_token(state, token).await?;
     match request.purged_at {
         Some(at) => Err(ConsentError::DataDeleted(crate::email::utc_minutes(at)).into()),
         None => Ok(request),
