@@ -74,6 +74,37 @@ impl Lang {
 }
 
 /// `template` with each `{name}` replaced by its value.
+/// A retention period in words: whole days, else whole hours, else
+/// minutes (`90 days`, `1 Stunde`).
+pub fn duration_words(ms: i64, lang: Lang) -> String {
+    const MINUTE: i64 = 60_000;
+    const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
+    let ms = ms.max(MINUTE);
+    let (n, unit) = if ms % DAY == 0 {
+        (ms / DAY, 0)
+    } else if ms % HOUR == 0 {
+        (ms / HOUR, 1)
+    } else {
+        (ms / MINUTE, 2)
+    };
+    let word = match (lang, unit, n == 1) {
+        (Lang::En, 0, true) => "day",
+        (Lang::En, 0, false) => "days",
+        (Lang::En, 1, true) => "hour",
+        (Lang::En, 1, false) => "hours",
+        (Lang::En, _, true) => "minute",
+        (Lang::En, _, false) => "minutes",
+        (Lang::De, 0, true) => "Tag",
+        (Lang::De, 0, false) => "Tage",
+        (Lang::De, 1, true) => "Stunde",
+        (Lang::De, 1, false) => "Stunden",
+        (Lang::De, _, true) => "Minute",
+        (Lang::De, _, false) => "Minuten",
+    };
+    format!("{n} {word}")
+}
+
 pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
@@ -127,6 +158,9 @@ pub struct Texts {
     pub look_alike_warning: &'static str,
     pub run_by: &'static str,
     pub privacy_policy: &'static str,
+    /// How long the request's data is kept (`{retention}`).
+    pub your_data: &'static str,
+    pub data_kept: &'static str,
     pub why_admin: &'static str,
     pub why_deactivation: &'static str,
     pub why_user: &'static str,
@@ -201,6 +235,8 @@ pub static EN: Texts = Texts {
     look_alike_warning: "The request spelt this address {sent}, with look-alike characters that stand for others. The identity server treats both spellings as the same address, {address}, so this is the address it would unlink.",
     run_by: "run by {operator}",
     privacy_policy: "privacy policy",
+    your_data: "Your data",
+    data_kept: "Your address, the Matrix ID and your decision are kept for {retention} after this request ends, then deleted.",
     why_admin: "An administrator of {server} removed the address.",
     why_deactivation: "The Matrix account is being deactivated.",
     why_user: "The account holder removed the address.",
@@ -273,6 +309,8 @@ pub static DE: Texts = Texts {
     look_alike_warning: "Die Anfrage schrieb diese Adresse als {sent}, mit ähnlich aussehenden Zeichen, die für andere stehen. Der Identitätsserver behandelt beide Schreibweisen als dieselbe Adresse, {address}: Diese Adresse würde er trennen.",
     run_by: "betrieben von {operator}",
     privacy_policy: "Datenschutzerklärung",
+    your_data: "Ihre Daten",
+    data_kept: "Ihre Adresse, die Matrix-ID und Ihre Entscheidung werden nach dem Ende dieser Anfrage {retention} lang aufbewahrt und dann gelöscht.",
     why_admin: "Eine Administratorin oder ein Administrator von {server} hat die Adresse entfernt.",
     why_deactivation: "Das Matrix-Konto wird deaktiviert.",
     why_user: "Die Kontoinhaberin oder der Kontoinhaber hat die Adresse entfernt.",
@@ -393,6 +431,29 @@ mod tests {
         };
         for (en, de) in pairs(&EN).into_iter().zip(pairs(&DE)) {
             assert_eq!(holes(en), holes(de), "{en:?} / {de:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn retention_periods_read_as_people_say_them() {
+        const MINUTE: i64 = 60_000;
+        let cases = [
+            (90 * 24 * 60 * MINUTE, "90 days", "90 Tage"),
+            (24 * 60 * MINUTE, "1 day", "1 Tag"),
+            (36 * 60 * MINUTE, "36 hours", "36 Stunden"),
+            (60 * MINUTE, "1 hour", "1 Stunde"),
+            (MINUTE, "1 minute", "1 Minute"),
+            (90 * MINUTE, "90 minutes", "90 Minuten"),
+            (0, "1 minute", "1 Minute"),
+        ];
+        for (ms, en, de) in cases {
+            assert_eq!(duration_words(ms, Lang::En), en);
+            assert_eq!(duration_words(ms, Lang::De), de);
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct View {
     pub is_display: String,
     pub operator: String,
     pub privacy_url: Option<String>,
+    /// How long the request's data is kept once it ended, in words.
+    pub kept: String,
     pub initiator: &'static str,
     pub reason: Option<String>,
     pub asked_at: String,
@@ -102,6 +104,11 @@ impl View {
 
     /// Whether this is the page a plain visit shows (not a step of a form
     /// or a refusal): only then may the app replace it with its own.
+    /// How long the request's data is kept, as a sentence.
+    pub fn kept_text(&self) -> String {
+        self.t.data_kept.replace("{retention}", &self.kept)
+    }
+
     pub fn resting(&self) -> bool {
         matches!(
             self.state,
@@ -179,6 +186,7 @@ fn view(
             is_display: String::new(),
             operator: String::new(),
             privacy_url: None,
+            kept: String::new(),
             initiator: "unknown",
             reason: None,
             asked_at: String::new(),
@@ -212,6 +220,10 @@ fn view(
         is_display: letter.is_display,
         operator: letter.operator,
         privacy_url: letter.privacy_url,
+        kept: assent_shared::i18n::duration_words(
+            i64::try_from(state.config.retention.as_millis()).unwrap_or(i64::MAX),
+            lang,
+        ),
         initiator: letter.initiator,
         reason: letter.reason,
         asked_at: letter.asked_at,

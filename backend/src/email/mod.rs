@@ -70,6 +70,9 @@ pub struct Letter {
     pub asked_at: String,
     pub expires_at: String,
     pub link: String,
+    /// How long the request's data is kept once it ended (`retention`, in
+    /// milliseconds), when the sender knows it.
+    pub retention_ms: Option<i64>,
 }
 
 impl Letter {
@@ -97,7 +100,26 @@ impl Letter {
             asked_at: utc_minutes(request.created_at),
             expires_at: utc_minutes(request.expires_at),
             link,
+            retention_ms: None,
         }
+    }
+
+    /// States how long the request's data is kept (`retention`).
+    pub fn kept_for(mut self, retention: std::time::Duration) -> Self {
+        self.retention_ms = Some(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// The retention period in English words (`90 days`).
+    pub fn kept_en(&self) -> Option<String> {
+        self.retention_ms
+            .map(|ms| assent_shared::i18n::duration_words(ms, assent_shared::i18n::Lang::En))
+    }
+
+    /// The retention period in German words (`90 Tage`).
+    pub fn kept_de(&self) -> Option<String> {
+        self.retention_ms
+            .map(|ms| assent_shared::i18n::duration_words(ms, assent_shared::i18n::Lang::De))
     }
 
     /// The subject names the requesting server in Unicode and, for an

@@ -249,3 +249,26 @@ fn a_server_assent_did_not_verify_is_not_called_proven() {
         assert!(text.contains("Beispiel <Identitätsserver> & Co"));
     }
 }
+
+/// The email says how long the request's data is kept, in both languages
+/// and both parts, and where the privacy policy is.
+#[test]
+fn the_email_states_how_long_the_data_is_kept() {
+    let is = is_config();
+    let letter = Letter::new(
+        &sample(Initiator::Unknown, None),
+        Some(&is),
+        LINK.to_owned(),
+    )
+    .kept_for(std::time::Duration::from_secs(90 * 24 * 3600));
+    for (language, words) in [
+        (Language::En, "are kept for 90 days after this request ends"),
+        (Language::De, "90 Tage lang aufbewahrt"),
+    ] {
+        let (text, html) = letter.render(language).unwrap();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for part in [&text, &html] {
+            assert!(part.contains(words), "{language:?}: {part}");
+        }
+    }
+}

@@ -131,13 +131,23 @@ where
         confirming.set(Some(action));
         crate::platform::focus_soon("confirm-yes");
     };
+    // A tombstone: what is left once its personal data was deleted.
+    let deleted = r
+        .purged_at_ms
+        .map(|at| format!("deleted {}", short_time(at)));
     let facts = vec![
         ("Status", r.status.as_str().to_owned()),
         (
             "Address",
-            format!("{} ({})", r.threepid.address, r.threepid.medium.as_str()),
+            match &deleted {
+                Some(deleted) => format!("{deleted} ({})", r.threepid.medium.as_str()),
+                None => format!("{} ({})", r.threepid.address, r.threepid.medium.as_str()),
+            },
         ),
-        ("Matrix ID", r.mxid.clone()),
+        (
+            "Matrix ID",
+            deleted.clone().unwrap_or_else(|| r.mxid.clone()),
+        ),
         (
             "Address as sent",
             d.address_as_sent.clone().map_or_else(
@@ -180,7 +190,15 @@ where
     ];
     let act_confirmed = act.clone();
     view! {
-        <h1>"Request for " <span class="wrap">{r.threepid.address.clone()}</span></h1>
+        {match &deleted {
+            Some(deleted) => view! {
+                <h1>"Tombstone of request " <span class="wrap">{r.id.clone()}</span></h1>
+                <p class="tombstone-note">"Its personal data was " {deleted.clone()} ": the address, the Matrix ID, the decision document and the audit trail. What is left is below."</p>
+            }.into_any(),
+            None => view! {
+                <h1>"Request for " <span class="wrap">{r.threepid.address.clone()}</span></h1>
+            }.into_any(),
+        }}
         <dl class="facts admin-facts">
             {facts.into_iter().map(|(label, value)| view! {
                 <div class="fact"><dt>{label}</dt><dd>{value}</dd></div>

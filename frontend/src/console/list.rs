@@ -304,12 +304,18 @@ fn RequestTable(rows: Vec<AdminRequest>) -> impl IntoView {
                 <tbody>
                     {rows.into_iter().map(|r| {
                         let href = format!("/admin/requests/{}", encode(&r.id));
+                        // A tombstone: its personal data was deleted.
+                        let (address, mxid) = match r.purged_at_ms {
+                            Some(at) => (format!("deleted {}", short_time(at)), "—".to_owned()),
+                            None => (r.threepid.address, r.mxid),
+                        };
+                        let row_class = r.purged_at_ms.map(|_| "tombstone");
                         view! {
-                            <tr>
+                            <tr class=row_class>
                                 <td><a href=href>{short_time(r.created_at_ms)}</a></td>
                                 <td><span class=format!("badge {}", r.status.as_str())>{status_label(r.status)}</span></td>
-                                <td class="wrap">{r.threepid.address}</td>
-                                <td class="wrap">{r.mxid}</td>
+                                <td class="wrap">{address}</td>
+                                <td class="wrap">{mxid}</td>
                                 <td class="wrap">{r.requesting_server}</td>
                             </tr>
                         }

@@ -101,6 +101,8 @@ struct Facts {
     reason: Option<String>,
     asked_at: String,
     expires_at: String,
+    /// How long the request's data is kept once it ended, as a sentence.
+    kept: String,
 }
 
 impl Facts {
@@ -140,6 +142,13 @@ impl Facts {
             is_display,
             asked_at: date_time(r.created_at_ms, lang),
             expires_at: date_time(r.expires_at_ms, lang),
+            kept: fill(
+                t.data_kept,
+                &[(
+                    "retention",
+                    &assent_shared::i18n::duration_words(r.retention_ms, lang),
+                )],
+            ),
         }
     }
 
@@ -181,6 +190,7 @@ fn FactList(
         reason,
         asked_at,
         expires_at,
+        kept,
     } = facts;
     view! {
         <dl class="facts">
@@ -217,6 +227,7 @@ fn FactList(
                 Some((label, at)) => view! { <Fact label=label>{at}</Fact> }.into_any(),
                 None => view! { <Fact label=t.expires>{expires_at}</Fact> }.into_any(),
             }}
+            <Fact label=t.your_data>{kept}</Fact>
         </dl>
     }
 }
