@@ -42,6 +42,7 @@ impl Browser {
     }
 
     async fn session(&self, javascript: bool, extra: &[&str]) -> Client {
+        static PROFILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let mut args = vec![
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
@@ -53,11 +54,16 @@ impl Browser {
             "--disable-sync".to_owned(),
             "--disable-dev-shm-usage".to_owned(),
             "--window-size=1024,900".to_owned(),
+            // A profile of its own each time: a profile used before keeps
+            // what its session set (`--accept-lang` among it).
             format!(
                 "--user-data-dir={}",
                 self.profile
                     .path()
-                    .join(format!("p{}", crate::free_port()))
+                    .join(format!(
+                        "p{}",
+                        PROFILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    ))
                     .display()
             ),
         ];
