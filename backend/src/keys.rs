@@ -1,6 +1,14 @@
 //! Assent's ed25519 signing key: generated on first start in Synapse's key-file
-//! format (`ed25519 <version> <unpadded base64 seed>`), never overwritten, and
-//! published as a self-signed Matrix server-keys document.
+//! format (`ed25519 <version> <unpadded base64 seed>`), and published as a
+//! self-signed Matrix server-keys document.
+//!
+//! `assent keys rotate` puts a new key on the first line; the keys it
+//! replaced stay below it, each with the time it expired
+//! (`ed25519 <version> <seed> <expired_ts>`), and are published under
+//! `old_verify_keys`, so that receipts and webhook bodies they signed still
+//! verify. The secrets derived from the key (consent links, form proofs,
+//! tombstone hashes) come from the oldest key in the file, so a rotation
+//! changes none of them.
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
@@ -31,6 +39,17 @@ pub enum KeyError {
     Format { path: PathBuf, why: String },
 }
 
+/// A key that signed before the current one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OldKey {
+    /// `ed25519:<version>`
+    pub key_id: String,
+    /// Unpadded base64.
+    pub public_key: String,
+    /// When it stopped signing (milliseconds since the Unix epoch).
+    pub expired_ts: i64,
+}
+
 /// The server's signing key.
 pub struct SigningKey {
     pair: Ed25519KeyPair,
@@ -38,6 +57,8 @@ pub struct SigningKey {
     key_id: String,
     /// Root of the secrets derived from this key (never leaves the process).
     derive_root: [u8; 32],
+    /// The keys it replaced, newest first.
+    old: Vec<OldKey>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -54,6 +75,21 @@ pub fn decode_unpadded(text: &str) -> Option<Vec<u8>> {
 
 pub fn encode_unpadded(bytes: &[u8]) -> String {
     STANDARD_NO_PAD.encode(bytes)
+}
+
+/// A new key's version (Synapse's form: `a_` and four random letters or
+/// digits) and seed.
+fn new_version_and_seed(rng: &mut rand::rngs::OsRng) -> (String, [u8; 32]) {
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let version: String =
+        std::iter::once("a_".to_owned())
+            .chain((0..4).map(|_| {
+                (ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()] as char).to_string()
+            }))
+            .collect();
+    (version, seed)
 }
 
 /// RFC 8410 PKCS#8 v1 wrapping of a raw ed25519 seed, the form ruma reads.
@@ -102,7 +138,77 @@ impl SigningKey {
             pair,
             key_id: format!("ed25519:{version}"),
             derive_root: root.finalize().into_bytes().into(),
+            old: Vec::new(),
         })
+    }
+
+    /// The keys this one replaced, newest first.
+    pub fn old_keys(&self) -> &[OldKey] {
+        &self.old
+    }
+
+    /// A new key for `assent keys rotate`: the current key of
+    /// `data_dir/signing.key` is kept below the new one, expired at
+    /// `now_ms`. Returns the old and the new key id. Replicas must be given
+    /// the new file and restarted.
+    pub fn rotate(data_dir: &Path, now_ms: i64) -> Result<(String, String), KeyError> {
+        let path = data_dir.join(KEY_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let current = Self::parse_file(&path, &text)?;
+        let mut lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let first = lines.remove(0);
+        let mut rng = rand::rngs::OsRng;
+        let taken: Vec<&str> = std::iter::once(current.key_id.as_str())
+            .chain(current.old.iter().map(|k| k.key_id.as_str()))
+            .collect();
+        let (version, seed) = loop {
+            let (version, seed) = new_version_and_seed(&mut rng);
+            if !taken.contains(&format!("ed25519:{version}").as_str()) {
+                break (version, seed);
+            }
+        };
+        let new = Self::from_seed(&version, &seed).map_err(|why| KeyError::Format {
+            path: path.clone(),
+            why: why.to_string(),
+        })?;
+        let mut file = format!(
+            "ed25519 {version} {}\n{first} {now_ms}\n",
+            encode_unpadded(&seed)
+        );
+        for line in lines {
+            file.push_str(line);
+            file.push('\n');
+        }
+        let write_err = |source| KeyError::Write {
+            path: path.clone(),
+            source,
+        };
+        let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), rng.next_u32()));
+        let written = (|| {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut handle = options.open(&tmp)?;
+            handle.write_all(file.as_bytes())?;
+            handle.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(write_err)?;
+        Ok((current.key_id, new.key_id))
     }
 
     /// Loads `data_dir/signing.key`, creating it first when there is none.
@@ -141,7 +247,41 @@ impl SigningKey {
         let seed: [u8; 32] = decode_unpadded(seed)
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or_else(|| format("the seed is not 32 bytes of base64".to_owned()))?;
-        Self::from_seed(version, &seed).map_err(|e| format(e.to_string()))
+        let mut key = Self::from_seed(version, &seed).map_err(|e| format(e.to_string()))?;
+        // The keys it replaced: `ed25519 <version> <seed> <expired_ts>`.
+        // (Further keys of a Synapse file, without a time, are not ours to
+        // publish and are left alone, as before.)
+        for (n, line) in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .enumerate()
+            .skip(1)
+        {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let [algorithm, version, seed, expired] = words[..] else {
+                continue;
+            };
+            let bad = |why: &str| format(format!("line {}: {why}", n + 1));
+            if algorithm != "ed25519" {
+                return Err(bad("unsupported algorithm"));
+            }
+            let seed: [u8; 32] = decode_unpadded(seed)
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| bad("the seed is not 32 bytes of base64"))?;
+            let expired_ts: i64 = expired
+                .parse()
+                .map_err(|_| bad("the fourth word is not a time in milliseconds"))?;
+            let old = Self::from_seed(version, &seed).map_err(|e| bad(&e.to_string()))?;
+            key.old.push(OldKey {
+                public_key: old.public_key_base64(),
+                key_id: old.key_id,
+                expired_ts,
+            });
+            // The oldest key is the root of the derived secrets.
+            key.derive_root = old.derive_root;
+        }
+        Ok(key)
     }
 
     fn generate_into(path: &Path) -> Result<Self, KeyError> {
@@ -153,15 +293,7 @@ impl SigningKey {
             std::fs::create_dir_all(dir).map_err(write_err)?;
         }
         let mut rng = rand::rngs::OsRng;
-        let mut seed = [0u8; 32];
-        rng.fill_bytes(&mut seed);
-        // Synapse's versions: `a_` and four random letters or digits.
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        let version: String = std::iter::once("a_".to_owned())
-            .chain((0..4).map(|_| {
-                (ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()] as char).to_string()
-            }))
-            .collect();
+        let (version, seed) = new_version_and_seed(&mut rng);
         let key = Self::from_seed(&version, &seed).map_err(|why| KeyError::Format {
             path: path.to_owned(),
             why: why.to_string(),
@@ -254,9 +386,22 @@ impl SigningKey {
             "verify_keys".to_owned(),
             CanonicalJsonValue::Object(verify_keys),
         );
+        let mut old_verify_keys = CanonicalJsonObject::new();
+        for old in &self.old {
+            let mut entry = CanonicalJsonObject::new();
+            entry.insert(
+                "key".to_owned(),
+                CanonicalJsonValue::String(old.public_key.clone()),
+            );
+            entry.insert(
+                "expired_ts".to_owned(),
+                CanonicalJsonValue::Integer(old.expired_ts.try_into().unwrap_or_default()),
+            );
+            old_verify_keys.insert(old.key_id.clone(), CanonicalJsonValue::Object(entry));
+        }
         doc.insert(
             "old_verify_keys".to_owned(),
-            CanonicalJsonValue::Object(CanonicalJsonObject::new()),
+            CanonicalJsonValue::Object(old_verify_keys),
         );
         doc.insert(
             "valid_until_ts".to_owned(),
@@ -410,5 +555,67 @@ mod tests {
             &key.public_key_base64()
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_rotated_key_keeps_what_the_old_one_signed_verifiable_and_the_derived_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = SigningKey::load_or_generate(dir.path()).unwrap();
+        let mut signed = CanonicalJsonObject::new();
+        signed.insert(
+            "decision".to_owned(),
+            CanonicalJsonValue::String("deny".to_owned()),
+        );
+        first.sign_json("consent.example.org", &mut signed).unwrap();
+
+        let (old_id, new_id) = SigningKey::rotate(dir.path(), 5_000).unwrap();
+        assert_eq!(old_id, first.key_id());
+        let (_, newer_id) = SigningKey::rotate(dir.path(), 9_000).unwrap();
+        let (key, created) = SigningKey::load_or_generate(dir.path()).unwrap();
+        assert!(!created);
+        assert_eq!(key.key_id(), newer_id);
+        assert_ne!(new_id, newer_id);
+        let old: Vec<(&str, i64)> = key
+            .old_keys()
+            .iter()
+            .map(|k| (k.key_id.as_str(), k.expired_ts))
+            .collect();
+        assert_eq!(old, [(new_id.as_str(), 9_000), (old_id.as_str(), 5_000)]);
+        assert_eq!(key.old_keys()[1].public_key, first.public_key_base64());
+        // Consent links, form proofs and tombstone hashes are unchanged.
+        assert_eq!(
+            key.derive_secret("consent tokens"),
+            first.derive_secret("consent tokens")
+        );
+        // Published as Matrix servers publish old keys, self-signed by the new one.
+        let doc = key
+            .server_keys_document("consent.example.org", 10_000)
+            .unwrap();
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["old_verify_keys"][&old_id]["expired_ts"], 5_000);
+        assert_eq!(
+            json["old_verify_keys"][&old_id]["key"],
+            first.public_key_base64()
+        );
+        assert!(json["verify_keys"][&newer_id].is_object());
+        assert!(json["verify_keys"].get(&old_id).is_none());
+        verify(
+            &doc,
+            "consent.example.org",
+            key.key_id(),
+            &key.public_key_base64(),
+        )
+        .unwrap();
+        // What the first key signed verifies with its published old key.
+        let published = json["old_verify_keys"][&old_id]["key"].as_str().unwrap();
+        verify(&signed, "consent.example.org", &old_id, published).unwrap();
+        // A damaged old line is an error, not a silently lost key.
+        let path = dir.path().join(KEY_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace(" 5000", " soon")).unwrap();
+        let error = SigningKey::load_or_generate(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 3"), "{error}");
     }
 }

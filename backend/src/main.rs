@@ -1,4 +1,4 @@
-//! The `assent` command: `serve` and `check-config`.
+//! The `assent` command: `serve`, `check-config` and `keys rotate`.
 
 use assent_backend::config::Config;
 use assent_backend::serve;
@@ -33,6 +33,22 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Manage the signing key in the data folder.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make a new signing key; the current one is kept as an old key (it
+    /// still verifies what it signed). Restart every replica with the new
+    /// `signing.key` afterwards.
+    Rotate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +56,9 @@ fn main() -> ExitCode {
     let (file, demo, check_only) = match cli.command {
         Command::Serve { config, demo } => (config, demo, false),
         Command::CheckConfig { config } => (config, false, true),
+        Command::Keys {
+            action: KeysAction::Rotate { config },
+        } => return rotate(config),
     };
     let config = match Config::load(file.as_deref()) {
         Ok(config) => config,
@@ -85,6 +104,38 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("assent: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `assent keys rotate`.
+fn rotate(file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(file.as_deref()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("assent: {errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    match assent_backend::keys::SigningKey::rotate(&config.data_dir, now_ms) {
+        Ok((old, new)) => {
+            println!(
+                "assent: the signing key is now {new}; {old} is kept as an old key (expired now), \
+                 so what it signed still verifies. Copy {} to every replica and restart them.",
+                config
+                    .data_dir
+                    .join(assent_backend::keys::KEY_FILE)
+                    .display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("assent: {e}");
+            ExitCode::FAILURE
         }
     }
 }
