@@ -1,7 +1,9 @@
 //! The one place that talks to the server: typed requests over the shared
 //! types, and the failures a page can show.
 
-use assent_shared::{ApiError, ConsentView, DecisionOutcome, DecisionRequest, OwnerDecision};
+use assent_shared::{
+    ApiError, ConsentView, DecidedVia, DecisionOutcome, DecisionRequest, OwnerDecision,
+};
 use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
 
@@ -86,12 +88,19 @@ pub enum Decided {
 }
 
 /// `POST /_assent/v1/consent/{token}/decision`
-pub async fn decide(token: &str, decision: OwnerDecision) -> Result<Decided, ApiFailure> {
+pub async fn decide(
+    token: &str,
+    decision: OwnerDecision,
+    via: DecidedVia,
+) -> Result<Decided, ApiFailure> {
     if !is_token(token) {
         return Err(ApiFailure::NotFound);
     }
     let response = Request::post(&format!("/_assent/v1/consent/{token}/decision"))
-        .json(&DecisionRequest { decision })
+        .json(&DecisionRequest {
+            decision,
+            via: Some(via),
+        })
         .map_err(|_| ApiFailure::Network)?
         .send()
         .await

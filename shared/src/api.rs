@@ -132,6 +132,19 @@ impl OwnerDecision {
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     pub decision: OwnerDecision,
+    /// Where the owner decided: `page` (the consent page) or `embed` (the
+    /// page inside the identity server's own), for the consent record; a
+    /// caller that says nothing is recorded as the decision API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<DecidedVia>,
+}
+
+/// Where the owner's app decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedVia {
+    Page,
+    Embed,
 }
 
 /// The answer to a decision: the request's outcome as stored (also on 409,

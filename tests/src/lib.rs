@@ -18,6 +18,7 @@ pub mod chaos;
 pub mod homeserver;
 pub mod key_server;
 pub mod page_server;
+pub mod recipes;
 pub mod smtp;
 pub mod sydent;
 pub mod synapse;

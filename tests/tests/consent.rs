@@ -97,6 +97,20 @@ async fn without_javascript_the_owner_reads_confirms_and_approves() {
         })
         .await;
     assert_eq!(status_of(&assent, &token).await, "approved");
+    // The receipt's consent record says how: the form without JavaScript.
+    let receipt = reqwest::get(assent.url(&format!("/_assent/v1/consent/{token}/receipt")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let document = assent_e2e::recipes::verify_decision(&assent.base, &receipt)
+        .await
+        .unwrap();
+    assert_eq!(
+        document["consent_record"]["event"]["method"],
+        "consent page form without JavaScript"
+    );
 }
 
 #[tokio::test]

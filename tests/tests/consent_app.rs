@@ -130,6 +130,8 @@ async fn the_owner_reads_confirms_and_approves_in_the_app() {
     let (assent, link, token) = demo(None).await;
     let browser = Browser::start().await;
     let session_token = token.clone();
+    let downloaded = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = downloaded.clone();
     browser
         .with_session(move |client| async move {
             let token = session_token;
@@ -157,6 +159,10 @@ async fn the_owner_reads_confirms_and_approves_in_the_app() {
             click(&client, "Yes, approve").await;
             let done = wait_for_text(&client, "You approved on").await;
             assert!(done.contains("Download the signed receipt"), "{done}");
+            assert!(
+                done.contains("what you decided, when and how, who asked"),
+                "the receipt's summary is beside it: {done}"
+            );
             wait_for_focus(&client, "outcome").await;
             screenshot_both(&client, "app-approved").await;
             let href = client
@@ -168,6 +174,15 @@ async fn the_owner_reads_confirms_and_approves_in_the_app() {
                 .unwrap()
                 .unwrap();
             assert!(href.ends_with(&format!("{token}/receipt")), "{href}");
+            // What the link downloads, fetched by the page as the download is.
+            let receipt = client
+                .execute(
+                    "return fetch(arguments[0]).then(r => r.text())",
+                    vec![serde_json::json!(href)],
+                )
+                .await
+                .unwrap();
+            *kept.lock().unwrap() = receipt.as_str().unwrap_or_default().to_owned();
             // Reloading shows the outcome, with no buttons.
             client.goto(&link).await.unwrap();
             wait_for_app(&client).await;
@@ -177,10 +192,18 @@ async fn the_owner_reads_confirms_and_approves_in_the_app() {
         })
         .await;
     assert_eq!(status_of(&assent, &token).await, "approved");
-    let receipt = reqwest::get(assent.url(&format!("/_assent/v1/consent/{token}/receipt")))
+    // The downloaded receipt verifies with the documented recipe, and its
+    // consent record says the owner gave consent on the consent page.
+    let receipt = downloaded.lock().unwrap().clone();
+    let document = assent_e2e::recipes::verify_decision(&assent.base, &receipt)
         .await
-        .unwrap();
-    assert_eq!(receipt.status(), 200);
+        .unwrap_or_else(|e| panic!("the downloaded receipt does not verify: {e}\n{receipt}"));
+    assert_eq!(document["decision"], "approve");
+    let record = &document["consent_record"];
+    assert_eq!(record["event"]["type"], "given", "{record:#}");
+    assert_eq!(record["event"]["method"], "consent page");
+    assert_eq!(record["controller"]["name"], "Example Ltd");
+    assert_eq!(record["pii_principal"]["address"], "alice@example.org");
 }
 
 #[tokio::test]

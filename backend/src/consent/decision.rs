@@ -10,10 +10,10 @@
 
 use super::view::request_for_token;
 use crate::errors::{rate_limited, ApiError, ConsentError};
-use crate::lifecycle::{self, By, Outcome};
+use crate::lifecycle::{self, By, Outcome, Via};
 use crate::state::AppState;
 use crate::storage::StoredRequest;
-use assent_shared::{DecisionOutcome, DecisionRequest, OwnerDecision, RequestStatus};
+use assent_shared::{DecidedVia, DecisionOutcome, DecisionRequest, OwnerDecision, RequestStatus};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, StatusCode};
@@ -33,8 +33,9 @@ fn outcome_of(request: &StoredRequest) -> DecisionOutcome {
     }
 }
 
-/// What the owner asked for, or why the body is not a decision.
-pub fn parse_decision(body: &[u8]) -> Result<OwnerDecision, ApiError> {
+/// What the owner asked for (and where, if the app said), or why the body
+/// is not a decision.
+pub fn parse_decision(body: &[u8]) -> Result<(OwnerDecision, Via), ApiError> {
     if body.len() > MAX_BODY {
         return Err(ConsentError::TooLarge.into());
     }
@@ -43,7 +44,14 @@ pub fn parse_decision(body: &[u8]) -> Result<OwnerDecision, ApiError> {
         .ok()
         .filter(serde_json::Value::is_object)
         .and_then(|value| serde_json::from_value::<DecisionRequest>(value).ok())
-        .map(|d| d.decision)
+        .map(|d| {
+            let via = match d.via {
+                Some(DecidedVia::Page) => Via::Page,
+                Some(DecidedVia::Embed) => Via::Embed,
+                None => Via::Api,
+            };
+            (d.decision, via)
+        })
         .ok_or_else(|| ConsentError::NotADecision.into())
 }
 
@@ -54,13 +62,14 @@ pub async fn record(
     state: &AppState,
     token: &str,
     decision: OwnerDecision,
+    via: Via,
 ) -> Result<(StatusCode, DecisionOutcome), ApiError> {
     let request = request_for_token(state, token).await?;
     let status = match decision {
         OwnerDecision::Approve => RequestStatus::Approved,
         OwnerDecision::Deny => RequestStatus::Denied,
     };
-    match lifecycle::decide(state, &request, status, By::Owner).await? {
+    match lifecycle::decide(state, &request, status, By::Owner(via)).await? {
         Outcome::Now(decided) => Ok((
             StatusCode::OK,
             DecisionOutcome {
@@ -91,11 +100,11 @@ pub async fn decide(
     if let Err(retry_after_ms) = state.limits.consent.hit(client.ip(), state.now_ms()) {
         return rate_limited(retry_after_ms);
     }
-    let decision = match parse_decision(&body) {
-        Ok(decision) => decision,
+    let (decision, via) = match parse_decision(&body) {
+        Ok(parsed) => parsed,
         Err(e) => return e.into_response(),
     };
-    match record(&state, &token, decision).await {
+    match record(&state, &token, decision, via).await {
         Ok((status, outcome)) => (status, Json(outcome)).into_response(),
         Err(e) => e.into_response(),
     }

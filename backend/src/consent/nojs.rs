@@ -432,7 +432,14 @@ pub async fn submit(
                     t.problem_wrong_form,
                 );
             }
-            match crate::consent::record(&state, &token, owner_decision).await {
+            match crate::consent::record(
+                &state,
+                &token,
+                owner_decision,
+                crate::lifecycle::Via::Form,
+            )
+            .await
+            {
                 Ok(_) => page_after(&state, lang, &token).await,
                 Err(e) if e.status == StatusCode::GONE => page_after(&state, lang, &token).await,
                 Err(e) => problem(&state, e.status, Some(&request), &e.error),

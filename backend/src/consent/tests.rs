@@ -410,7 +410,7 @@ async fn a_link_replaced_between_reading_and_deciding_decides_nothing() {
         &h.state,
         &read,
         RequestStatus::Approved,
-        crate::lifecycle::By::Owner,
+        crate::lifecycle::By::Owner(crate::lifecycle::Via::Page),
     )
     .await
     .unwrap();
@@ -429,7 +429,7 @@ async fn a_link_replaced_between_reading_and_deciding_decides_nothing() {
         &h.state,
         &read,
         RequestStatus::Approved,
-        crate::lifecycle::By::Owner,
+        crate::lifecycle::By::Owner(crate::lifecycle::Via::Page),
     )
     .await
     .unwrap();
@@ -437,4 +437,79 @@ async fn a_link_replaced_between_reading_and_deciding_decides_nothing() {
         matches!(outcome, crate::lifecycle::Outcome::Now(_)),
         "{outcome:?}"
     );
+}
+
+/// The receipt carries a consent record in the shape of ISO/IEC TS 27560:
+/// the controller and its privacy policy, whom it is about, the purpose and
+/// who asked, the retention, and how and when the decision was given:
+/// the app on its page or embedded, the form without JavaScript, the
+/// decision API.
+#[tokio::test]
+async fn the_receipt_records_who_decided_what_when_and_how() {
+    let h = Harness::new(|c| {
+        c.identity_servers[0].privacy_policy_url =
+            Some(url::Url::parse("https://is.example/privacy").unwrap());
+    })
+    .await;
+    let record_of = |token: String| {
+        let h = &h;
+        async move {
+            let (status, _, body) =
+                raw(h, get(&format!("/_assent/v1/consent/{token}/receipt"))).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let document: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(document["version"], 2);
+            document["consent_record"].clone()
+        }
+    };
+    let cases = [
+        (
+            "pia",
+            r#"{"decision": "approve", "via": "page"}"#,
+            "consent page",
+            "given",
+        ),
+        (
+            "emil",
+            r#"{"decision": "deny", "via": "embed"}"#,
+            "consent page embedded by the identity server",
+            "refused",
+        ),
+        ("abe", r#"{"decision": "approve"}"#, "decision API", "given"),
+    ];
+    for (local, body, method, event) in cases {
+        let (id, token) = h.hold(local).await;
+        let (status, outcome) = h.send(post(&token, body)).await;
+        assert_eq!(status, StatusCode::OK, "{outcome}");
+        let record = record_of(token).await;
+        assert_eq!(record["event"]["method"], method, "{record:#}");
+        assert_eq!(record["event"]["type"], event);
+        assert_eq!(record["record_id"], outcome["decision_id"]);
+        assert_eq!(record["event"]["time_ms"], outcome["decided_at_ms"]);
+        assert_eq!(record["controller"]["name"], "Test operator");
+        assert_eq!(
+            record["controller"]["privacy_policy"],
+            "https://is.example/privacy"
+        );
+        assert_eq!(
+            record["pii_principal"]["address"],
+            format!("{local}@example.org")
+        );
+        assert_eq!(record["purpose"]["requested_by"], h.hs.name.as_str());
+        assert_eq!(record["notice"]["retention"], "P90D");
+        assert!(
+            record["purpose"]["description"]
+                .as_str()
+                .unwrap()
+                .contains(&h.hs_mxid(local)),
+            "{record:#}"
+        );
+        let _ = id;
+    }
+    // A via that is not one of the two is not a decision.
+    let (_, token) = h.hold("vera").await;
+    let (status, _) = h
+        .send(post(&token, r#"{"decision": "approve", "via": "email"}"#))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

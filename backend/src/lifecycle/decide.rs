@@ -16,17 +16,42 @@ use serde_json::json;
 #[derive(Clone, Copy, Debug)]
 pub enum By<'a> {
     /// The owner of the address, through the consent page or its API.
-    Owner,
+    Owner(Via),
     /// An administrator, as the audit trail names them.
     Admin(&'a str),
     /// Assent itself: the request's time ran out.
     Expiry,
 }
 
+/// How the owner decided, as the consent record says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The consent page's app.
+    Page,
+    /// The app inside the identity server's own page.
+    Embed,
+    /// The server-rendered page's form (no JavaScript).
+    Form,
+    /// The decision API, by a caller that did not say.
+    Api,
+}
+
 impl By<'_> {
+    /// How the decision was made, for the consent record.
+    fn method(&self) -> &'static str {
+        match self {
+            By::Owner(Via::Page) => "consent page",
+            By::Owner(Via::Embed) => "consent page embedded by the identity server",
+            By::Owner(Via::Form) => "consent page form without JavaScript",
+            By::Owner(Via::Api) => "decision API",
+            By::Admin(_) => "administrator",
+            By::Expiry => "expiry",
+        }
+    }
+
     fn actor(&self) -> &str {
         match self {
-            By::Owner => "owner",
+            By::Owner(_) => "owner",
             By::Admin(actor) => actor,
             By::Expiry => "system",
         }
@@ -82,7 +107,7 @@ pub async fn decide(
     let now = state.now_ms();
     // The owner decides through the link they opened: once a resend has
     // replaced it, it decides nothing, as it no longer shows anything.
-    let link = matches!(by, By::Owner).then(|| request.token_hash.clone());
+    let link = matches!(by, By::Owner(_)).then(|| request.token_hash.clone());
     let mut current = request.clone();
     // Twice at most: a request read as pending may pass its time before
     // the write, which then records its expiry.
@@ -130,7 +155,12 @@ async fn record(
     now: i64,
     link: Option<&[u8]>,
 ) -> Result<Recorded, DecideError> {
-    let mut decision = document::sign(state, request, status, now)?;
+    let method = if status == RequestStatus::Expired {
+        By::Expiry.method()
+    } else {
+        by.method()
+    };
+    let mut decision = document::sign(state, request, status, now, method)?;
     decision.link = link.map(<[u8]>::to_vec);
     let word = decision_word(status).unwrap_or("none");
     let mut detail = json!({"decision": word, "decision_id": decision.decision_id});

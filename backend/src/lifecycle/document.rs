@@ -9,7 +9,8 @@ use ruma_common::canonical_json::{to_canonical_value, CanonicalJsonValue};
 use sha2::{Digest, Sha256};
 
 pub const DOCUMENT_TYPE: &str = "org.assent.decision";
-pub const DOCUMENT_VERSION: i64 = 1;
+/// 2: with `consent_record`.
+pub const DOCUMENT_VERSION: i64 = 2;
 
 /// The word for a final status in a decision document.
 pub fn decision_word(status: RequestStatus) -> Option<&'static str> {
@@ -46,15 +47,84 @@ pub fn new_decision_id(state: &AppState) -> String {
     )
 }
 
-/// Builds and signs the decision `status` on `request`, made at `at`.
+/// A duration as ISO 8601 (`P90D`, `PT36H`, `PT5M`).
+fn iso_duration(duration: std::time::Duration) -> String {
+    let minutes = duration.as_secs() / 60;
+    if minutes > 0 && minutes.is_multiple_of(24 * 60) {
+        format!("P{}D", minutes / (24 * 60))
+    } else if minutes > 0 && minutes.is_multiple_of(60) {
+        format!("PT{}H", minutes / 60)
+    } else {
+        format!("PT{}M", minutes.max(1))
+    }
+}
+
+/// The consent record in the shape of ISO/IEC TS 27560 (its predecessor is
+/// Kantara's consent receipt), mapped onto what Assent knows: the
+/// controller (the identity server's operator and privacy policy), the
+/// person it is about (the address), the purpose and who asked for it, the
+/// personal data concerned, the notice, and the event: what was decided,
+/// when, and how (`method`).
+fn consent_record(
+    state: &AppState,
+    request: &StoredRequest,
+    status: RequestStatus,
+    at: i64,
+    decision_id: &str,
+    method: &str,
+) -> serde_json::Value {
+    let is = state.config.identity_server(&request.identity_server);
+    let event = match status {
+        RequestStatus::Approved => "given",
+        RequestStatus::Denied => "refused",
+        RequestStatus::Expired => "expired without an answer",
+        RequestStatus::Cancelled => "withdrawn by the controller",
+        RequestStatus::Pending => "none",
+    };
+    let time = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(at).unwrap_or(0)),
+    )
+    .to_string();
+    serde_json::json!({
+        "schema": "ISO/IEC TS 27560:2023 consent record, as mapped by Assent",
+        "record_id": decision_id,
+        "controller": {
+            "name": is.map_or_else(|| request.identity_server.clone(), |is| is.operator.clone()),
+            "service": is.map_or_else(|| request.identity_server.clone(), |is| is.display_name.clone()),
+            "identity_server": request.identity_server,
+            "privacy_policy": is.and_then(|is| is.privacy_policy_url.as_ref()).map(|u| u.to_string()),
+        },
+        "pii_principal": {"medium": request.medium.as_str(), "address": request.address},
+        "purpose": {
+            "description": format!(
+                "Remove the link between {} and the Matrix ID {} at the identity server {}",
+                request.address, request.mxid, request.identity_server
+            ),
+            "requested_by": request.origin,
+            "requested_by_key": request.origin_key_id,
+            "initiator": request.initiator.as_str(),
+        },
+        "personal_data": [request.medium.as_str(), "matrix_id"],
+        "notice": {
+            "retention": iso_duration(state.config.retention),
+            "presented_at": request.created_at,
+        },
+        "event": {"type": event, "time": time, "time_ms": at, "method": method},
+    })
+}
+
+/// Builds and signs the decision `status` on `request`, made at `at`
+/// through `method` (`consent page`, `administrator`, …).
 pub fn sign(
     state: &AppState,
     request: &StoredRequest,
     status: RequestStatus,
     at: i64,
+    method: &str,
 ) -> Result<Decision, SignError> {
     let word = decision_word(status).ok_or(SignError::NotADecision)?;
     let decision_id = new_decision_id(state);
+    let record = consent_record(state, request, status, at, &decision_id, method);
     let value = serde_json::json!({
         "type": DOCUMENT_TYPE,
         "version": DOCUMENT_VERSION,
@@ -68,6 +138,7 @@ pub fn sign(
         "requesting_key_id": request.origin_key_id,
         "identity_server": request.identity_server,
         "intake_sha256": request.raw.as_ref().map(|raw| crate::tokens::hex(&Sha256::digest(&raw.body))),
+        "consent_record": record,
     });
     let CanonicalJsonValue::Object(mut object) = to_canonical_value(value)? else {
         return Err(SignError::NotAnObject);

@@ -23,7 +23,7 @@ mod link;
 pub mod relay_rows;
 pub mod retention;
 
-pub use decide::{decide, expire_due, By, DecideError, Outcome};
+pub use decide::{decide, expire_due, By, DecideError, Outcome, Via};
 pub use hold::{
     created, hold, new_request_id, prepare, record_owner_proven, Held, Prepared, Proven, ToHold,
 };

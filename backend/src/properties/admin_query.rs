@@ -66,6 +66,7 @@ async fn seeded() -> Harness {
                 } else {
                     assent_shared::OwnerDecision::Deny
                 },
+                crate::lifecycle::Via::Api,
             )
             .await
             .unwrap();

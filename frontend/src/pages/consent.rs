@@ -291,7 +291,11 @@ fn Request(request: ConsentView, token: String, lang: Lang, mode: Mode) -> impl 
                             ),
                     }
                 };
-                let next = match api::decide(&token, decision).await {
+                let via = match mode {
+                    Mode::Embed => assent_shared::DecidedVia::Embed,
+                    Mode::Page => assent_shared::DecidedVia::Page,
+                };
+                let next = match api::decide(&token, decision, via).await {
                     Ok(Decided::Now(outcome)) => settle(outcome, false),
                     Ok(Decided::Before(outcome)) => settle(outcome, true),
                     Err(ApiFailure::Gone) => {
@@ -403,7 +407,10 @@ fn Request(request: ConsentView, token: String, lang: Lang, mode: Mode) -> impl 
                     {meanwhile.then(|| view! { <p class="note">{t.decided_meanwhile}</p> })}
                     <p>{facts.fill(text, at.as_deref())}</p>
                     {decided_at.is_some().then(|| view! {
-                        <p><a class="receipt" href=api::receipt_url(&token) download>{t.receipt}</a></p>
+                        <p>
+                            <a class="receipt" href=api::receipt_url(&token) download>{t.receipt}</a>
+                            " " <span class="detail receipt-summary">{t.receipt_summary}</span>
+                        </p>
                     })}
                     <FactList facts=facts.clone() t decided=at.clone().map(|at| (closed_label, at)) />
                 }
