@@ -250,6 +250,8 @@ pub enum AdminError {
         "this request has not ended: it is pending, or a relay or email of it is still to be sent"
     )]
     NotEnded,
+    #[error("this request's decision answers repeats of its unbind until {0}; purging it before would let the homeserver ask the owner again (send {{\"force\": true}} to purge anyway)")]
+    StillAnswering(String),
 }
 
 impl From<AdminError> for ApiError {
@@ -271,6 +273,7 @@ impl From<AdminError> for ApiError {
             AdminError::NothingToRetry => (StatusCode::CONFLICT, "M_NOTHING_TO_RETRY"),
             AdminError::AlreadyPurged => (StatusCode::CONFLICT, "M_ALREADY_PURGED"),
             AdminError::NotEnded => (StatusCode::CONFLICT, "M_NOT_ENDED"),
+            AdminError::StillAnswering(_) => (StatusCode::CONFLICT, "M_STILL_ANSWERING"),
         };
         ApiError::of(status, code, &e)
     }

@@ -730,17 +730,18 @@ async fn an_admin_purges_an_ended_request_and_finds_its_tombstone_by_address() {
         .await
         .unwrap();
     assert_eq!(decided.status(), StatusCode::OK);
-    let purge = |id: &str| {
+    let purge_with = |id: &str, force: bool| {
         let path = format!("/_assent/v1/admin/requests/{id}/purge");
         let assent = &assent;
         async move {
-            let response = Client::new()
+            let mut request = Client::new()
                 .post(assent.url(&path))
                 .bearer_auth(ADMIN_TOKEN)
-                .header(CSRF, "1")
-                .send()
-                .await
-                .unwrap();
+                .header(CSRF, "1");
+            if force {
+                request = request.json(&json!({"force": true}));
+            }
+            let response = request.send().await.unwrap();
             let status = response.status();
             (
                 status,
@@ -748,6 +749,15 @@ async fn an_admin_purges_an_ended_request_and_finds_its_tombstone_by_address() {
             )
         }
     };
+    let purge = |id: &str| purge_with(id, true);
+    // A denial answers repeats for deny_cooldown: purging it would let the
+    // homeserver ask again, so it takes "force" (the owner asked for erasure).
+    let (status, body) = purge_with(&id, false).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::CONFLICT, Some("M_STILL_ANSWERING")),
+        "{body}"
+    );
     // Not while its webhook is still to be told; then at once.
     let started = Instant::now();
     loop {

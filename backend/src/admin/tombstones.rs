@@ -12,6 +12,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 
+/// `POST …/purge`'s optional body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    /// Purge although the decision still answers repeats of its unbind.
+    #[serde(default)]
+    force: bool,
+}
+
 /// Most tombstones one search answers.
 const MAX_TOMBSTONES: i64 = 100;
 
@@ -24,20 +33,40 @@ fn invalid(error: impl Into<String>) -> ApiError {
 /// tombstone, which records the administrator's token id.
 #[utoipa::path(post, path = "/_assent/v1/admin/requests/{id}/purge", tag = "actions",
     params(("id" = String, Path, description = "the request's id")),
+    request_body(content = String, description = "optional: `{\"force\": true}` purges a request whose decision still answers repeats of its unbind (the homeserver may then ask the owner again)"),
     responses(
         (status = 200, body = ActionOutcome, description = "its personal data is deleted"),
+        (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "the CSRF header is missing"),
         (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "still pending or relaying, or purged before"),
+        (status = 409, body = ErrorBody, description = "still pending or relaying, its decision still answers repeats, or purged before"),
     ),
     security(("bearer" = []), ("session" = [])))]
 pub async fn purge(
     admin: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Json<ActionOutcome>, ApiError> {
-    match purge_now(&state, &id, &admin.actor()).await? {
+    let force = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        serde_json::from_slice::<PurgeBody>(&body)
+            .map_err(|e| {
+                invalid(format!(
+                    "the body must be empty or {{\"force\": true}}: {e}"
+                ))
+            })?
+            .force
+    };
+    let outcome = match purge_now(&state, &id, &admin.actor(), force).await? {
+        Ok(outcome) => outcome,
+        Err(crate::lifecycle::retention::TooSoon::StillAnswering(until)) => {
+            return Err(AdminError::StillAnswering(crate::email::utc_minutes(until)).into())
+        }
+    };
+    match outcome {
         Purged::Now => {
             tracing::info!(request_id = %id, token_id = %admin.token_id, "an administrator deleted a request's personal data");
             let status = state

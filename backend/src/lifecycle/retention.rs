@@ -59,13 +59,54 @@ fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Set when purged data may still be in the database's files (a release was
+/// kept from finishing): the next pass releases again.
+static RELEASE_OWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The window of `limits.holds_per_address_per_hour`: a request counts
+/// against its address's allowance for this long after it was made, so it
+/// is not purged before (its address would drop out of the count).
+const ADDRESS_WINDOW_MS: i64 = 3_600_000;
+
+/// Gives the space of purged rows back, now or on the next pass when
+/// something was in the way; a failure is logged, not returned (what was
+/// purged stays purged).
+pub async fn release(state: &AppState) {
+    match state.repo.release_space().await {
+        Ok(done) => RELEASE_OWED.store(!done, std::sync::atomic::Ordering::Relaxed),
+        Err(e) => {
+            RELEASE_OWED.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %e, "cannot give back the space of purged rows; trying again on the next pass");
+        }
+    }
+}
+
+/// Whether a pass must release space although it purged nothing.
+pub fn release_owed() -> bool {
+    RELEASE_OWED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The longest an ended request's personal data is kept: `retention`, or
+/// the time a decision answers repeats (`deny_cooldown`, `request_ttl`), or
+/// the hour it counts against its address's allowance, whichever is longest.
+/// What the owner is told.
+pub fn kept_at_most(config: &crate::config::Config) -> Duration {
+    config
+        .retention
+        .max(config.deny_cooldown)
+        .max(config.request_ttl)
+        .max(Duration::from_millis(ADDRESS_WINDOW_MS as u64))
+}
+
 /// Purges up to `limit` requests whose time has come; returns how many.
 /// A request is due once it ended `retention` ago (its last relay or email
 /// done or given up) and its decision no longer answers repeats of its
 /// unbind (`deny_cooldown` after a denial, `request_ttl` after an approval
 /// or a cancellation), so that purging it never lets a homeserver ask the
-/// owner again before the operator said it could. Pending requests and
-/// requests with something still to send are never purged.
+/// owner again before the operator said it could; nor while it still counts
+/// against its address's hourly allowance of new holds. Pending requests
+/// and requests with something still to send are never purged. The caller
+/// gives the space back ([`release`]) once its pass is over.
 pub async fn purge_due(state: &AppState, limit: i64) -> Result<usize, StorageError> {
     let config = &state.config;
     let now = state.now_ms();
@@ -73,6 +114,7 @@ pub async fn purge_due(state: &AppState, limit: i64) -> Result<usize, StorageErr
         ended_before: now.saturating_sub(ms(config.retention)),
         denied_before: now.saturating_sub(ms(config.retention.max(config.deny_cooldown))),
         answered_before: now.saturating_sub(ms(config.retention.max(config.request_ttl))),
+        created_before: now.saturating_sub(ADDRESS_WINDOW_MS),
     };
     let mut purged = 0;
     for request in state.repo.purge_due(&due, limit).await? {
@@ -82,38 +124,92 @@ pub async fn purge_due(state: &AppState, limit: i64) -> Result<usize, StorageErr
             tracing::info!(request_id = %request.id, "personal data deleted after the retention period");
         }
     }
-    if purged > 0 {
-        state.repo.release_space().await?;
-    }
-    sweep_mail_files(state).await;
     Ok(purged)
 }
 
-/// Purges one ended request now, whatever its age (the admin API), as
-/// `by` (`admin:<token id>`).
-pub async fn purge_now(state: &AppState, id: &str, by: &str) -> Result<Purged, StorageError> {
+/// One pass of the retention job: purges in batches of `batch` until none
+/// is left, then gives the space back and deletes the purged requests'
+/// mail files. Returns how many were purged.
+pub async fn pass(state: &AppState, batch: i64) -> Result<usize, StorageError> {
+    let mut total = 0;
+    loop {
+        let purged = purge_due(state, batch).await?;
+        total += purged;
+        if i64::try_from(purged).map_or(true, |n| n < batch) {
+            break;
+        }
+    }
+    if total > 0 || release_owed() {
+        release(state).await;
+    }
+    sweep_mail_files(state).await;
+    Ok(total)
+}
+
+/// Why an administrator may not purge a request yet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TooSoon {
+    /// Its decision still answers repeats of its unbind until this time
+    /// (ms): purging it would let the homeserver ask the owner again.
+    StillAnswering(i64),
+}
+
+/// The end of the time in which `request`'s decision answers repeats of
+/// its unbind, if that is still to come at `now`.
+pub fn answering_until(state: &AppState, request: &StoredRequest, now: i64) -> Option<i64> {
+    let config = &state.config;
+    let decided = request.decided_at?;
+    let window = match request.status {
+        assent_shared::RequestStatus::Denied => ms(config.deny_cooldown),
+        assent_shared::RequestStatus::Approved | assent_shared::RequestStatus::Cancelled => {
+            ms(config.request_ttl)
+        }
+        _ => 0,
+    };
+    let until = decided.saturating_add(window);
+    (until > now).then_some(until)
+}
+
+/// Purges one ended request now, whatever the retention period (the admin
+/// API), as `by` (`admin:<token id>`); while its decision still answers
+/// repeats of its unbind only with `force` (the owner asked for erasure,
+/// say), since the homeserver may then ask the owner again at once.
+pub async fn purge_now(
+    state: &AppState,
+    id: &str,
+    by: &str,
+    force: bool,
+) -> Result<Result<Purged, TooSoon>, StorageError> {
     let Some(request) = state.repo.request(id).await? else {
-        return Ok(Purged::Unknown);
+        return Ok(Ok(Purged::Unknown));
     };
     if request.purged_at.is_some() {
-        return Ok(Purged::Already);
+        return Ok(Ok(Purged::Already));
+    }
+    if !force && request.status != assent_shared::RequestStatus::Pending {
+        if let Some(until) = answering_until(state, &request, state.now_ms()) {
+            return Ok(Err(TooSoon::StillAnswering(until)));
+        }
     }
     let outcome = state
         .repo
         .purge(id, &tombstone_of(state, &request, by))
         .await?;
     if outcome == Purged::Now {
-        state.repo.release_space().await?;
+        release(state).await;
         sweep_mail_files(state).await;
     }
-    Ok(outcome)
+    Ok(Ok(outcome))
 }
 
 /// The request id a mail file of the `file` transport was written for:
 /// its name is the `Message-ID`'s local part (`email.<request id>.<purpose>`)
 /// and the attempt.
 fn request_of_mail_file(name: &str) -> Option<&str> {
-    let rest = name.strip_prefix("email.")?;
+    // `.email.<…>.eml.tmp`: one a crash left half written.
+    let rest = name
+        .strip_prefix("email.")
+        .or_else(|| name.strip_prefix(".email."))?;
     rest.split('.').next().filter(|id| !id.is_empty())
 }
 
@@ -165,7 +261,8 @@ mod tests {
         );
         assert_eq!(
             request_of_mail_file(".email.req_01a2.initial.1.eml.tmp"),
-            None
+            Some("req_01a2"),
+            "a half-written file names its request too"
         );
         assert_eq!(request_of_mail_file("email..x"), None);
         assert_eq!(request_of_mail_file("notes.txt"), None);
@@ -185,6 +282,7 @@ mod lifecycle_tests {
     use std::sync::atomic::Ordering;
 
     const MINUTE: i64 = 60_000;
+    const HOUR: i64 = 60 * MINUTE;
 
     async fn decide(h: &Harness, token: &str, word: &str) -> StatusCode {
         let request = Request::post(format!("/_assent/v1/consent/{token}/decision"))
@@ -216,15 +314,18 @@ mod lifecycle_tests {
         let h = Harness::on_test_database(|c| {
             c.retention = Duration::from_secs(60);
             c.deny_cooldown = Duration::from_secs(60);
-            c.request_ttl = Duration::from_secs(120);
+            c.request_ttl = Duration::from_secs(7200);
         })
         .await;
         let (denied, denied_token) = h.hold("dora").await;
         let (pending, _) = h.hold("pete").await;
         crate::workers::email::send_due(&h.state).await;
         assert_eq!(mail_files(&h).len(), 2, "{:?}", mail_files(&h));
+        // Decided an hour on: by then the request no longer counts against
+        // its address's hourly allowance, so only the minute is left.
+        h.clock.0.fetch_add(HOUR, Ordering::SeqCst);
         assert_eq!(decide(&h, &denied_token, "deny").await, StatusCode::OK);
-        let purge = || purge_due(&h.state, 100);
+        let purge = || pass(&h.state, 100);
 
         // Not before the minute is up.
         h.clock.0.fetch_add(MINUTE - 1, Ordering::SeqCst);
@@ -315,16 +416,17 @@ mod lifecycle_tests {
     async fn an_approval_waits_for_its_relay_and_for_repeats_to_stop_being_answered() {
         let h = Harness::on_test_database(|c| {
             c.retention = Duration::from_secs(60);
-            c.request_ttl = Duration::from_secs(600);
+            c.request_ttl = Duration::from_secs(7200);
             c.relay_give_up_after = Duration::from_secs(60);
         })
         .await;
         let (approved, token) = h.hold("abby").await;
         crate::workers::email::send_due(&h.state).await;
+        h.clock.0.fetch_add(HOUR + MINUTE, Ordering::SeqCst);
         assert_eq!(decide(&h, &token, "approve").await, StatusCode::OK);
-        // Eleven minutes on: the retention and request_ttl are over, but the
-        // replay (to an upstream that refuses connections) is still to send.
-        h.clock.0.fetch_add(11 * MINUTE, Ordering::SeqCst);
+        // Past request_ttl (two hours) and the retention, but the replay
+        // (to an upstream that refuses connections) is still to send.
+        h.clock.0.fetch_add(2 * HOUR + MINUTE, Ordering::SeqCst);
         assert_eq!(purge_due(&h.state, 100).await.unwrap(), 0);
         // The relay is given up (past relay_give_up_after): the request has
         // ended now, and its minute starts.
@@ -362,16 +464,23 @@ mod lifecycle_tests {
     async fn an_approval_is_kept_while_it_answers_repeats() {
         let h = Harness::on_test_database(|c| {
             c.retention = Duration::from_secs(60);
-            c.request_ttl = Duration::from_secs(600);
+            c.request_ttl = Duration::from_secs(7200);
             c.identity_servers[0].relay = Vec::new();
         })
         .await;
-        let (_, token) = h.hold("abel").await;
+        let (id, token) = h.hold("abel").await;
         crate::workers::email::send_due(&h.state).await;
         assert_eq!(decide(&h, &token, "approve").await, StatusCode::OK);
-        h.clock.0.fetch_add(2 * MINUTE, Ordering::SeqCst);
+        // An hour on, the retention and the address's hour are over, but
+        // the approval answers repeats for two hours.
+        h.clock.0.fetch_add(HOUR + MINUTE, Ordering::SeqCst);
         assert_eq!(purge_due(&h.state, 100).await.unwrap(), 0);
-        h.clock.0.fetch_add(9 * MINUTE, Ordering::SeqCst);
+        // An administrator is told so, and may purge only with force.
+        assert!(matches!(
+            purge_now(&h.state, &id, "admin:ops", false).await.unwrap(),
+            Err(TooSoon::StillAnswering(_))
+        ));
+        h.clock.0.fetch_add(HOUR, Ordering::SeqCst);
         assert_eq!(purge_due(&h.state, 100).await.unwrap(), 1);
     }
 }

@@ -502,6 +502,9 @@ pub struct PurgeDue {
     /// An approval or cancellation: decided before this (its `request_ttl`
     /// of answering repeats is over).
     pub answered_before: i64,
+    /// Made before this: it no longer counts against its address's hourly
+    /// allowance of new holds.
+    pub created_before: i64,
 }
 
 /// What is left of a request once its personal data is deleted, beside the

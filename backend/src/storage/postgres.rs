@@ -35,11 +35,11 @@ impl PgRepository {
     /// [`RetentionStore::release_space`](super::RetentionStore::release_space):
     /// vacuums the tables purges change, so that the space of deleted rows
     /// is reused rather than kept.
-    pub(crate) async fn release_space_now(&self) -> Result<()> {
+    pub(crate) async fn release_space_now(&self) -> Result<bool> {
         sqlx::raw_sql("VACUUM requests, audit_events, outbox")
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// PostgreSQL takes concurrent writers: no turns needed.

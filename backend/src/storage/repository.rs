@@ -215,8 +215,9 @@ pub trait RetentionStore: Send + Sync + 'static {
     /// Gives the space of deleted rows back, so that what was deleted is
     /// not left in the database's files: SQLite checkpoints its log, frees
     /// pages (incremental vacuum; deleted content is zeroed as it is
-    /// deleted) and empties the log; PostgreSQL vacuums the tables.
-    async fn release_space(&self) -> Result<()>;
+    /// deleted) and empties the log; PostgreSQL vacuums the tables. False
+    /// when a reader kept SQLite from emptying its log: ask again later.
+    async fn release_space(&self) -> Result<bool>;
 }
 
 /// Everything the handlers and workers need from storage.

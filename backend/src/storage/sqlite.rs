@@ -174,16 +174,21 @@ impl SqliteRepository {
     /// [`RetentionStore::release_space`](super::RetentionStore::release_space):
     /// copies the log into the file and empties it, gives freed pages back,
     /// and empties the log again (the vacuum wrote to it).
-    pub(crate) async fn release_space_now(&self) -> Result<()> {
+    pub(crate) async fn release_space_now(&self) -> Result<bool> {
         let _turn = self.write_turn().await;
-        for step in [
-            "PRAGMA wal_checkpoint(TRUNCATE)",
-            "PRAGMA incremental_vacuum",
-            "PRAGMA wal_checkpoint(TRUNCATE)",
-        ] {
-            sqlx::raw_sql(step).execute(&self.writer).await?;
-        }
-        Ok(())
+        sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await?;
+        sqlx::raw_sql("PRAGMA incremental_vacuum")
+            .execute(&self.writer)
+            .await?;
+        // The last checkpoint says whether it emptied the log (`busy` 0):
+        // a reader in the way leaves old pages in it, so the caller asks
+        // again later.
+        let busy: i64 = sqlx::query_scalar("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(busy == 0)
     }
 }
 

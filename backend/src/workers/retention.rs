@@ -1,7 +1,7 @@
 //! The retention job: deletes the personal data of requests that ended
 //! `retention` ago, leaving tombstones ([`crate::lifecycle::retention`]).
 
-use crate::lifecycle::retention::purge_due;
+use crate::lifecycle::retention::pass;
 use crate::state::AppState;
 use std::time::Duration;
 
@@ -13,22 +13,15 @@ pub fn every(retention: Duration) -> Duration {
     (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-/// Runs [`purge_due`] every [`every`] until the process ends.
+/// Runs a [`pass`] every [`every`] until the process ends.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every(state.config.retention));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            loop {
-                match purge_due(&state, BATCH).await {
-                    Ok(n) if i64::try_from(n).is_ok_and(|n| n >= BATCH) => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the retention job failed; trying again");
-                        break;
-                    }
-                }
+            if let Err(e) = pass(&state, BATCH).await {
+                tracing::warn!(error = %e, "the retention job failed; trying again");
             }
         }
     })

@@ -12,10 +12,21 @@ macro_rules! sql_audit {
                 at: i64,
                 event: &$crate::storage::NewAudit,
             ) -> $crate::storage::Result<()> {
+                // Not onto a tombstone: a late event (a worker that lost its
+                // lease) could carry the personal data the purge deleted.
                 let _turn = self.write_turn().await;
-                let mut tx = self.writer.begin().await?;
-                insert_audit(&mut tx, request_id, at, event).await?;
-                tx.commit().await?;
+                sqlx::query(
+                    "INSERT INTO audit_events (request_id, at, kind, actor, detail) \
+                     SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+                     (SELECT 1 FROM requests WHERE id = $1 AND purged_at IS NOT NULL)",
+                )
+                .bind(request_id)
+                .bind(at)
+                .bind(event.kind.as_str())
+                .bind(&event.actor)
+                .bind(event.detail.to_string())
+                .execute(&self.writer)
+                .await?;
                 Ok(())
             }
 

@@ -17,6 +17,7 @@ macro_rules! sql_retention {
                      AND decided_at <= $1 \
                      AND (status <> 'denied' OR decided_at <= $2) \
                      AND (status NOT IN ('approved', 'cancelled') OR decided_at <= $3) \
+                     AND created_at <= $5 \
                      AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.request_id = requests.id \
                      AND (outbox.state = 'pending' OR outbox.updated_at > $1)) \
                      ORDER BY decided_at LIMIT $4",
@@ -27,6 +28,7 @@ macro_rules! sql_retention {
                     .bind(due.denied_before)
                     .bind(due.answered_before)
                     .bind(limit)
+                    .bind(due.created_before)
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(request_from_row).collect()
@@ -110,7 +112,7 @@ macro_rules! sql_retention {
                 Ok(found)
             }
 
-            async fn release_space(&self) -> $crate::storage::Result<()> {
+            async fn release_space(&self) -> $crate::storage::Result<bool> {
                 self.release_space_now().await
             }
         }

@@ -21,6 +21,7 @@ fn due(before: i64) -> PurgeDue {
         ended_before: before,
         denied_before: before,
         answered_before: before,
+        created_before: before,
     }
 }
 
@@ -126,6 +127,10 @@ async fn only_ended_requests_with_nothing_to_send_are_purged_down_to_a_tombstone
     let mut cooling = due(10_000);
     cooling.denied_before = 2_000;
     assert!(db.repo.purge_due(&cooling, 10).await.unwrap().is_empty());
+    // Nor one that still counts against its address's hourly allowance.
+    let mut counted = due(10_000);
+    counted.created_before = 0;
+    assert!(db.repo.purge_due(&counted, 10).await.unwrap().is_empty());
     // Due: the denial. Not the pending one, nor the approval still relaying.
     let candidates = db.repo.purge_due(&due(10_000), 10).await.unwrap();
     let ids: Vec<&str> = candidates.iter().map(|r| r.id.as_str()).collect();
