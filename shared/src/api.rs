@@ -56,8 +56,9 @@ pub struct ConsentView {
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
     pub decided_at_ms: Option<i64>,
-    /// How long the request's data is kept once it ends (milliseconds;
-    /// the operator's `retention`), then deleted.
+    /// The longest the request's personal data is kept once it ends
+    /// (milliseconds): the operator's `retention`, or longer while a
+    /// decision still answers repeats of its unbind.
     #[serde(default)]
     pub retention_ms: i64,
 }

@@ -221,7 +221,8 @@ fn view(
         operator: letter.operator,
         privacy_url: letter.privacy_url,
         kept: assent_shared::i18n::duration_words(
-            i64::try_from(state.config.retention.as_millis()).unwrap_or(i64::MAX),
+            i64::try_from(crate::lifecycle::retention::kept_at_most(&state.config).as_millis())
+                .unwrap_or(i64::MAX),
             lang,
         ),
         initiator: letter.initiator,

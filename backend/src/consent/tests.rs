@@ -256,12 +256,15 @@ async fn the_server_page_speaks_the_reader_s_language() {
     assert!(page.contains("Zustimmen…"), "{page}");
     assert!(page.contains("Nichts ändert sich"), "{page}");
     // How long the data is kept (the default 90 days), in its language.
-    assert!(page.contains("90 Tage lang aufbewahrt"), "{page}");
+    assert!(
+        page.contains("spätestens 90 Tage nach dem Ende dieser Anfrage gelöscht"),
+        "{page}"
+    );
     let (_, _, english) = raw(&h, get(&format!("/consent/{token}"))).await;
     assert!(english.contains("<html lang=\"en\">"));
     assert!(english.contains("Approve…"));
     assert!(
-        english.contains("kept for 90 days after this request ends"),
+        english.contains("deleted at most 90 days after this request ends"),
         "{english}"
     );
     let (_, view) = h.send(get(&format!("/_assent/v1/consent/{token}"))).await;

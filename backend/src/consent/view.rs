@@ -143,6 +143,9 @@ pub fn view_of(state: &AppState, r: &StoredRequest) -> ConsentView {
         created_at_ms: r.created_at,
         expires_at_ms: r.expires_at,
         decided_at_ms: r.decided_at,
-        retention_ms: i64::try_from(state.config.retention.as_millis()).unwrap_or(i64::MAX),
+        retention_ms: i64::try_from(
+            crate::lifecycle::retention::kept_at_most(&state.config).as_millis(),
+        )
+        .unwrap_or(i64::MAX),
     }
 }

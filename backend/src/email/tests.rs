@@ -262,8 +262,14 @@ fn the_email_states_how_long_the_data_is_kept() {
     )
     .kept_for(std::time::Duration::from_secs(90 * 24 * 3600));
     for (language, words) in [
-        (Language::En, "are kept for 90 days after this request ends"),
-        (Language::De, "90 Tage lang aufbewahrt"),
+        (
+            Language::En,
+            "are deleted at most 90 days after this request ends",
+        ),
+        (
+            Language::De,
+            "spätestens 90 Tage nach dem Ende dieser Anfrage gelöscht",
+        ),
     ] {
         let (text, html) = letter.render(language).unwrap();
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");

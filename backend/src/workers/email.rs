@@ -235,7 +235,8 @@ async fn prepare(state: &AppState, row: &OutboxRow) -> Result<Prepared, (Attempt
     let language = Language::from_code(&job.language);
     let is = state.config.identity_server(&request.identity_server);
     let link = state.config.consent_link(&token);
-    let letter = Letter::new(&request, is, link.clone()).kept_for(state.config.retention);
+    let letter = Letter::new(&request, is, link.clone())
+        .kept_for(crate::lifecycle::retention::kept_at_most(&state.config));
     let from = state
         .config
         .email
