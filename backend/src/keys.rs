@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 
 pub const KEY_FILE: &str = "signing.key";
 
+/// The largest integer canonical JSON carries.
+const MAX_JSON_INTEGER: i64 = (1 << 53) - 1;
+
 /// How long a published key document may be cached by those who fetch it.
 pub const KEYS_VALID_FOR_MS: i64 = 24 * 3600 * 1000;
 
@@ -191,6 +194,7 @@ impl SigningKey {
             source,
         };
         let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), rng.next_u32()));
+        let original = std::fs::metadata(&path).map_err(write_err)?;
         let written = (|| {
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
@@ -201,8 +205,20 @@ impl SigningKey {
             }
             let mut handle = options.open(&tmp)?;
             handle.write_all(file.as_bytes())?;
+            // The same owner and mode as the file it replaces, so that the
+            // service can still read it when root rotated it.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                std::os::unix::fs::chown(&tmp, Some(original.uid()), Some(original.gid()))?;
+            }
+            handle.set_permissions(original.permissions())?;
             handle.sync_all()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -259,10 +275,15 @@ impl SigningKey {
             .skip(1)
         {
             let words: Vec<&str> = line.split_whitespace().collect();
-            let [algorithm, version, seed, expired] = words[..] else {
-                continue;
-            };
             let bad = |why: &str| format(format!("line {}: {why}", n + 1));
+            let [algorithm, version, seed, expired] = words[..] else {
+                if words.len() == 3 {
+                    continue;
+                }
+                return Err(bad(
+                    "expected `ed25519 <version> <seed>` or, for a key rotated out, `ed25519 <version> <seed> <expired_ts>`",
+                ));
+            };
             if algorithm != "ed25519" {
                 return Err(bad("unsupported algorithm"));
             }
@@ -271,8 +292,13 @@ impl SigningKey {
                 .ok_or_else(|| bad("the seed is not 32 bytes of base64"))?;
             let expired_ts: i64 = expired
                 .parse()
-                .map_err(|_| bad("the fourth word is not a time in milliseconds"))?;
+                .ok()
+                .filter(|ts| (0..=MAX_JSON_INTEGER).contains(ts))
+                .ok_or_else(|| bad("the fourth word is not a time in milliseconds"))?;
             let old = Self::from_seed(version, &seed).map_err(|e| bad(&e.to_string()))?;
+            if old.key_id == key.key_id || key.old.iter().any(|k| k.key_id == old.key_id) {
+                return Err(bad("a key id that is already in the file"));
+            }
             key.old.push(OldKey {
                 public_key: old.public_key_base64(),
                 key_id: old.key_id,
