@@ -136,6 +136,13 @@ impl Harness {
         Self::on(dir, &url, adjust).await
     }
 
+    /// The database of [`Harness::on_test_database`].
+    pub(crate) fn test_database(&self) -> &crate::storage::TestDb {
+        self.database
+            .as_ref()
+            .expect("a harness made by Harness::on_test_database")
+    }
+
     /// A harness on the database under test: SQLite, or a fresh PostgreSQL
     /// database when `TEST_POSTGRES_URL` names a server (as `cargo xtask
     /// test`'s second pass does). [`Harness::count`] reads SQLite only.

@@ -483,4 +483,56 @@ mod lifecycle_tests {
         h.clock.0.fetch_add(HOUR, Ordering::SeqCst);
         assert_eq!(purge_due(&h.state, 100).await.unwrap(), 1);
     }
+
+    /// Expired and cancelled requests are purged too, and afterwards no
+    /// table holds their addresses or Matrix IDs.
+    #[tokio::test]
+    async fn expired_and_cancelled_requests_leave_nothing_personal_in_any_table() {
+        let h = Harness::on_test_database(|c| {
+            c.retention = Duration::from_secs(60);
+            c.request_ttl = Duration::from_secs(7200);
+        })
+        .await;
+        let (expiring, _) = h.hold("exa").await;
+        let (cancelled, _) = h.hold("cana").await;
+        crate::workers::email::send_due(&h.state).await;
+        let request = h.state.repo.request(&cancelled).await.unwrap().unwrap();
+        let outcome = crate::lifecycle::decide(
+            &h.state,
+            &request,
+            RequestStatus::Cancelled,
+            crate::lifecycle::By::Admin("admin:ops"),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(outcome, crate::lifecycle::Outcome::Now(_)));
+        h.clock.0.fetch_add(2 * HOUR + MINUTE, Ordering::SeqCst);
+        assert_eq!(crate::lifecycle::expire_due(&h.state, 10).await.unwrap(), 1);
+        let stored = crate::storage::everything_stored(h.test_database()).await;
+        for kept in [
+            "exa@example.org",
+            "cana@example.org",
+            &h.hs_mxid("exa"),
+            &h.hs_mxid("cana"),
+        ] {
+            assert!(stored.contains(kept), "the test looks where {kept} is");
+        }
+        // The expiry is a minute old, the cancellation two hours (past its
+        // request_ttl of answering repeats): both go.
+        h.clock.0.fetch_add(MINUTE + 1, Ordering::SeqCst);
+        assert_eq!(pass(&h.state, 100).await.unwrap(), 2);
+        for id in [&expiring, &cancelled] {
+            let tombstone = h.state.repo.request(id).await.unwrap().unwrap();
+            assert!(tombstone.purged_at.is_some(), "{id}");
+        }
+        let stored = crate::storage::everything_stored(h.test_database()).await;
+        for gone in [
+            "exa@example.org",
+            "cana@example.org",
+            &h.hs_mxid("exa"),
+            &h.hs_mxid("cana"),
+        ] {
+            assert!(!stored.contains(gone), "{gone} is still stored");
+        }
+    }
 }

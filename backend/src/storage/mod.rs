@@ -19,7 +19,7 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-pub(crate) use tests::{test_db, TestDb};
+pub(crate) use tests::{retention::everything_stored, test_db, TestDb};
 
 pub use model::*;
 pub use postgres::PgRepository;

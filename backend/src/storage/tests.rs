@@ -6,7 +6,7 @@ use super::*;
 use assent_shared::{Initiator, Medium, RequestStatus};
 use serde_json::json;
 
-mod retention;
+pub(crate) mod retention;
 
 pub(crate) struct TestDb {
     pub repo: Repo,

@@ -27,7 +27,7 @@ fn due(before: i64) -> PurgeDue {
 
 /// Every row of the three tables a request lives in, as text: where its
 /// personal data could still be.
-async fn everything_stored(db: &TestDb) -> String {
+pub(crate) async fn everything_stored(db: &TestDb) -> String {
     let mut all = String::new();
     for table in ["requests", "audit_events", "outbox"] {
         if db.url.starts_with("postgres") {
