@@ -109,6 +109,10 @@ pub struct RequestState {
     pub decided_at_ms: Option<i64>,
     /// The signed decision document, once decided.
     pub decision: Option<serde_json::Value>,
+    /// On a tombstone: when its personal data was deleted (its `mxid`,
+    /// `threepid.address` and `decision` are empty since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at_ms: Option<i64>,
 }
 
 /// What the owner of the address decides.

@@ -804,6 +804,19 @@ async fn an_admin_purges_an_ended_request_and_finds_its_tombstone_by_address() {
         .unwrap()
         .clone();
     assert!(row["purged_at_ms"].is_i64(), "{row}");
+    // The identity server that asked (integrated mode) sees a tombstone too.
+    let integrated: Value = Client::new()
+        .get(assent.url(&format!("/_assent/v1/requests/{id}")))
+        .bearer_auth(admin::IS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(integrated["purged_at_ms"].is_i64(), "{integrated}");
+    assert_eq!(integrated["threepid"]["address"], "", "{integrated}");
+    assert_eq!(integrated["decision"], Value::Null, "{integrated}");
 
     // "Did we ever act on this address?"
     let search = |body: Value| {

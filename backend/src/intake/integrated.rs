@@ -95,6 +95,7 @@ fn state_of(request: &StoredRequest) -> RequestState {
             .decision_doc
             .as_deref()
             .and_then(|doc| serde_json::from_str(doc).ok()),
+        purged_at_ms: request.purged_at,
     }
 }
 
