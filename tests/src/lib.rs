@@ -387,3 +387,18 @@ pub fn skewed_clock(seconds: i64) -> Vec<(String, String)> {
         ),
     ]
 }
+
+/// The Python of a virtualenv `cargo xtask test` made in the tools folder:
+/// the one the environment variable `env` names, else `<tools>/<venv>`.
+pub fn tools_python(env: &str, venv: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let tools = std::env::var_os("XTASK_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache/assent/tools"));
+    tools.join(venv).join("bin/python")
+}

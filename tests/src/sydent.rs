@@ -18,16 +18,7 @@ pub struct Sydent {
 }
 
 fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("ASSENT_SYDENT_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let tools = std::env::var_os("XTASK_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache/assent/tools"));
-    tools.join("sydent-venv/bin/python")
+    crate::tools_python("ASSENT_SYDENT_PYTHON", "sydent-venv")
 }
 
 impl Sydent {

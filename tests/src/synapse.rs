@@ -37,16 +37,7 @@ pub struct Synapse {
 }
 
 fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("ASSENT_SYNAPSE_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let tools = std::env::var_os("XTASK_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache/assent/tools"));
-    tools.join("synapse-venv/bin/python")
+    crate::tools_python("ASSENT_SYNAPSE_PYTHON", "synapse-venv")
 }
 
 /// A registered user: its Matrix ID, password and access token.
